@@ -1,0 +1,322 @@
+//! `cairn`: the command line. It parses arguments, calls `cairn-core`, and
+//! prints; nothing about formats or storage lives here.
+
+mod output;
+mod password;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use cairn_core::archiver::{self, BackupOptions};
+use cairn_core::backend::LocalBackend;
+use cairn_core::chunker::ChunkerParams;
+use cairn_core::restorer::{self, RestoreOptions};
+use cairn_core::{InitOptions, Repository};
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, documented in the README.
+mod exit {
+    pub const FATAL: u8 = 1;
+    pub const INCOMPLETE: u8 = 3;
+    pub const NO_REPOSITORY: u8 = 10;
+    pub const WRONG_PASSWORD: u8 = 12;
+}
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Deduplicating, encrypted backups")]
+struct Cli {
+    /// Repository location (a local directory).
+    #[arg(short = 'r', long, env = "CAIRN_REPO", global = true)]
+    repo: Option<PathBuf>,
+    /// Read the password from this file (first line).
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the password.
+    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
+    password_command: Option<String>,
+    /// Where the local index cache lives.
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Print only errors and warnings.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up files and directories into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// Restore a snapshot, or a path inside one, into a directory.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Default zstd level for new data, 0 (store raw) to 22.
+    #[arg(long, default_value_t = 3)]
+    compression: i32,
+    /// Target packfile size in MiB.
+    #[arg(long, default_value_t = 16)]
+    pack_size: u32,
+    /// Smallest chunk in bytes.
+    #[arg(long, default_value_t = ChunkerParams::DEFAULT.min_bytes)]
+    chunk_min: u32,
+    /// Average chunk in bytes (a power of two).
+    #[arg(long, default_value_t = ChunkerParams::DEFAULT.avg_bytes)]
+    chunk_avg: u32,
+    /// Largest chunk in bytes.
+    #[arg(long, default_value_t = ChunkerParams::DEFAULT.max_bytes)]
+    chunk_max: u32,
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Host name to record instead of this machine's.
+    #[arg(long)]
+    host: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Snapshot time instead of now: RFC 3339, or "YYYY-MM-DD HH:MM:SS" local.
+    #[arg(long)]
+    time: Option<String>,
+    /// zstd level for this run (0 stores raw).
+    #[arg(long)]
+    compression: Option<i32>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SnapshotsArgs {
+    /// Print a JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:PATH; SNAPSHOT is an id, a unique id prefix, or "latest".
+    snapshot: String,
+    /// Directory to restore into.
+    #[arg(short, long)]
+    target: PathBuf,
+    /// Restore only paths matching this pattern (repeatable).
+    #[arg(long = "include")]
+    includes: Vec<String>,
+    /// Skip paths matching this pattern (repeatable).
+    #[arg(long = "exclude")]
+    excludes: Vec<String>,
+    /// Show what would be restored; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Re-read restored files and compare them with the snapshot.
+    #[arg(long)]
+    verify: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            if is_broken_pipe(&error) {
+                return ExitCode::SUCCESS;
+            }
+            let mut message = format!("{error:#}");
+            message.retain(|c| c != '\n');
+            if output::json_errors(&cli) {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"message_type": "error", "message": message})
+                );
+            } else {
+                eprintln!("cairn: error: {message}");
+            }
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    match error
+        .chain()
+        .find_map(|e| e.downcast_ref::<cairn_core::Error>())
+    {
+        Some(cairn_core::Error::RepositoryNotFound { .. }) => exit::NO_REPOSITORY,
+        Some(cairn_core::Error::WrongPassword) => exit::WRONG_PASSWORD,
+        _ => exit::FATAL,
+    }
+}
+
+fn run(cli: &Cli) -> Result<u8> {
+    match &cli.command {
+        Command::Init(args) => init(cli, args),
+        Command::Backup(args) => backup(cli, args),
+        Command::Snapshots(args) => snapshots(cli, args),
+        Command::Restore(args) => restore(cli, args),
+    }
+}
+
+fn repo_path(cli: &Cli) -> Result<&Path> {
+    cli.repo
+        .as_deref()
+        .ok_or_else(|| anyhow!("no repository given: use --repo or set CAIRN_REPO"))
+}
+
+fn cache_dir(cli: &Cli) -> Result<PathBuf> {
+    match &cli.cache_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => dirs::cache_dir()
+            .map(|dir| dir.join("cairn"))
+            .ok_or_else(|| anyhow!("no cache directory: set CAIRN_CACHE_DIR or --cache-dir")),
+    }
+}
+
+fn open_repository(cli: &Cli) -> Result<Repository> {
+    let path = repo_path(cli)?;
+    if !path.join("config").exists() && !path.exists() {
+        return Err(cairn_core::Error::RepositoryNotFound { path: path.into() }.into());
+    }
+    let password = password::read(cli, false)?;
+    let repository = Repository::open(
+        Box::new(LocalBackend::new(path)),
+        password.as_bytes(),
+        &cache_dir(cli)?,
+    )?;
+    Ok(repository)
+}
+
+fn init(cli: &Cli, args: &InitArgs) -> Result<u8> {
+    let path = repo_path(cli)?;
+    let options = InitOptions {
+        chunker: ChunkerParams {
+            min_bytes: args.chunk_min,
+            avg_bytes: args.chunk_avg,
+            max_bytes: args.chunk_max,
+        },
+        compression_level: args.compression,
+        pack_target_bytes: args
+            .pack_size
+            .checked_mul(1 << 20)
+            .ok_or_else(|| anyhow!("--pack-size {} is too large", args.pack_size))?,
+        ..InitOptions::default()
+    };
+    if path.join("config").exists() {
+        return Err(cairn_core::Error::RepositoryExists { path: path.into() }.into());
+    }
+    let password = password::read(cli, true)?;
+    let repository = Repository::init(
+        Box::new(LocalBackend::new(path)),
+        password.as_bytes(),
+        &options,
+        &cache_dir(cli)?,
+    )?;
+    output::line(
+        cli,
+        &format!(
+            "created cairn repository {} at {}\nKeep the password safe: without it the data cannot be read.",
+            repository.config().id.short(),
+            path.display()
+        ),
+    )?;
+    Ok(0)
+}
+
+fn backup(cli: &Cli, args: &BackupArgs) -> Result<u8> {
+    let time_ns = args.time.as_deref().map(output::parse_time).transpose()?;
+    let repository = open_repository(cli)?;
+    let options = BackupOptions {
+        paths: args.paths.clone(),
+        hostname: args.host.clone(),
+        tags: args.tags.clone(),
+        time_ns,
+        compression_level: args.compression,
+    };
+    if let Some(level) = args.compression {
+        if !(0..=22).contains(&level) {
+            bail!("--compression {level} is out of range 0..=22");
+        }
+    }
+    let outcome = archiver::backup(&repository, &options, &output::Reporter::new(cli))?;
+    output::backup_summary(cli, args.json, &outcome)?;
+    Ok(if outcome.snapshot.is_incomplete() {
+        exit::INCOMPLETE
+    } else {
+        0
+    })
+}
+
+fn snapshots(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
+    let repository = open_repository(cli)?;
+    let snapshots = repository.snapshots()?;
+    if args.json {
+        output::snapshots_json(&snapshots)?;
+    } else {
+        output::snapshots_table(&snapshots)?;
+    }
+    Ok(0)
+}
+
+fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
+    let (reference, subpath) = match args.snapshot.split_once(':') {
+        Some((id, path)) if !path.is_empty() => (id, Some(PathBuf::from(path))),
+        Some((id, _)) => (id, None),
+        None => (args.snapshot.as_str(), None),
+    };
+    let repository = open_repository(cli)?;
+    let (id, snapshot) = repository.resolve_snapshot(reference)?;
+    let options = RestoreOptions {
+        target: args.target.clone(),
+        subpath,
+        includes: args.includes.clone(),
+        excludes: args.excludes.clone(),
+        dry_run: args.dry_run,
+        verify: args.verify,
+    };
+    let reporter = output::Reporter::new(cli).listing(args.dry_run);
+    let summary = restorer::restore(&repository, &snapshot, &options, &reporter)
+        .with_context(|| format!("restoring snapshot {}", id.0.short()))?;
+    let verb = if args.dry_run {
+        "would restore"
+    } else {
+        "restored"
+    };
+    let mut text = format!(
+        "{verb} {} files, {} directories, {} other entries, {} from snapshot {} to {}",
+        summary.files,
+        summary.dirs,
+        summary.others,
+        output::bytes(summary.bytes),
+        id.0.short(),
+        args.target.display()
+    );
+    if args.verify && !args.dry_run {
+        text.push_str(&format!(
+            "\nverified {} files: all match the snapshot",
+            summary.verified_files
+        ));
+    }
+    output::line(cli, &text)?;
+    io::stdout().flush()?;
+    Ok(0)
+}

@@ -1,0 +1,261 @@
+//! Everything `cairn` prints: tables and JSON for results, one-line
+//! warnings on standard error.
+
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use cairn_core::archiver::BackupOutcome;
+use cairn_core::id::SnapshotId;
+use cairn_core::progress::Progress;
+use cairn_core::snapshot::{Snapshot, Summary};
+use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
+use serde_json::{json, Value};
+
+use crate::{Cli, Command};
+
+/// Version of the JSON objects `cairn` prints; bumped when a field changes
+/// meaning or disappears.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Whether errors should be printed as JSON (the command asked for JSON).
+pub fn json_errors(cli: &Cli) -> bool {
+    match &cli.command {
+        Command::Backup(args) => args.json,
+        Command::Snapshots(args) => args.json,
+        _ => false,
+    }
+}
+
+/// Prints a line unless `--quiet`.
+pub fn line(cli: &Cli, text: &str) -> Result<()> {
+    if !cli.quiet {
+        writeln!(io::stdout().lock(), "{text}")?;
+    }
+    Ok(())
+}
+
+/// Reports warnings on standard error and, when listing, restored paths on
+/// standard output.
+pub struct Reporter {
+    json: bool,
+    listing: bool,
+}
+
+impl Reporter {
+    /// A reporter for this command line.
+    pub fn new(cli: &Cli) -> Reporter {
+        Reporter {
+            json: json_errors(cli),
+            listing: false,
+        }
+    }
+
+    /// Also print each restored path.
+    pub fn listing(mut self, on: bool) -> Reporter {
+        self.listing = on;
+        self
+    }
+}
+
+impl Progress for Reporter {
+    fn warning(&self, path: &Path, message: &str) {
+        let path = path.display();
+        if self.json {
+            eprintln!(
+                "{}",
+                json!({"message_type": "warning", "path": path.to_string(), "message": message})
+            );
+        } else {
+            eprintln!("cairn: warning: {path}: {message}");
+        }
+    }
+
+    fn restored(&self, path: &Path) {
+        if self.listing {
+            let _ = writeln!(io::stdout().lock(), "{}", path.display());
+        }
+    }
+}
+
+/// Human-readable size with binary units.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+/// Parses `--time`: RFC 3339, or a local "YYYY-MM-DD HH:MM:SS" or "YYYY-MM-DD".
+pub fn parse_time(text: &str) -> Result<i64> {
+    let parsed = DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_nanos_opt())
+        .or_else(|_| {
+            let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").or_else(|_| {
+                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists"))
+            })?;
+            Local
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|t| t.timestamp_nanos_opt())
+                .ok_or(anyhow!("no such local time"))
+        });
+    match parsed {
+        Ok(Some(ns)) => Ok(ns),
+        _ => Err(anyhow!(
+            "--time {text:?}: expected RFC 3339 (2024-05-01T12:00:00Z) or \"YYYY-MM-DD HH:MM:SS\" between 1678 and 2262"
+        )),
+    }
+}
+
+fn time_of(ns: i64) -> DateTime<Local> {
+    DateTime::from_timestamp_nanos(ns).with_timezone(&Local)
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn summary_json(summary: &Summary) -> Value {
+    json!({
+        "files_new": summary.files_new,
+        "files_changed": summary.files_changed,
+        "files_unmodified": summary.files_unmodified,
+        "dirs_new": summary.dirs_new,
+        "dirs_changed": summary.dirs_changed,
+        "dirs_unmodified": summary.dirs_unmodified,
+        "bytes_read": summary.bytes_read,
+        "bytes_added": summary.bytes_added,
+        "blobs_added": summary.blobs_added,
+        "duration_seconds": summary.duration_ns as f64 / 1e9,
+    })
+}
+
+fn snapshot_json(id: &SnapshotId, snapshot: &Snapshot) -> Value {
+    json!({
+        "id": id.to_string(),
+        "short_id": id.0.short(),
+        "time": time_of(snapshot.time_ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+        "host": snapshot.hostname,
+        "username": snapshot.username,
+        "paths": snapshot.paths.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
+        "tags": snapshot.tags,
+        "parent": snapshot.parent.map(|p| p.to_string()),
+        "tree": snapshot.tree.to_string(),
+        "program_version": snapshot.program_version,
+        "incomplete": snapshot.is_incomplete(),
+        "unreadable": snapshot.unreadable.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
+        "summary": summary_json(&snapshot.summary),
+    })
+}
+
+/// Prints what a backup did, as text or as one JSON summary object.
+pub fn backup_summary(cli: &Cli, as_json: bool, outcome: &BackupOutcome) -> Result<()> {
+    let snapshot = &outcome.snapshot;
+    let s = &snapshot.summary;
+    if as_json {
+        let mut value = summary_json(s);
+        let object = value.as_object_mut().expect("summary is an object");
+        object.insert("message_type".into(), json!("summary"));
+        object.insert("schema_version".into(), json!(SCHEMA_VERSION));
+        object.insert("snapshot_id".into(), json!(outcome.snapshot_id.to_string()));
+        object.insert("short_id".into(), json!(outcome.snapshot_id.0.short()));
+        object.insert("incomplete".into(), json!(snapshot.is_incomplete()));
+        object.insert(
+            "unreadable".into(),
+            json!(snapshot
+                .unreadable
+                .iter()
+                .map(|p| lossy(p))
+                .collect::<Vec<_>>()),
+        );
+        writeln!(io::stdout().lock(), "{value}")?;
+        return Ok(());
+    }
+    let mut text = format!(
+        "files: {} new, {} changed, {} unmodified\ndirs:  {} new, {} changed, {} unmodified\nread {}, added {} to the repository in {:.2}s\nsnapshot {} saved",
+        s.files_new,
+        s.files_changed,
+        s.files_unmodified,
+        s.dirs_new,
+        s.dirs_changed,
+        s.dirs_unmodified,
+        bytes(s.bytes_read),
+        bytes(s.bytes_added),
+        s.duration_ns as f64 / 1e9,
+        outcome.snapshot_id.0.short(),
+    );
+    if snapshot.is_incomplete() {
+        text.push_str("\nincomplete: these paths could not be read:");
+        for path in &snapshot.unreadable {
+            text.push_str(&format!(
+                "\n  {}",
+                Path::new(std::ffi::OsStr::from_bytes(path)).display()
+            ));
+        }
+    }
+    line(cli, &text)
+}
+
+/// Prints snapshots as a JSON array.
+pub fn snapshots_json(snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
+    let array: Vec<Value> = snapshots
+        .iter()
+        .map(|(id, s)| snapshot_json(id, s))
+        .collect();
+    writeln!(io::stdout().lock(), "{}", Value::Array(array))?;
+    Ok(())
+}
+
+/// Prints snapshots as a table, oldest first.
+pub fn snapshots_table(snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
+    let rows: Vec<[String; 5]> = snapshots
+        .iter()
+        .map(|(id, s)| {
+            [
+                id.0.short(),
+                time_of(s.time_ns).format("%Y-%m-%d %H:%M:%S").to_string(),
+                s.hostname.clone(),
+                s.tags.join(","),
+                s.paths
+                    .iter()
+                    .map(|p| lossy(p))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    + if s.is_incomplete() {
+                        " (incomplete)"
+                    } else {
+                        ""
+                    },
+            ]
+        })
+        .collect();
+    let header = ["ID", "Time", "Host", "Tags", "Paths"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = io::stdout().lock();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", cells.join("  ").trim_end())?;
+    }
+    writeln!(out, "{} snapshots", rows.len())?;
+    Ok(())
+}

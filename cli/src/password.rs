@@ -1,0 +1,57 @@
+//! Where the password comes from: `CAIRN_PASSWORD`, a file, a command, or a
+//! prompt on the terminal; never a plain argument, which `ps` would show.
+
+use std::io::IsTerminal;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::Cli;
+
+/// Reads the password; with `confirm`, a prompt asks twice.
+pub fn read(cli: &Cli, confirm: bool) -> Result<String> {
+    if let Ok(password) = std::env::var("CAIRN_PASSWORD") {
+        return non_empty(password, "CAIRN_PASSWORD");
+    }
+    if let Some(path) = &cli.password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading password file {}", path.display()))?;
+        let first = text.lines().next().unwrap_or("").to_string();
+        return non_empty(first, &format!("password file {}", path.display()));
+    }
+    if let Some(command) = &cli.password_command {
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running password command {command:?}"))?;
+        if !output.status.success() {
+            bail!("password command {command:?} failed: {}", output.status);
+        }
+        let text =
+            String::from_utf8(output.stdout).context("password command printed non-UTF-8")?;
+        let first = text.lines().next().unwrap_or("").to_string();
+        return non_empty(first, "password command");
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or use --password-file or --password-command");
+    }
+    let password =
+        rpassword::prompt_password("enter repository password: ").context("reading password")?;
+    if confirm {
+        let again = rpassword::prompt_password("enter it again: ").context("reading password")?;
+        if again != password {
+            bail!("the passwords do not match");
+        }
+    }
+    non_empty(password, "the prompt")
+}
+
+fn non_empty(password: String, source: &str) -> Result<String> {
+    if password.is_empty() {
+        bail!("empty password from {source}");
+    }
+    Ok(password)
+}

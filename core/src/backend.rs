@@ -1,0 +1,385 @@
+//! Storage of opaque bytes by (kind, name) (SPEC.md §1).
+//!
+//! A backend never sees a key: it stores what it is given. Writes are atomic:
+//! an object is either wholly present under its name or absent. Objects are
+//! never modified in place; names other than `config` are content hashes, so
+//! a second put of an existing name has nothing to do.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The folders of a repository and what they hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// The single `config` object.
+    Config,
+    /// Password-wrapped key files, `keys/`.
+    Key,
+    /// Session objects holding wrapped data keys, `sessions/`.
+    Session,
+    /// Packfiles, `data/`, sharded by the first two hex digits of the name.
+    Pack,
+    /// Index segments, `index/`.
+    Index,
+    /// Snapshots, `snapshots/`.
+    Snapshot,
+    /// Lock objects, `locks/`.
+    Lock,
+}
+
+impl ObjectKind {
+    /// Every kind that lives in a folder, in creation order.
+    pub const FOLDERS: [ObjectKind; 6] = [
+        ObjectKind::Key,
+        ObjectKind::Session,
+        ObjectKind::Pack,
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+        ObjectKind::Lock,
+    ];
+
+    /// The folder (or for `Config`, the file) name.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "config",
+            ObjectKind::Key => "keys",
+            ObjectKind::Session => "sessions",
+            ObjectKind::Pack => "data",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshots",
+            ObjectKind::Lock => "locks",
+        }
+    }
+}
+
+/// Narrow storage interface: everything the repository needs of a store.
+pub trait Backend: Send + Sync {
+    /// Where the repository lives, for messages.
+    fn location(&self) -> String;
+    /// Reads a whole object.
+    fn get(&self, kind: ObjectKind, name: &str) -> io::Result<Vec<u8>>;
+    /// Reads `len` bytes at `offset` of an object. Errors if the object is shorter.
+    fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64)
+        -> io::Result<Vec<u8>>;
+    /// Length of an object in bytes.
+    fn size(&self, kind: ObjectKind, name: &str) -> io::Result<u64>;
+    /// Stores an object atomically and durably. A name that exists is kept as
+    /// it is (names are content hashes), except that `Config` is never
+    /// replaced: putting it twice is an error.
+    fn put(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Names of all objects of a kind.
+    fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>>;
+    /// Removes an object.
+    fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()>;
+    /// Creates the empty layout. Errors if a config already exists.
+    fn create(&self) -> io::Result<()>;
+}
+
+/// A repository in a local directory.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
+        LocalBackend { root: root.into() }
+    }
+
+    /// The repository directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, kind: ObjectKind, name: &str) -> PathBuf {
+        match kind {
+            ObjectKind::Config => self.root.join("config"),
+            ObjectKind::Pack => {
+                let shard = name.get(..2).unwrap_or("__");
+                self.root.join("data").join(shard).join(name)
+            }
+            _ => self.root.join(kind.dir_name()).join(name),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to a temporary file in `path`'s folder, syncs it and
+/// renames it into place, so a crash never leaves a partial object.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("object paths have a parent");
+    let suffix: [u8; 8] = crate::crypto::random_bytes();
+    let tmp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn get(&self, kind: ObjectKind, name: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.path(kind, name))
+    }
+
+    fn get_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<Vec<u8>> {
+        let mut file = File::open(self.path(kind, name))?;
+        let size = file.metadata()?.len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("range {offset}+{len} beyond object length {size}"),
+            ));
+        }
+        file.seek(SeekFrom::Start(offset))?;
+        let mut out = vec![0; len as usize];
+        file.read_exact(&mut out)?;
+        Ok(out)
+    }
+
+    fn size(&self, kind: ObjectKind, name: &str) -> io::Result<u64> {
+        Ok(fs::metadata(self.path(kind, name))?.len())
+    }
+
+    fn put(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.path(kind, name);
+        if path.symlink_metadata().is_ok() {
+            if kind == ObjectKind::Config {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "config exists",
+                ));
+            }
+            return Ok(());
+        }
+        if kind == ObjectKind::Pack {
+            let shard = path.parent().expect("pack paths have a shard");
+            if !shard.is_dir() {
+                fs::create_dir_all(shard)?;
+                sync_dir(shard.parent().expect("shards have a parent"))?;
+            }
+        }
+        write_atomically(&path, bytes)
+    }
+
+    fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>> {
+        let dir = self.root.join(kind.dir_name());
+        let mut names = Vec::new();
+        let mut push_files = |dir: &Path| -> io::Result<()> {
+            for entry in fs::read_dir(dir)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') && entry.file_type()?.is_file() {
+                    names.push(name);
+                }
+            }
+            Ok(())
+        };
+        if kind == ObjectKind::Pack {
+            for shard in fs::read_dir(&dir)? {
+                let shard = shard?;
+                if shard.file_type()?.is_dir() {
+                    push_files(&shard.path())?;
+                }
+            }
+        } else {
+            push_files(&dir)?;
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()> {
+        fs::remove_file(self.path(kind, name))
+    }
+
+    fn create(&self) -> io::Result<()> {
+        fs::create_dir_all(&self.root)?;
+        if self.path(ObjectKind::Config, "").exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "config exists",
+            ));
+        }
+        for kind in ObjectKind::FOLDERS {
+            let dir = self.root.join(kind.dir_name());
+            if !dir.is_dir() {
+                fs::create_dir(&dir)?;
+            }
+        }
+        sync_dir(&self.root)
+    }
+}
+
+/// A backend in memory, for tests.
+#[derive(Default)]
+pub struct MemoryBackend {
+    objects: Mutex<BTreeMap<(ObjectKind, String), Vec<u8>>>,
+}
+
+impl MemoryBackend {
+    fn not_found(kind: ObjectKind, name: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{}/{name}", kind.dir_name()),
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(ObjectKind, String), Vec<u8>>> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn location(&self) -> String {
+        "memory".into()
+    }
+
+    fn get(&self, kind: ObjectKind, name: &str) -> io::Result<Vec<u8>> {
+        self.lock()
+            .get(&(kind, name.to_string()))
+            .cloned()
+            .ok_or_else(|| Self::not_found(kind, name))
+    }
+
+    fn get_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<Vec<u8>> {
+        let all = self.get(kind, name)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+        all.get(start..end)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "range beyond object"))
+    }
+
+    fn size(&self, kind: ObjectKind, name: &str) -> io::Result<u64> {
+        Ok(self.get(kind, name)?.len() as u64)
+    }
+
+    fn put(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let mut objects = self.lock();
+        let key = (kind, name.to_string());
+        if objects.contains_key(&key) {
+            if kind == ObjectKind::Config {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "config exists",
+                ));
+            }
+            return Ok(());
+        }
+        objects.insert(key, bytes.to_vec());
+        Ok(())
+    }
+
+    fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>> {
+        Ok(self
+            .lock()
+            .keys()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, name)| name.clone())
+            .collect())
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()> {
+        self.lock()
+            .remove(&(kind, name.to_string()))
+            .map(|_| ())
+            .ok_or_else(|| Self::not_found(kind, name))
+    }
+
+    fn create(&self) -> io::Result<()> {
+        if self
+            .lock()
+            .contains_key(&(ObjectKind::Config, String::new()))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "config exists",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(backend: &dyn Backend) {
+        backend.create().unwrap();
+        backend.put(ObjectKind::Config, "", b"cfg").unwrap();
+        assert!(backend.put(ObjectKind::Config, "", b"other").is_err());
+        assert!(backend.create().is_err());
+        backend
+            .put(ObjectKind::Pack, "abcdef", b"0123456789")
+            .unwrap();
+        backend
+            .put(ObjectKind::Pack, "abcdef", b"different")
+            .unwrap();
+        assert_eq!(
+            backend.get(ObjectKind::Pack, "abcdef").unwrap(),
+            b"0123456789"
+        );
+        assert_eq!(
+            backend.get_range(ObjectKind::Pack, "abcdef", 2, 3).unwrap(),
+            b"234"
+        );
+        assert!(backend.get_range(ObjectKind::Pack, "abcdef", 8, 3).is_err());
+        assert_eq!(backend.size(ObjectKind::Pack, "abcdef").unwrap(), 10);
+        assert_eq!(backend.list(ObjectKind::Pack).unwrap(), vec!["abcdef"]);
+        assert!(backend.list(ObjectKind::Index).unwrap().is_empty());
+        backend.delete(ObjectKind::Pack, "abcdef").unwrap();
+        assert!(backend.get(ObjectKind::Pack, "abcdef").is_err());
+    }
+
+    #[test]
+    fn local_backend_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("repo"));
+        exercise(&backend);
+        // No temporary files are left behind.
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("repo/data/ab"))
+            .unwrap()
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn memory_backend_contract() {
+        exercise(&MemoryBackend::default());
+    }
+}

@@ -1,0 +1,126 @@
+//! The crate's error type. Every variant names the object or path it concerns.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout `cairn-core`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `cairn-core`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No repository exists at the given location.
+    #[error("no repository at {path}")]
+    RepositoryNotFound {
+        /// Where one was expected.
+        path: PathBuf,
+    },
+    /// `init` was asked to create a repository where one already exists.
+    #[error("a repository already exists at {path}")]
+    RepositoryExists {
+        /// Where the existing repository is.
+        path: PathBuf,
+    },
+    /// No key file could be opened with the given password.
+    #[error("wrong password: no key file in the repository opens with it")]
+    WrongPassword,
+    /// An I/O operation on a local path failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path the operation concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A stored object is missing.
+    #[error("{object}: missing from the repository")]
+    MissingObject {
+        /// The object, as `kind/id`.
+        object: String,
+    },
+    /// A stored object failed authentication, decoding or a bounds check.
+    #[error("{object}: damaged: {reason}")]
+    Corrupted {
+        /// The object, as `kind/id` or `blob id in pack id`.
+        object: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The repository uses a format version this build cannot read.
+    #[error("{object}: unsupported format version {version}")]
+    UnsupportedVersion {
+        /// The object carrying the version.
+        object: String,
+        /// The version found.
+        version: u32,
+    },
+    /// A blob referenced by a tree or snapshot is not in the index.
+    #[error("blob {id} is not in the index")]
+    BlobNotIndexed {
+        /// The blob id.
+        id: String,
+    },
+    /// A snapshot reference matched nothing.
+    #[error("no snapshot matches {reference:?}")]
+    SnapshotNotFound {
+        /// What the user gave.
+        reference: String,
+    },
+    /// A snapshot id prefix matched several snapshots.
+    #[error("snapshot prefix {reference:?} is ambiguous: it matches {count} snapshots")]
+    AmbiguousSnapshot {
+        /// What the user gave.
+        reference: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// A path inside a snapshot does not exist.
+    #[error("{path}: no such path in the snapshot")]
+    PathNotInSnapshot {
+        /// The path looked up.
+        path: String,
+    },
+    /// The local index cache could not be used.
+    #[error("index cache {path}: {reason}")]
+    IndexCache {
+        /// The cache database file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A restore verification found a file whose content differs from the snapshot.
+    #[error("{path}: restored content does not match the snapshot")]
+    VerifyMismatch {
+        /// The restored file.
+        path: PathBuf,
+    },
+    /// An argument given by the caller is not acceptable.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A source path given to backup could not be found or read.
+    #[error("{path}: {source}")]
+    Source {
+        /// The source path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Corrupted`] for `object`.
+    pub fn corrupted(object: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+        Error::Corrupted {
+            object: object.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Packfiles: many sealed blobs, an encrypted trailer listing them, and a
+//! fixed footer (SPEC.md §11).
+//!
+//! `blob_0 || ... || blob_n || sealed trailer || trailer length (u32) || "CRNP"`.
+//! The trailer sits at the end so blobs can stream out first. A pack's name
+//! is the unkeyed BLAKE3 of its bytes, so damage is detectable without the
+//! password.
+
+use crate::blob::{BlobType, Compression, SealedBlob, MAX_BLOB_LEN};
+use crate::codec;
+use crate::crypto::{Sealer, SEAL_OVERHEAD};
+use crate::id::{BlobId, Id, PackId, SessionId};
+use crate::object::{self, SealedKind};
+
+/// Trailing magic of every pack.
+pub const PACK_MAGIC: &[u8; 4] = b"CRNP";
+/// Length of the fixed footer: trailer length and magic.
+pub const FOOTER_LEN: usize = 8;
+/// Largest trailer accepted from storage.
+pub const MAX_TRAILER_LEN: u32 = 32 << 20;
+
+/// One blob's place in a pack, as listed in the trailer and the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct PackEntry {
+    /// The blob's id.
+    pub id: BlobId,
+    /// [`BlobType`] wire value.
+    pub blob_type: u8,
+    /// [`Compression`] wire value.
+    pub compression: u8,
+    /// Offset of the sealed blob from the start of the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub stored_len: u32,
+    /// Length of the plaintext.
+    pub raw_len: u32,
+}
+
+impl PackEntry {
+    /// The blob type, if the wire value is known.
+    pub fn blob_type(&self) -> Option<BlobType> {
+        BlobType::from_byte(self.blob_type)
+    }
+
+    /// The compression, if the wire value is known.
+    pub fn compression(&self) -> Option<Compression> {
+        Compression::from_byte(self.compression)
+    }
+
+    /// Whether the fields are within what this build writes. Entries come
+    /// from storage: check before using them to size a read.
+    pub fn is_plausible(&self) -> bool {
+        self.blob_type().is_some()
+            && self.compression().is_some()
+            && self.raw_len <= MAX_BLOB_LEN
+            && (SEAL_OVERHEAD as u32..=MAX_BLOB_LEN + 1024).contains(&self.stored_len)
+    }
+}
+
+/// Collects sealed blobs into one pack.
+#[derive(Default)]
+pub struct PackWriter {
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack, ready to store.
+pub struct FinishedPack {
+    /// Its name.
+    pub id: PackId,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// What it holds.
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    /// Appends a blob.
+    pub fn add(&mut self, blob: SealedBlob) {
+        self.entries.push(PackEntry {
+            id: blob.id,
+            blob_type: blob.blob_type.to_byte(),
+            compression: blob.compression.to_byte(),
+            offset: self.bytes.len() as u32,
+            stored_len: blob.bytes.len() as u32,
+            raw_len: blob.raw_len,
+        });
+        self.bytes.extend_from_slice(&blob.bytes);
+    }
+
+    /// Bytes of blobs added so far.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends the trailer sealed under `session` and the footer.
+    pub fn finish(mut self, session: SessionId, sealer: &Sealer) -> FinishedPack {
+        let trailer = object::seal(
+            SealedKind::PackTrailer,
+            session,
+            sealer,
+            &codec::encode(&self.entries),
+        );
+        self.bytes.extend_from_slice(&trailer);
+        self.bytes
+            .extend_from_slice(&(trailer.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(PACK_MAGIC);
+        FinishedPack {
+            id: PackId(Id::of_bytes(&self.bytes)),
+            bytes: self.bytes,
+            entries: self.entries,
+        }
+    }
+}
+
+/// Why a pack's trailer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// Footer, trailer or entries are inconsistent with the pack's length.
+    #[error("{0}")]
+    Malformed(String),
+    /// The trailer did not authenticate.
+    #[error("trailer authentication failed")]
+    Authentication,
+}
+
+/// Reads the trailer length from a pack's footer, checking it against the
+/// pack's total length. Returns the trailer's offset and length.
+pub fn trailer_bounds(footer: &[u8], pack_len: u64) -> Result<(u64, u32), PackError> {
+    if footer.len() != FOOTER_LEN || &footer[4..] != PACK_MAGIC {
+        return Err(PackError::Malformed("bad footer magic".into()));
+    }
+    let len = u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]);
+    if len > MAX_TRAILER_LEN || u64::from(len) + FOOTER_LEN as u64 > pack_len {
+        return Err(PackError::Malformed(format!(
+            "trailer length {len} does not fit pack length {pack_len}"
+        )));
+    }
+    Ok((pack_len - FOOTER_LEN as u64 - u64::from(len), len))
+}
+
+/// The session that sealed a trailer.
+pub fn trailer_session(trailer: &[u8]) -> Result<SessionId, PackError> {
+    object::session_of(SealedKind::PackTrailer, trailer)
+        .map_err(|e| PackError::Malformed(e.to_string()))
+}
+
+/// Opens a trailer and checks that its entries tile the blob region exactly.
+pub fn open_trailer(
+    trailer: &[u8],
+    trailer_offset: u64,
+    sealer: &Sealer,
+) -> Result<Vec<PackEntry>, PackError> {
+    let plain = object::open(SealedKind::PackTrailer, sealer, trailer)
+        .map_err(|_| PackError::Authentication)?;
+    let entries: Vec<PackEntry> =
+        codec::decode(&plain).map_err(|e| PackError::Malformed(e.to_string()))?;
+    let mut expected_offset = 0u64;
+    for entry in &entries {
+        if !entry.is_plausible() || u64::from(entry.offset) != expected_offset {
+            return Err(PackError::Malformed(format!(
+                "implausible entry for blob {}",
+                entry.id
+            )));
+        }
+        expected_offset += u64::from(entry.stored_len);
+    }
+    if expected_offset != trailer_offset {
+        return Err(PackError::Malformed(
+            "entries do not cover the blob region".into(),
+        ));
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob;
+    use crate::crypto::{IdKey, SecretKey};
+
+    #[test]
+    fn write_then_read_trailer() {
+        let sealer = Sealer::new(&SecretKey::random());
+        let key = IdKey([1; 32]);
+        let session = SessionId(Id([9; 32]));
+        let mut writer = PackWriter::default();
+        for text in [&b"first"[..], b"second blob", b""] {
+            writer.add(blob::seal(
+                key.blob_id(text),
+                BlobType::Data,
+                text,
+                3,
+                &sealer,
+            ));
+        }
+        let pack = writer.finish(session, &sealer);
+        assert_eq!(pack.id, PackId(Id::of_bytes(&pack.bytes)));
+        let len = pack.bytes.len() as u64;
+        let (offset, trailer_len) =
+            trailer_bounds(&pack.bytes[pack.bytes.len() - FOOTER_LEN..], len).unwrap();
+        let trailer = &pack.bytes[offset as usize..offset as usize + trailer_len as usize];
+        assert_eq!(trailer_session(trailer).unwrap(), session);
+        let entries = open_trailer(trailer, offset, &sealer).unwrap();
+        assert_eq!(entries, pack.entries);
+        let second = &entries[1];
+        let stored =
+            &pack.bytes[second.offset as usize..(second.offset + second.stored_len) as usize];
+        let plain = blob::open(
+            &second.id,
+            BlobType::Data,
+            second.compression().unwrap(),
+            second.raw_len,
+            stored,
+            &sealer,
+            &key,
+        )
+        .unwrap();
+        assert_eq!(plain, b"second blob");
+    }
+
+    #[test]
+    fn footer_claims_are_bounded() {
+        let mut footer = u32::MAX.to_le_bytes().to_vec();
+        footer.extend_from_slice(PACK_MAGIC);
+        assert!(trailer_bounds(&footer, 100).is_err());
+        let mut footer = 50u32.to_le_bytes().to_vec();
+        footer.extend_from_slice(PACK_MAGIC);
+        assert!(trailer_bounds(&footer, 40).is_err());
+        assert!(trailer_bounds(b"xxxxxxxx", 100).is_err());
+    }
+}

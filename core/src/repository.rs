@@ -1,0 +1,575 @@
+//! Opening a repository and reading and writing through it (SPEC.md §15).
+//!
+//! All operations reach storage through here, which enforces the write
+//! order: session object, then packs, then the index segment naming them,
+//! then the snapshot naming their trees. A crash at any point leaves only
+//! unreferenced objects, never a reference to something missing.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::backend::{Backend, ObjectKind};
+use crate::blob::{self, BlobType, SealedBlob, MAX_BLOB_LEN};
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::config::{Config, ConfigError, DEFAULT_PACK_TARGET_BYTES, REPOSITORY_VERSION};
+use crate::crypto::{self, Sealer};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, Id, SegmentId, SessionId, SnapshotId};
+use crate::index::{self, BlobLocation, IndexCache, IndexSegment, IndexedPack, MAX_SEGMENT_LEN};
+use crate::keys::{self, KdfParams, KeyFileError, MasterKeys};
+use crate::object::{self, SealedKind};
+use crate::pack::PackWriter;
+use crate::session::{self, Session, SESSION_LEN};
+use crate::snapshot::{Snapshot, MAX_SNAPSHOT_LEN};
+use crate::tree::Tree;
+
+/// Settings for a new repository.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Chunk size bounds.
+    pub chunker: ChunkerParams,
+    /// Default zstd level (0 stores raw).
+    pub compression_level: i32,
+    /// Target pack size in bytes.
+    pub pack_target_bytes: u32,
+    /// Argon2id cost of the first key file.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::DEFAULT,
+            compression_level: 3,
+            pack_target_bytes: DEFAULT_PACK_TARGET_BYTES,
+            kdf: KdfParams::DEFAULT,
+        }
+    }
+}
+
+/// An open repository: config, keys and an index cache in step with storage.
+pub struct Repository {
+    backend: Box<dyn Backend>,
+    config: Config,
+    keys: MasterKeys,
+    index_sealer: Sealer,
+    chunker: Chunker,
+    index: IndexCache,
+    sessions: Mutex<HashMap<SessionId, Sealer>>,
+}
+
+/// Index segments are written once they list this many blobs, so that no
+/// segment grows past what a reader accepts.
+const SEGMENT_ENTRY_LIMIT: usize = 100_000;
+
+fn object_name(kind: ObjectKind, name: &str) -> String {
+    match kind {
+        ObjectKind::Config => "config".into(),
+        _ => format!("{}/{name}", kind.dir_name()),
+    }
+}
+
+impl Repository {
+    /// Creates a repository in an empty location, with one key file for
+    /// `password`, and opens it.
+    pub fn init(
+        backend: Box<dyn Backend>,
+        password: &[u8],
+        options: &InitOptions,
+        cache_dir: &Path,
+    ) -> Result<Repository> {
+        if !options.chunker.is_valid() {
+            return Err(Error::InvalidArgument(
+                "chunk size bounds out of range".into(),
+            ));
+        }
+        if !crate::config::COMPRESSION_LEVELS.contains(&options.compression_level) {
+            return Err(Error::InvalidArgument(format!(
+                "compression level {} out of range 0..=22",
+                options.compression_level
+            )));
+        }
+        if !crate::config::PACK_TARGET_RANGE.contains(&options.pack_target_bytes) {
+            return Err(Error::InvalidArgument(
+                "pack size out of range 1 MiB..=1 GiB".into(),
+            ));
+        }
+        let location = PathBuf::from(backend.location());
+        match backend.get(ObjectKind::Config, "") {
+            Ok(_) => return Err(Error::RepositoryExists { path: location }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(location.join("config"), e)),
+        }
+        backend.create().map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => Error::RepositoryExists {
+                path: location.clone(),
+            },
+            _ => Error::io(&location, e),
+        })?;
+        let keys = MasterKeys::generate();
+        let config = Config {
+            version: REPOSITORY_VERSION,
+            id: Id(crypto::random_bytes()),
+            chunker: options.chunker,
+            compression_level: options.compression_level,
+            pack_target_bytes: options.pack_target_bytes,
+        };
+        let key_file = keys::seal_key_file(&keys, password, options.kdf);
+        let key_name = Id::of_bytes(&key_file).to_hex();
+        // The key goes first: a config without a key would be a repository
+        // nobody can open, while a key without a config is simply not one.
+        backend
+            .put(ObjectKind::Key, &key_name, &key_file)
+            .map_err(|e| Error::io(location.join("keys").join(&key_name), e))?;
+        backend
+            .put(ObjectKind::Config, "", &config.to_bytes())
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => Error::RepositoryExists {
+                    path: location.clone(),
+                },
+                _ => Error::io(location.join("config"), e),
+            })?;
+        Repository::assemble(backend, config, keys, cache_dir)
+    }
+
+    /// Opens an existing repository with `password`, bringing the index
+    /// cache under `cache_dir` in step with the stored index.
+    pub fn open(
+        backend: Box<dyn Backend>,
+        password: &[u8],
+        cache_dir: &Path,
+    ) -> Result<Repository> {
+        let location = PathBuf::from(backend.location());
+        let config_bytes = backend
+            .get(ObjectKind::Config, "")
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => Error::RepositoryNotFound {
+                    path: location.clone(),
+                },
+                _ => Error::io(location.join("config"), e),
+            })?;
+        let config = Config::from_bytes(&config_bytes).map_err(|e| match e {
+            ConfigError::Version(version) => Error::UnsupportedVersion {
+                object: "config".into(),
+                version,
+            },
+            ConfigError::Malformed(reason) => Error::corrupted("config", reason),
+        })?;
+        let keys = Repository::unlock(backend.as_ref(), password)?;
+        Repository::assemble(backend, config, keys, cache_dir)
+    }
+
+    fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<MasterKeys> {
+        let names = backend
+            .list(ObjectKind::Key)
+            .map_err(|e| Error::io(PathBuf::from(backend.location()).join("keys"), e))?;
+        for name in names {
+            let object = object_name(ObjectKind::Key, &name);
+            if backend.size(ObjectKind::Key, &name).ok() != Some(keys::KEY_FILE_LEN as u64) {
+                continue;
+            }
+            let bytes = backend
+                .get(ObjectKind::Key, &name)
+                .map_err(|e| Error::io(PathBuf::from(backend.location()).join(&object), e))?;
+            match keys::open_key_file(&bytes, password) {
+                Ok(keys) => return Ok(keys),
+                Err(KeyFileError::WrongPassword | KeyFileError::Malformed(_)) => continue,
+            }
+        }
+        Err(Error::WrongPassword)
+    }
+
+    fn assemble(
+        backend: Box<dyn Backend>,
+        config: Config,
+        keys: MasterKeys,
+        cache_dir: &Path,
+    ) -> Result<Repository> {
+        let index_path = cache_dir.join(config.id.to_hex()).join("index.redb");
+        let repository = Repository {
+            chunker: Chunker::new(config.chunker, keys.chunker_seed),
+            index_sealer: Sealer::new(&keys.index_key),
+            index: IndexCache::open(&index_path)?,
+            sessions: Mutex::new(HashMap::new()),
+            backend,
+            config,
+            keys,
+        };
+        repository.sync_index()?;
+        Ok(repository)
+    }
+
+    fn object_path(&self, kind: ObjectKind, name: &str) -> PathBuf {
+        PathBuf::from(self.backend.location()).join(object_name(kind, name))
+    }
+
+    fn storage_error(&self, kind: ObjectKind, name: &str, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::NotFound {
+            Error::MissingObject {
+                object: object_name(kind, name),
+            }
+        } else {
+            Error::io(self.object_path(kind, name), e)
+        }
+    }
+
+    /// Reads a whole object of at most `max_len` bytes and checks that its
+    /// name is the hash of its bytes.
+    fn get_verified(&self, kind: ObjectKind, name: &str, max_len: u64) -> Result<Vec<u8>> {
+        let size = self
+            .backend
+            .size(kind, name)
+            .map_err(|e| self.storage_error(kind, name, e))?;
+        if size > max_len {
+            return Err(Error::corrupted(
+                object_name(kind, name),
+                format!("length {size} exceeds the limit of {max_len}"),
+            ));
+        }
+        let bytes = self
+            .backend
+            .get(kind, name)
+            .map_err(|e| self.storage_error(kind, name, e))?;
+        if Id::of_bytes(&bytes).to_hex() != name {
+            return Err(Error::corrupted(
+                object_name(kind, name),
+                "content does not match its name",
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Adds new index segments to the cache; rebuilds it if one vanished.
+    fn sync_index(&self) -> Result<()> {
+        let stored: HashSet<SegmentId> = self
+            .backend
+            .list(ObjectKind::Index)
+            .map_err(|e| Error::io(self.object_path(ObjectKind::Index, ""), e))?
+            .iter()
+            .filter_map(|name| Id::from_hex(name).map(SegmentId))
+            .collect();
+        let mut known = self.index.known_segments()?;
+        if !known.is_subset(&stored) {
+            self.index.clear()?;
+            known.clear();
+        }
+        for id in stored.difference(&known) {
+            let name = id.to_string();
+            let bytes = self.get_verified(ObjectKind::Index, &name, MAX_SEGMENT_LEN)?;
+            let object = object_name(ObjectKind::Index, &name);
+            let plain = object::open(SealedKind::IndexSegment, &self.index_sealer, &bytes)
+                .map_err(|e| Error::corrupted(&object, e))?;
+            let segment = IndexSegment::decode(&plain).map_err(|e| Error::corrupted(&object, e))?;
+            self.index.absorb(*id, &segment)?;
+        }
+        Ok(())
+    }
+
+    /// The repository's settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The chunker configured for this repository.
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
+    /// The blob id of `plaintext` in this repository.
+    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
+        self.keys.id_key.blob_id(plaintext)
+    }
+
+    /// Where a blob is stored, if it is.
+    pub fn locate(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        self.index.lookup(id)
+    }
+
+    fn session_sealer(&self, id: SessionId) -> Result<Sealer> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sealer) = sessions.get(&id) {
+            return Ok(sealer.clone());
+        }
+        let name = id.to_string();
+        let bytes = self.get_verified(ObjectKind::Session, &name, SESSION_LEN as u64)?;
+        let opened = session::open(&bytes, &self.keys.private)
+            .map_err(|e| Error::corrupted(object_name(ObjectKind::Session, &name), e))?;
+        sessions.insert(id, opened.sealer.clone());
+        Ok(opened.sealer)
+    }
+
+    /// Reads, authenticates and checks one blob.
+    pub fn read_blob(&self, id: &BlobId, expected: BlobType) -> Result<Vec<u8>> {
+        let location = self
+            .index
+            .lookup(id)?
+            .ok_or_else(|| Error::BlobNotIndexed { id: id.to_string() })?;
+        let what = format!("blob {id} in pack {}", location.pack);
+        let entry = location.entry;
+        if entry.blob_type() != Some(expected) || !entry.is_plausible() {
+            return Err(Error::corrupted(what, "index entry has the wrong type"));
+        }
+        let compression = entry
+            .compression()
+            .expect("plausible entries have a known compression");
+        let sealer = self.session_sealer(location.session)?;
+        let pack_name = location.pack.to_string();
+        let stored = self
+            .backend
+            .get_range(
+                ObjectKind::Pack,
+                &pack_name,
+                u64::from(entry.offset),
+                u64::from(entry.stored_len),
+            )
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => Error::corrupted(
+                    object_name(ObjectKind::Pack, &pack_name),
+                    format!("truncated: blob {id} lies beyond its end"),
+                ),
+                _ => self.storage_error(ObjectKind::Pack, &pack_name, e),
+            })?;
+        blob::open(
+            id,
+            expected,
+            compression,
+            entry.raw_len,
+            &stored,
+            &sealer,
+            &self.keys.id_key,
+        )
+        .map_err(|e| Error::corrupted(what, e))
+    }
+
+    /// Reads and decodes a tree blob.
+    pub fn read_tree(&self, id: &BlobId) -> Result<Tree> {
+        let bytes = self.read_blob(id, BlobType::Tree)?;
+        Tree::decode(&bytes).map_err(|e| Error::corrupted(format!("tree {id}"), e))
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let names = self
+            .backend
+            .list(ObjectKind::Snapshot)
+            .map_err(|e| Error::io(self.object_path(ObjectKind::Snapshot, ""), e))?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(id) = Id::from_hex(&name) else {
+                continue;
+            };
+            out.push((SnapshotId(id), self.read_snapshot(&name)?));
+        }
+        out.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok(out)
+    }
+
+    fn read_snapshot(&self, name: &str) -> Result<Snapshot> {
+        let object = object_name(ObjectKind::Snapshot, name);
+        let bytes = self.get_verified(ObjectKind::Snapshot, name, MAX_SNAPSHOT_LEN)?;
+        let session = object::session_of(SealedKind::Snapshot, &bytes)
+            .map_err(|e| Error::corrupted(&object, e))?;
+        let sealer = self.session_sealer(session)?;
+        let plain = object::open(SealedKind::Snapshot, &sealer, &bytes)
+            .map_err(|e| Error::corrupted(&object, e))?;
+        Snapshot::decode(&plain).map_err(|e| Error::corrupted(&object, e))
+    }
+
+    /// Finds a snapshot by full id, unique id prefix, or `latest`.
+    pub fn resolve_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
+        if reference == "latest" {
+            return self
+                .snapshots()?
+                .pop()
+                .ok_or_else(|| Error::SnapshotNotFound {
+                    reference: reference.into(),
+                });
+        }
+        let wanted = reference.to_ascii_lowercase();
+        if wanted.is_empty() || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::SnapshotNotFound {
+                reference: reference.into(),
+            });
+        }
+        let names = self
+            .backend
+            .list(ObjectKind::Snapshot)
+            .map_err(|e| Error::io(self.object_path(ObjectKind::Snapshot, ""), e))?;
+        let matches: Vec<&String> = names.iter().filter(|n| n.starts_with(&wanted)).collect();
+        match matches.as_slice() {
+            [] => Err(Error::SnapshotNotFound {
+                reference: reference.into(),
+            }),
+            [name] => {
+                let id = Id::from_hex(name).ok_or_else(|| Error::SnapshotNotFound {
+                    reference: reference.into(),
+                })?;
+                Ok((SnapshotId(id), self.read_snapshot(name)?))
+            }
+            many => Err(Error::AmbiguousSnapshot {
+                reference: reference.into(),
+                count: many.len(),
+            }),
+        }
+    }
+
+    /// Starts a write session: stores a fresh session object and returns a
+    /// writer whose packs, index and snapshot are sealed under it.
+    pub fn start_write(&self, compression_level: i32) -> Result<BlobWriter<'_>> {
+        let (session, bytes) = session::create(&self.keys.public());
+        let name = session.id.to_string();
+        self.backend
+            .put(ObjectKind::Session, &name, &bytes)
+            .map_err(|e| self.storage_error(ObjectKind::Session, &name, e))?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(session.id, session.sealer.clone());
+        Ok(BlobWriter {
+            repository: self,
+            session,
+            compression_level,
+            pack: PackWriter::default(),
+            unindexed: Vec::new(),
+            unindexed_entries: 0,
+            written: HashSet::new(),
+            bytes_added: 0,
+            blobs_added: 0,
+        })
+    }
+}
+
+/// Adds blobs and finally a snapshot within one session.
+pub struct BlobWriter<'r> {
+    repository: &'r Repository,
+    session: Session,
+    compression_level: i32,
+    pack: PackWriter,
+    unindexed: Vec<IndexedPack>,
+    unindexed_entries: usize,
+    /// Blobs this session stored or queued: the index does not know them yet.
+    written: HashSet<BlobId>,
+    bytes_added: u64,
+    blobs_added: u64,
+}
+
+impl BlobWriter<'_> {
+    /// Whether `id` is stored already or queued in this session.
+    fn is_known(&self, id: &BlobId) -> Result<bool> {
+        Ok(self.written.contains(id) || self.repository.index.lookup(id)?.is_some())
+    }
+
+    /// Stores the blobs not stored yet and returns every blob's id, in order.
+    /// Hashing, compression and encryption run in parallel.
+    pub fn add_blobs(&mut self, blob_type: BlobType, blobs: &[Vec<u8>]) -> Result<Vec<BlobId>> {
+        let repository = self.repository;
+        let ids: Vec<BlobId> = blobs.par_iter().map(|b| repository.blob_id(b)).collect();
+        let mut fresh = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if !self.is_known(id)? {
+                self.written.insert(*id);
+                fresh.push(i);
+            }
+        }
+        let level = self.compression_level;
+        let sealer = &self.session.sealer;
+        let sealed: Vec<SealedBlob> = fresh
+            .par_iter()
+            .map(|&i| blob::seal(ids[i], blob_type, &blobs[i], level, sealer))
+            .collect();
+        for blob in sealed {
+            self.bytes_added += blob.bytes.len() as u64;
+            self.blobs_added += 1;
+            self.pack.add(blob);
+            if self.pack.len_bytes() >= repository.config.pack_target_bytes as usize {
+                self.flush_pack()?;
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Stores one blob (if new) and returns its id.
+    pub fn add_blob(&mut self, blob_type: BlobType, plaintext: Vec<u8>) -> Result<BlobId> {
+        debug_assert!(plaintext.len() <= MAX_BLOB_LEN as usize);
+        Ok(self.add_blobs(blob_type, &[plaintext])?[0])
+    }
+
+    /// Sealed bytes added to the repository so far.
+    pub fn bytes_added(&self) -> u64 {
+        self.bytes_added
+    }
+
+    /// Blobs added to the repository so far.
+    pub fn blobs_added(&self) -> u64 {
+        self.blobs_added
+    }
+
+    fn flush_pack(&mut self) -> Result<()> {
+        if self.pack.is_empty() {
+            return Ok(());
+        }
+        let pack = std::mem::take(&mut self.pack).finish(self.session.id, &self.session.sealer);
+        let name = pack.id.to_string();
+        self.repository
+            .backend
+            .put(ObjectKind::Pack, &name, &pack.bytes)
+            .map_err(|e| self.repository.storage_error(ObjectKind::Pack, &name, e))?;
+        self.unindexed_entries += pack.entries.len();
+        self.unindexed.push(IndexedPack {
+            pack: pack.id,
+            session: self.session.id,
+            entries: pack.entries,
+        });
+        if self.unindexed_entries >= SEGMENT_ENTRY_LIMIT {
+            self.write_segment()?;
+        }
+        Ok(())
+    }
+
+    /// Stores an index segment for the packs written since the last one,
+    /// and adds it to the local cache.
+    fn write_segment(&mut self) -> Result<()> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        let segment = IndexSegment {
+            packs: std::mem::take(&mut self.unindexed),
+        };
+        self.unindexed_entries = 0;
+        let bytes = index::seal_segment(&segment, self.session.id, &self.repository.index_sealer);
+        let id = SegmentId(Id::of_bytes(&bytes));
+        let name = id.to_string();
+        self.repository
+            .backend
+            .put(ObjectKind::Index, &name, &bytes)
+            .map_err(|e| self.repository.storage_error(ObjectKind::Index, &name, e))?;
+        self.repository.index.absorb(id, &segment)
+    }
+
+    /// Flushes packs and index, then stores `snapshot`: the last write, so a
+    /// snapshot never names data that is not stored and indexed.
+    pub fn commit(mut self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        self.flush_pack()?;
+        self.write_segment()?;
+        let bytes = object::seal(
+            SealedKind::Snapshot,
+            self.session.id,
+            &self.session.sealer,
+            &snapshot.encode(),
+        );
+        let id = SnapshotId(Id::of_bytes(&bytes));
+        let name = id.to_string();
+        self.repository
+            .backend
+            .put(ObjectKind::Snapshot, &name, &bytes)
+            .map_err(|e| {
+                self.repository
+                    .storage_error(ObjectKind::Snapshot, &name, e)
+            })?;
+        Ok(id)
+    }
+}

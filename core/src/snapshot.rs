@@ -1,0 +1,74 @@
+//! Snapshots: a root tree plus when, where and what (SPEC.md §14).
+
+use crate::codec;
+use crate::id::{BlobId, SnapshotId};
+
+/// Largest snapshot object read from storage.
+pub const MAX_SNAPSHOT_LEN: u64 = 16 << 20;
+
+/// Counters describing one backup run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Summary {
+    /// Files not in the parent snapshot.
+    pub files_new: u64,
+    /// Files in the parent whose metadata changed.
+    pub files_changed: u64,
+    /// Files equal to the parent's entry.
+    pub files_unmodified: u64,
+    /// Directories not in the parent.
+    pub dirs_new: u64,
+    /// Directories whose tree differs from the parent's.
+    pub dirs_changed: u64,
+    /// Directories whose tree equals the parent's.
+    pub dirs_unmodified: u64,
+    /// Bytes of file content read from the source.
+    pub bytes_read: u64,
+    /// Bytes added to the repository (sealed blob bytes).
+    pub bytes_added: u64,
+    /// Blobs added to the repository.
+    pub blobs_added: u64,
+    /// Wall time of the run in nanoseconds.
+    pub duration_ns: u64,
+}
+
+/// A point-in-time picture of the backed-up paths.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Snapshot {
+    /// Time of the snapshot, nanoseconds since the Unix epoch (UTC).
+    pub time_ns: i64,
+    /// Host that made it.
+    pub hostname: String,
+    /// User that made it.
+    pub username: String,
+    /// The absolute source paths, as raw bytes.
+    pub paths: Vec<Vec<u8>>,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+    /// The snapshot this one was compared with, if any.
+    pub parent: Option<SnapshotId>,
+    /// The root tree.
+    pub tree: BlobId,
+    /// `cairn x.y.z` that wrote it.
+    pub program_version: String,
+    /// Counters of the run.
+    pub summary: Summary,
+    /// Source paths that could not be read; empty for a complete snapshot.
+    pub unreadable: Vec<Vec<u8>>,
+}
+
+impl Snapshot {
+    /// Encodes the snapshot's plaintext.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a snapshot's plaintext.
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+        codec::decode(bytes).map_err(|e| e.to_string())
+    }
+
+    /// Whether some source paths could not be read.
+    pub fn is_incomplete(&self) -> bool {
+        !self.unreadable.is_empty()
+    }
+}
