@@ -115,6 +115,25 @@ pub fn seal(
     level: i32,
     sealer: &Sealer,
 ) -> SealedBlob {
+    seal_with_nonce(
+        id,
+        blob_type,
+        plaintext,
+        level,
+        sealer,
+        crate::crypto::random_bytes(),
+    )
+}
+
+/// [`seal`] with a given nonce: for test vectors, which need fixed output.
+pub(crate) fn seal_with_nonce(
+    id: BlobId,
+    blob_type: BlobType,
+    plaintext: &[u8],
+    level: i32,
+    sealer: &Sealer,
+    nonce: [u8; crate::crypto::NONCE_LEN],
+) -> SealedBlob {
     let compressed = if level == 0 {
         None
     } else {
@@ -126,7 +145,11 @@ pub fn seal(
         Some(c) => (Compression::Zstd, c.as_slice()),
         None => (Compression::None, plaintext),
     };
-    let bytes = sealer.seal(payload, &associated_data(&id, blob_type, compression));
+    let bytes = sealer.seal_with_nonce(
+        nonce,
+        payload,
+        &associated_data(&id, blob_type, compression),
+    );
     SealedBlob {
         id,
         blob_type,
@@ -176,8 +199,14 @@ mod tests {
         let sealer = Sealer::new(&SecretKey::random());
         let key = IdKey([3; 32]);
         let text = b"abcabcabc".repeat(1000);
-        let noise: Vec<u8> = (0..4096u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        let mut state = 88172645463325252u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
             .collect();
         for (data, expect) in [(&text, Compression::Zstd), (&noise, Compression::None)] {
             let id = key.blob_id(data);

@@ -37,6 +37,7 @@ pub mod restorer;
 pub mod session;
 pub mod snapshot;
 pub mod tree;
+#[cfg(test)]
 mod vectors;
 
 pub use error::{Error, Result};

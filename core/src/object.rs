@@ -37,8 +37,25 @@ pub enum ObjectError {
 
 /// Seals `plaintext` as an object of `kind` written by `session`.
 pub fn seal(kind: SealedKind, session: SessionId, sealer: &Sealer, plaintext: &[u8]) -> Vec<u8> {
+    seal_with_nonce(
+        kind,
+        session,
+        sealer,
+        plaintext,
+        crate::crypto::random_bytes(),
+    )
+}
+
+/// [`seal`] with a given nonce: for test vectors, which need fixed output.
+pub(crate) fn seal_with_nonce(
+    kind: SealedKind,
+    session: SessionId,
+    sealer: &Sealer,
+    plaintext: &[u8],
+    nonce: [u8; crate::crypto::NONCE_LEN],
+) -> Vec<u8> {
     let mut out = header(kind, session);
-    out.extend_from_slice(&sealer.seal(plaintext, &out));
+    out.extend_from_slice(&sealer.seal_with_nonce(nonce, plaintext, &out));
     out
 }
 

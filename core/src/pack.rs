@@ -99,12 +99,23 @@ impl PackWriter {
     }
 
     /// Appends the trailer sealed under `session` and the footer.
-    pub fn finish(mut self, session: SessionId, sealer: &Sealer) -> FinishedPack {
-        let trailer = object::seal(
+    pub fn finish(self, session: SessionId, sealer: &Sealer) -> FinishedPack {
+        self.finish_with_nonce(session, sealer, crate::crypto::random_bytes())
+    }
+
+    /// [`PackWriter::finish`] with a given trailer nonce, for test vectors.
+    pub(crate) fn finish_with_nonce(
+        mut self,
+        session: SessionId,
+        sealer: &Sealer,
+        nonce: [u8; crate::crypto::NONCE_LEN],
+    ) -> FinishedPack {
+        let trailer = object::seal_with_nonce(
             SealedKind::PackTrailer,
             session,
             sealer,
             &codec::encode(&self.entries),
+            nonce,
         );
         self.bytes.extend_from_slice(&trailer);
         self.bytes

@@ -62,13 +62,48 @@ fn header(ephemeral: &PublicKey) -> Vec<u8> {
 /// Creates a session: a fresh data key wrapped to `repository`.
 /// Returns the open session and the bytes to store under `sessions/<id>`.
 pub fn create(repository: &PublicKey) -> (Session, Vec<u8>) {
-    let data_key = SecretKey::random();
     let ephemeral = EphemeralSecret::random_from_rng(rand::rngs::OsRng);
     let ephemeral_public = PublicKey::from(&ephemeral);
     let shared = ephemeral.diffie_hellman(repository);
-    let wrap = wrapping_key(shared.as_bytes(), &ephemeral_public, repository);
-    let mut bytes = header(&ephemeral_public);
-    let sealed = Sealer::new(&wrap).seal(data_key.as_bytes(), &bytes);
+    assemble(
+        repository,
+        &ephemeral_public,
+        shared.as_bytes(),
+        SecretKey::random(),
+        crypto::random_bytes(),
+    )
+}
+
+/// [`create`] with a given ephemeral key, data key and nonce: for test
+/// vectors only. Reusing an ephemeral key anywhere else would be a flaw.
+#[cfg(test)]
+pub(crate) fn create_fixed(
+    repository: &PublicKey,
+    ephemeral: &StaticSecret,
+    data_key: SecretKey,
+    nonce: [u8; crypto::NONCE_LEN],
+) -> (Session, Vec<u8>) {
+    let ephemeral_public = PublicKey::from(ephemeral);
+    let shared = ephemeral.diffie_hellman(repository);
+    assemble(
+        repository,
+        &ephemeral_public,
+        shared.as_bytes(),
+        data_key,
+        nonce,
+    )
+}
+
+fn assemble(
+    repository: &PublicKey,
+    ephemeral_public: &PublicKey,
+    shared: &[u8; 32],
+    data_key: SecretKey,
+    nonce: [u8; crypto::NONCE_LEN],
+) -> (Session, Vec<u8>) {
+    let wrap = wrapping_key(shared, ephemeral_public, repository);
+    let mut bytes = header(ephemeral_public);
+    let sealed = Sealer::new(&wrap).seal_with_nonce(nonce, data_key.as_bytes(), &bytes);
     bytes.extend_from_slice(&sealed);
     let session = Session {
         id: SessionId(Id::of_bytes(&bytes)),
