@@ -111,7 +111,7 @@ pub fn backup(
     for path in &options.paths {
         let normalized = normalize_path(path).map_err(|e| Error::Source {
             path: path.clone(),
-            source: e,
+            error: e,
         })?;
         paths.push(normalized);
     }
@@ -129,7 +129,7 @@ pub fn backup(
                 if paths.len() == 1 {
                     return Err(Error::Source {
                         path: path.clone(),
-                        source: e,
+                        error: e,
                     });
                 }
                 progress.warning(path, &e.to_string());
@@ -165,7 +165,13 @@ pub fn backup(
         hardlinks: HashMap::new(),
     };
     let layout = SourceLayout::new(&present);
-    let root = archiver.archive_layout(Path::new("/"), &layout, parent_root.as_ref())?;
+    let parent_root_node = parent.as_ref().map(|(_, s)| root_node(s.tree));
+    let root = archiver.archive_layout(
+        Path::new("/"),
+        &layout,
+        parent_root.as_ref(),
+        parent_root_node.as_ref(),
+    )?;
     archiver.summary.bytes_added = archiver.writer.bytes_added();
     archiver.summary.blobs_added = archiver.writer.blobs_added();
     archiver.summary.duration_ns = started.elapsed().as_nanos() as u64;
@@ -186,6 +192,27 @@ pub fn backup(
         snapshot_id,
         snapshot,
     })
+}
+
+/// A stand-in entry for the parent's root, so the root directory is
+/// counted against it like any other.
+fn root_node(tree: BlobId) -> Node {
+    Node {
+        name: Vec::new(),
+        kind: NodeKind::Directory { subtree: tree },
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        user: None,
+        group: None,
+        mtime: Timestamp::default(),
+        atime: Timestamp::default(),
+        ctime: Timestamp::default(),
+        device: 0,
+        inode: 0,
+        links: 0,
+        xattrs: Vec::new(),
+    }
 }
 
 fn now_ns() -> i64 {
@@ -360,6 +387,7 @@ impl Archiver<'_> {
         dir: &Path,
         layout: &SourceLayout,
         parent_tree: Option<&Tree>,
+        parent: Option<&Node>,
     ) -> Result<BlobId> {
         let mut tree = Tree::default();
         for (name, child) in &layout.children {
@@ -376,12 +404,12 @@ impl Archiver<'_> {
                 self.archive_entry(name, &path, &meta, parent)?
             } else {
                 let parent_subtree = self.parent_subtree(parent)?;
-                let subtree = self.archive_layout(&path, child, parent_subtree.as_ref())?;
+                let subtree = self.archive_layout(&path, child, parent_subtree.as_ref(), parent)?;
                 Some(self.node(name, &path, &meta, NodeKind::Directory { subtree }))
             };
             tree.nodes.extend(node);
         }
-        self.store_tree(tree, None)
+        self.store_tree(tree, parent)
     }
 
     /// Archives one entry of any type; `None` for what is skipped (sockets).
@@ -402,10 +430,22 @@ impl Archiver<'_> {
                 None => return Ok(None),
             }
         } else if file_type.is_symlink() {
-            match fs::read_link(path) {
-                Ok(target) => NodeKind::Symlink {
-                    target: target.into_os_string().into_vec(),
-                },
+            // Reading a link updates its access time, which no flag avoids:
+            // record the metadata as the read left it, so the next backup
+            // sees the same and the directory's tree is unchanged.
+            let read = fs::read_link(path).and_then(|t| Ok((t, fs::symlink_metadata(path)?)));
+            match read {
+                Ok((target, after)) if after.file_type().is_symlink() => {
+                    let kind = NodeKind::Symlink {
+                        target: target.into_os_string().into_vec(),
+                    };
+                    return Ok(Some(self.node(name, path, &after, kind)));
+                }
+                Ok(_) => {
+                    let e = io::Error::other("changed from a symlink during backup");
+                    self.mark_unreadable(path, &e);
+                    return Ok(None);
+                }
                 Err(e) => {
                     self.mark_unreadable(path, &e);
                     return Ok(None);
@@ -427,19 +467,13 @@ impl Archiver<'_> {
     fn archive_dir(&mut self, path: &Path, parent: Option<&Node>) -> Result<BlobId> {
         let parent_tree = self.parent_subtree(parent)?;
         let mut tree = Tree::default();
-        let mut entries = Vec::new();
-        match fs::read_dir(path) {
-            Ok(read_dir) => {
-                for entry in read_dir {
-                    match entry {
-                        Ok(entry) => entries.push(entry.file_name()),
-                        Err(e) => self.mark_unreadable(path, &e),
-                    }
-                }
+        let entries = match list_dir(path) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.mark_unreadable(path, &e);
+                Vec::new()
             }
-            Err(e) => self.mark_unreadable(path, &e),
-        }
-        entries.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        };
         for name in entries {
             let child_path = path.join(&name);
             let meta = match fs::symlink_metadata(&child_path) {
@@ -546,6 +580,38 @@ impl Archiver<'_> {
         content.extend(self.writer.add_blobs(BlobType::Data, &batch)?);
         Ok(Ok((size, content)))
     }
+}
+
+/// The names in a directory, sorted by bytes. The directory is opened with
+/// `O_NOATIME` where allowed, so a backup does not change the access time it
+/// records, which would make the next backup's tree differ.
+fn list_dir(path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    use nix::fcntl::OFlag;
+    let open = |extra: OFlag| {
+        nix::dir::Dir::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | extra,
+            nix::sys::stat::Mode::empty(),
+        )
+    };
+    let mut dir = match open(OFlag::O_NOATIME) {
+        Err(nix::errno::Errno::EPERM) => open(OFlag::empty()),
+        other => other,
+    }
+    .map_err(io::Error::from)?;
+    let mut names = Vec::new();
+    for entry in dir.iter() {
+        let name = entry
+            .map_err(io::Error::from)?
+            .file_name()
+            .to_bytes()
+            .to_vec();
+        if name != b"." && name != b".." {
+            names.push(std::ffi::OsString::from_vec(name));
+        }
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
 }
 
 /// Opens a source file without following a symlink swapped in since the

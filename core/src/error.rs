@@ -25,12 +25,12 @@ pub enum Error {
     #[error("wrong password: no key file in the repository opens with it")]
     WrongPassword,
     /// An I/O operation on a local path failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The path the operation concerned.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A stored object is missing.
     #[error("{object}: missing from the repository")]
@@ -98,21 +98,21 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
     /// A source path given to backup could not be found or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Source {
         /// The source path.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
 impl Error {
     /// Builds an [`Error::Io`] for `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 

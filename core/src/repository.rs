@@ -66,9 +66,11 @@ pub struct Repository {
 /// segment grows past what a reader accepts.
 const SEGMENT_ENTRY_LIMIT: usize = 100_000;
 
+/// An object's path relative to the repository root, as messages name it.
 fn object_name(kind: ObjectKind, name: &str) -> String {
     match kind {
         ObjectKind::Config => "config".into(),
+        ObjectKind::Pack => format!("data/{}/{name}", name.get(..2).unwrap_or("")),
         _ => format!("{}/{name}", kind.dir_name()),
     }
 }

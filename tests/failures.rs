@@ -1,0 +1,325 @@
+//! Bad input and damage: one clear line naming what is wrong, the right
+//! exit code, and nothing stored is lost.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{is_root, noise, restored, stderr, walk_files, Env};
+
+fn backed_up_env() -> (Env, PathBuf) {
+    let env = Env::new();
+    env.init();
+    let source = env.path("source");
+    fs::create_dir(&source).unwrap();
+    fs::write(source.join("data"), noise(3 << 20, 5)).unwrap();
+    env.backup(&[&source], &[]);
+    (env, source)
+}
+
+fn packs(env: &Env) -> Vec<PathBuf> {
+    walk_files(&env.repo.join("data"))
+}
+
+/// Asserts a failed run printed exactly one line, on standard error.
+fn one_line_error(out: &std::process::Output) -> String {
+    let text = stderr(out);
+    assert_eq!(
+        text.trim_end().lines().count(),
+        1,
+        "expected one line, got:\n{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    text
+}
+
+#[test]
+fn wrong_password_exits_12() {
+    let (env, _) = backed_up_env();
+    let out = env
+        .cairn()
+        .env("CAIRN_PASSWORD", "wrong")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    assert!(one_line_error(&out).contains("wrong password"));
+}
+
+#[test]
+fn missing_repository_exits_10() {
+    let env = Env::new();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(10));
+    assert!(one_line_error(&out).contains(&env.repo.display().to_string()));
+    // An existing directory that is not a repository is missing one too.
+    fs::create_dir(&env.repo).unwrap();
+    let out = env.run(&["backup", "/etc/hostname"]);
+    assert_eq!(out.status.code(), Some(10));
+}
+
+#[test]
+fn init_over_an_existing_repository_fails_and_keeps_it() {
+    let (env, _) = backed_up_env();
+    let config_before = fs::read(env.repo.join("config")).unwrap();
+    let out = env
+        .cairn()
+        .env("CAIRN_PASSWORD", "another")
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line_error(&out).contains("already exists"));
+    assert_eq!(fs::read(env.repo.join("config")).unwrap(), config_before);
+    assert_eq!(env.snapshots().len(), 1);
+}
+
+#[test]
+fn truncated_pack_is_named_and_restore_fails() {
+    let (env, _) = backed_up_env();
+    let pack = packs(&env)
+        .into_iter()
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .unwrap();
+    let len = pack.metadata().unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("t").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(one_line_error(&out).contains(name), "{}", stderr(&out));
+}
+
+#[test]
+fn bit_flipped_pack_is_detected() {
+    let (env, _) = backed_up_env();
+    let pack = packs(&env)
+        .into_iter()
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[1000] ^= 0x10;
+    fs::write(&pack, bytes).unwrap();
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("t").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = one_line_error(&out);
+    assert!(
+        text.contains("damaged") && text.contains(pack.file_name().unwrap().to_str().unwrap()),
+        "{text}"
+    );
+}
+
+#[test]
+fn missing_pack_is_named() {
+    let (env, _) = backed_up_env();
+    let pack = packs(&env)
+        .into_iter()
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .unwrap();
+    fs::remove_file(&pack).unwrap();
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("t").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = one_line_error(&out);
+    assert!(
+        text.contains("missing") && text.contains(pack.file_name().unwrap().to_str().unwrap()),
+        "{text}"
+    );
+}
+
+#[test]
+fn bit_flipped_snapshot_is_named() {
+    let (env, _) = backed_up_env();
+    let snapshot = walk_files(&env.repo.join("snapshots")).pop().unwrap();
+    let mut bytes = fs::read(&snapshot).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&snapshot, bytes).unwrap();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line_error(&out).contains(snapshot.file_name().unwrap().to_str().unwrap()));
+}
+
+#[test]
+fn source_path_that_does_not_exist_fails_without_a_snapshot() {
+    let env = Env::new();
+    env.init();
+    let missing = env.path("no-such-dir");
+    let out = env.run(&["backup", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line_error(&out).contains("no-such-dir"));
+    assert!(env.snapshots().is_empty());
+}
+
+#[test]
+fn one_missing_source_among_several_is_an_incomplete_snapshot() {
+    let env = Env::new();
+    env.init();
+    let present = env.path("present");
+    fs::create_dir(&present).unwrap();
+    fs::write(present.join("f"), b"x").unwrap();
+    let missing = env.path("missing");
+    let out = env.run(&[
+        "backup",
+        present.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("missing"));
+    let snapshots = env.snapshots();
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(snapshots[0]["incomplete"], true);
+}
+
+/// Runs `cairn` without the capabilities that let root read anything, so
+/// a mode-000 file is unreadable even in a root CI container.
+fn cairn_without_read_override(env: &Env) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set", "-dac_override,-dac_read_search", "--"]);
+    cmd.arg(assert_cmd::cargo::cargo_bin("cairn"));
+    cmd.env("CAIRN_REPO", &env.repo)
+        .env("CAIRN_PASSWORD", "correct horse")
+        .env("CAIRN_CACHE_DIR", &env.cache);
+    cmd
+}
+
+#[test]
+fn unreadable_source_file_exits_3_and_saves_an_incomplete_snapshot() {
+    let env = Env::new();
+    env.init();
+    let source = env.path("source");
+    fs::create_dir(&source).unwrap();
+    fs::write(source.join("readable"), b"fine").unwrap();
+    fs::write(source.join("locked"), b"secret").unwrap();
+    fs::set_permissions(
+        source.join("locked"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
+    let mut cmd = if is_root() {
+        cairn_without_read_override(&env)
+    } else {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("cairn"));
+        cmd.env("CAIRN_REPO", &env.repo)
+            .env("CAIRN_PASSWORD", "correct horse")
+            .env("CAIRN_CACHE_DIR", &env.cache);
+        cmd
+    };
+    let out = cmd
+        .args(["backup", source.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let locked = source.join("locked").display().to_string();
+    assert!(stderr(&out).contains(&locked));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&locked),
+        "unreadable paths are listed"
+    );
+    let snapshots = env.snapshots();
+    assert_eq!(snapshots[0]["incomplete"], true);
+    assert_eq!(snapshots[0]["unreadable"][0], locked);
+    let target = env.restore("latest", "t", &[]);
+    assert_eq!(
+        fs::read(restored(&target, &source).join("readable")).unwrap(),
+        b"fine"
+    );
+}
+
+#[test]
+fn full_disk_during_backup_loses_nothing() {
+    if !is_root() {
+        eprintln!("needs root to mount a small file system; skipped");
+        return;
+    }
+    let env = Env::new();
+    let mount = env.path("small-disk");
+    fs::create_dir(&mount).unwrap();
+    let small = env.path("small");
+    fs::create_dir(&small).unwrap();
+    fs::write(small.join("f"), noise(100_000, 1)).unwrap();
+    let big = env.path("big");
+    fs::create_dir(&big).unwrap();
+    fs::write(big.join("f"), noise(8 << 20, 2)).unwrap();
+    let cairn = assert_cmd::cargo::cargo_bin("cairn");
+    let repo = mount.join("repo");
+    let target = env.path("target");
+    // The mount lives in a private namespace: the script does all the work.
+    let script = format!(
+        "set -u
+mount -t tmpfs -o size=4m tmpfs '{mount}' || exit 99
+export CAIRN_REPO='{repo}' CAIRN_PASSWORD=pw CAIRN_CACHE_DIR='{cache}'
+'{cairn}' init >/dev/null || exit 98
+'{cairn}' backup '{small}' >/dev/null || exit 97
+'{cairn}' backup '{big}' 2>'{err}'
+echo \"big=$?\"
+find '{repo}' -name '.tmp-*' | wc -l
+'{cairn}' restore latest --target '{target}' >/dev/null || exit 96
+'{cairn}' snapshots --json
+",
+        mount = mount.display(),
+        repo = repo.display(),
+        cache = env.cache.display(),
+        cairn = cairn.display(),
+        small = small.display(),
+        big = big.display(),
+        target = target.display(),
+        err = env.path("err").display(),
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "script failed: {:?} {stdout} {}",
+        out.status,
+        stderr(&out)
+    );
+    assert!(stdout.contains("big=1"), "{stdout}");
+    let error = fs::read_to_string(env.path("err")).unwrap();
+    assert_eq!(error.trim_end().lines().count(), 1, "{error}");
+    assert!(error.contains("No space left on device"), "{error}");
+    assert!(
+        stdout.lines().nth(1) == Some("0"),
+        "temporary files left: {stdout}"
+    );
+    assert_eq!(
+        fs::read(restored(&target, &small).join("f")).unwrap(),
+        noise(100_000, 1)
+    );
+    assert_eq!(stdout.matches("\"short_id\"").count(), 1);
+}
+
+#[test]
+fn missing_password_without_a_terminal_is_a_clear_error() {
+    let env = Env::new();
+    let out = crate::util::bare_cairn()
+        .env("CAIRN_REPO", &env.repo)
+        .env("CAIRN_CACHE_DIR", &env.cache)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line_error(&out).contains("no password"));
+    assert!(!Path::new(&env.repo).join("config").exists());
+}

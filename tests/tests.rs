@@ -1,0 +1,10 @@
+//! Black-box tests: each runs the `cairn` binary the way a user does, in a
+//! fresh temporary directory, with every `CAIRN_*` variable of the calling
+//! environment removed.
+
+mod util;
+
+mod cli;
+mod failures;
+mod fidelity;
+mod safety;
