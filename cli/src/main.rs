@@ -193,16 +193,10 @@ fn cache_dir(cli: &Cli) -> Result<PathBuf> {
 }
 
 fn open_repository(cli: &Cli) -> Result<Repository> {
-    let path = repo_path(cli)?;
-    if !path.join("config").exists() && !path.exists() {
-        return Err(cairn_core::Error::RepositoryNotFound { path: path.into() }.into());
-    }
+    let backend = LocalBackend::new(repo_path(cli)?);
+    Repository::ensure_exists(&backend)?;
     let password = password::read(cli, false)?;
-    let repository = Repository::open(
-        Box::new(LocalBackend::new(path)),
-        password.as_bytes(),
-        &cache_dir(cli)?,
-    )?;
+    let repository = Repository::open(Box::new(backend), password.as_bytes(), &cache_dir(cli)?)?;
     Ok(repository)
 }
 
@@ -221,12 +215,13 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<u8> {
             .ok_or_else(|| anyhow!("--pack-size {} is too large", args.pack_size))?,
         ..InitOptions::default()
     };
-    if path.join("config").exists() {
+    let backend = LocalBackend::new(path);
+    if Repository::ensure_exists(&backend).is_ok() {
         return Err(cairn_core::Error::RepositoryExists { path: path.into() }.into());
     }
     let password = password::read(cli, true)?;
     let repository = Repository::init(
-        Box::new(LocalBackend::new(path)),
+        Box::new(backend),
         password.as_bytes(),
         &options,
         &cache_dir(cli)?,

@@ -138,6 +138,21 @@ impl Repository {
         Repository::assemble(backend, config, keys, cache_dir)
     }
 
+    /// Checks that `backend` holds a repository, without needing a password:
+    /// so a caller can say "no repository" before asking for one.
+    pub fn ensure_exists(backend: &dyn Backend) -> Result<()> {
+        match backend.size(ObjectKind::Config, "") {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::RepositoryNotFound {
+                path: PathBuf::from(backend.location()),
+            }),
+            Err(e) => Err(Error::io(
+                PathBuf::from(backend.location()).join("config"),
+                e,
+            )),
+        }
+    }
+
     /// Opens an existing repository with `password`, bringing the index
     /// cache under `cache_dir` in step with the stored index.
     pub fn open(
@@ -573,5 +588,224 @@ impl BlobWriter<'_> {
                     .storage_error(ObjectKind::Snapshot, &name, e)
             })?;
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use std::sync::Arc;
+
+    /// A backend shared by several `Repository` handles, as several
+    /// processes would share a directory.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<MemoryBackend>);
+
+    impl Backend for Shared {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn get(&self, kind: ObjectKind, name: &str) -> io::Result<Vec<u8>> {
+            self.0.get(kind, name)
+        }
+        fn get_range(
+            &self,
+            kind: ObjectKind,
+            name: &str,
+            offset: u64,
+            len: u64,
+        ) -> io::Result<Vec<u8>> {
+            self.0.get_range(kind, name, offset, len)
+        }
+        fn size(&self, kind: ObjectKind, name: &str) -> io::Result<u64> {
+            self.0.size(kind, name)
+        }
+        fn put(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> io::Result<()> {
+            self.0.put(kind, name, bytes)
+        }
+        fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>> {
+            self.0.list(kind)
+        }
+        fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()> {
+            self.0.delete(kind, name)
+        }
+        fn create(&self) -> io::Result<()> {
+            self.0.create()
+        }
+    }
+
+    fn fast_options() -> InitOptions {
+        InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        }
+    }
+
+    fn sample_snapshot(tree: BlobId) -> Snapshot {
+        Snapshot {
+            time_ns: 1,
+            hostname: "h".into(),
+            username: "u".into(),
+            paths: vec![b"/p".to_vec()],
+            tags: vec![],
+            parent: None,
+            tree,
+            program_version: "test".into(),
+            summary: Default::default(),
+            unreadable: vec![],
+        }
+    }
+
+    /// Writes one blob and a snapshot naming it; returns the blob's id.
+    fn write_one(repo: &Repository, content: &[u8]) -> BlobId {
+        let mut writer = repo.start_write(3).unwrap();
+        let id = writer.add_blob(BlobType::Data, content.to_vec()).unwrap();
+        let tree = writer
+            .add_blob(BlobType::Tree, Tree::default().encode())
+            .unwrap();
+        writer.commit(&sample_snapshot(tree)).unwrap();
+        id
+    }
+
+    #[test]
+    fn blobs_written_by_one_handle_are_found_by_another() {
+        let backend = Shared::default();
+        let cache_a = tempfile::tempdir().unwrap();
+        let cache_b = tempfile::tempdir().unwrap();
+        let a = Repository::init(
+            Box::new(backend.clone()),
+            b"pw",
+            &fast_options(),
+            cache_a.path(),
+        )
+        .unwrap();
+        let b = Repository::open(Box::new(backend.clone()), b"pw", cache_b.path()).unwrap();
+        let id = write_one(&a, b"written by a");
+        assert!(b.locate(&id).unwrap().is_none(), "b has not synced yet");
+        let b = Repository::open(Box::new(backend.clone()), b"pw", cache_b.path()).unwrap();
+        assert_eq!(b.read_blob(&id, BlobType::Data).unwrap(), b"written by a");
+        assert!(b.read_blob(&id, BlobType::Tree).is_err(), "type is checked");
+        assert!(matches!(
+            Repository::open(Box::new(backend), b"wrong", cache_b.path()),
+            Err(Error::WrongPassword)
+        ));
+    }
+
+    #[test]
+    fn duplicate_content_is_stored_once() {
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(
+            Box::new(MemoryBackend::default()),
+            b"pw",
+            &fast_options(),
+            cache.path(),
+        )
+        .unwrap();
+        let mut writer = repo.start_write(3).unwrap();
+        let ids = writer
+            .add_blobs(
+                BlobType::Data,
+                &[b"same".to_vec(), b"same".to_vec(), b"other".to_vec()],
+            )
+            .unwrap();
+        assert_eq!(ids[0], ids[1]);
+        assert_eq!(writer.blobs_added(), 2);
+        let again = writer.add_blob(BlobType::Data, b"same".to_vec()).unwrap();
+        assert_eq!(again, ids[0]);
+        assert_eq!(writer.blobs_added(), 2);
+    }
+
+    #[test]
+    fn vanished_segment_or_damaged_cache_rebuilds_the_index() {
+        let backend = Shared::default();
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(
+            Box::new(backend.clone()),
+            b"pw",
+            &fast_options(),
+            cache.path(),
+        )
+        .unwrap();
+        let first = write_one(&repo, b"first");
+        let second = write_one(&repo, b"second");
+        let config_id = repo.config().id;
+        drop(repo);
+
+        // Remove the segment that lists `first`: it must leave the index.
+        let segments = backend.list(ObjectKind::Index).unwrap();
+        assert_eq!(segments.len(), 2);
+        let repo = Repository::open(Box::new(backend.clone()), b"pw", cache.path()).unwrap();
+        let holder = segments
+            .iter()
+            .find(|name| {
+                let bytes = backend.get(ObjectKind::Index, name).unwrap();
+                let plain =
+                    object::open(SealedKind::IndexSegment, &repo.index_sealer, &bytes).unwrap();
+                IndexSegment::decode(&plain)
+                    .unwrap()
+                    .packs
+                    .iter()
+                    .any(|p| p.entries.iter().any(|e| e.id == first))
+            })
+            .unwrap()
+            .clone();
+        drop(repo);
+        backend.delete(ObjectKind::Index, &holder).unwrap();
+        let repo = Repository::open(Box::new(backend.clone()), b"pw", cache.path()).unwrap();
+        assert!(repo.locate(&first).unwrap().is_none());
+        assert!(repo.locate(&second).unwrap().is_some());
+        drop(repo);
+
+        // A damaged cache file is replaced and refilled.
+        let db = cache.path().join(config_id.to_hex()).join("index.redb");
+        std::fs::write(&db, b"garbage").unwrap();
+        let repo = Repository::open(Box::new(backend), b"pw", cache.path()).unwrap();
+        assert_eq!(repo.read_blob(&second, BlobType::Data).unwrap(), b"second");
+    }
+
+    #[test]
+    fn snapshot_references_resolve() {
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(
+            Box::new(MemoryBackend::default()),
+            b"pw",
+            &fast_options(),
+            cache.path(),
+        )
+        .unwrap();
+        assert!(matches!(
+            repo.resolve_snapshot("latest"),
+            Err(Error::SnapshotNotFound { .. })
+        ));
+        write_one(&repo, b"a");
+        let (id, _) = repo.resolve_snapshot("latest").unwrap();
+        assert_eq!(repo.resolve_snapshot(&id.0.short()).unwrap().0, id);
+        assert_eq!(
+            repo.resolve_snapshot(&id.to_string().to_uppercase())
+                .unwrap()
+                .0,
+            id
+        );
+        assert!(matches!(
+            repo.resolve_snapshot("not-hex"),
+            Err(Error::SnapshotNotFound { .. })
+        ));
+        assert!(matches!(
+            Repository::init(
+                Box::new(MemoryBackend::default()),
+                b"pw",
+                &InitOptions {
+                    compression_level: 99,
+                    ..fast_options()
+                },
+                cache.path()
+            ),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }
