@@ -389,6 +389,11 @@ impl Archiver<'_> {
         parent_tree: Option<&Tree>,
         parent: Option<&Node>,
     ) -> Result<BlobId> {
+        if layout.is_source {
+            // Only the root itself can be both a source and have children
+            // here (`backup /`): everything below it is archived whole.
+            return self.archive_dir(dir, parent);
+        }
         let mut tree = Tree::default();
         for (name, child) in &layout.children {
             let path = dir.join(OsStr::from_bytes(name));

@@ -22,9 +22,9 @@ pub struct ChunkerParams {
 impl ChunkerParams {
     /// The defaults for new repositories; see SPEC.md §7 for the measurement.
     pub const DEFAULT: ChunkerParams = ChunkerParams {
-        min_bytes: 512 * 1024,
-        avg_bytes: 1024 * 1024,
-        max_bytes: 8 * 1024 * 1024,
+        min_bytes: 64 * 1024,
+        avg_bytes: 256 * 1024,
+        max_bytes: 1024 * 1024,
     };
 
     /// Whether FastCDC accepts these bounds. Values come from storage, so

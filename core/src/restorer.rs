@@ -294,13 +294,19 @@ impl Restorer<'_> {
                 } else {
                     nix::sys::stat::SFlag::S_IFBLK
                 };
-                nix::sys::stat::mknod(
+                let made = nix::sys::stat::mknod(
                     on_disk,
                     kind,
                     nix::sys::stat::Mode::from_bits_truncate(0o600),
                     *rdev,
-                )
-                .map_err(|e| Error::io(on_disk, e.into()))?;
+                );
+                if let Err(e) = made {
+                    // Only root may create devices; the rest of the restore
+                    // is still worth having.
+                    self.progress
+                        .warning(on_disk, &format!("cannot create device: {e}"));
+                    return Ok(());
+                }
             }
             NodeKind::Directory { .. } => unreachable!("directories are handled above"),
         }
