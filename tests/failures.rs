@@ -146,16 +146,78 @@ fn missing_pack_is_named() {
 }
 
 #[test]
-fn bit_flipped_snapshot_is_named() {
-    let (env, _) = backed_up_env();
-    let snapshot = walk_files(&env.repo.join("snapshots")).pop().unwrap();
-    let mut bytes = fs::read(&snapshot).unwrap();
+fn bit_flipped_snapshot_is_named_and_hides_nothing_else() {
+    let (env, source) = backed_up_env();
+    let damaged = walk_files(&env.repo.join("snapshots")).pop().unwrap();
+    env.backup(&[&source], &[]);
+    let mut bytes = fs::read(&damaged).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
-    fs::write(&snapshot, bytes).unwrap();
-    let out = env.run(&["snapshots"]);
+    fs::write(&damaged, bytes).unwrap();
+    let name = damaged.file_name().unwrap().to_str().unwrap();
+
+    let out = env.run(&["snapshots", "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(one_line_error(&out).contains(snapshot.file_name().unwrap().to_str().unwrap()));
+    assert!(stderr(&out).contains(name), "{}", stderr(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "the intact snapshot is still listed"
+    );
+
+    // Backups go on, with a warning naming the damaged snapshot.
+    let out = env.run(&["backup", source.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains(name));
+}
+
+#[test]
+fn damaged_index_segment_is_named_and_does_not_block_the_repository() {
+    let (env, source) = backed_up_env();
+    let segment = walk_files(&env.repo.join("index")).pop().unwrap();
+    fs::remove_dir_all(&env.cache).unwrap();
+    let mut bytes = fs::read(&segment).unwrap();
+    bytes[60] ^= 4;
+    fs::write(&segment, bytes).unwrap();
+    let name = segment.file_name().unwrap().to_str().unwrap();
+
+    // A restore needs the lost entries and says which blob is missing.
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("t").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(name),
+        "warning names the segment: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("not in the index"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A backup stores the data again, after which the restore works.
+    let out = env.run(&["backup", source.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let target = env.restore("latest", "t2", &[]);
+    assert_eq!(
+        fs::read(restored(&target, &source).join("data")).unwrap(),
+        noise(3 << 20, 5)
+    );
+}
+
+#[test]
+fn init_refuses_a_directory_left_by_an_unfinished_init() {
+    let (env, _) = backed_up_env();
+    fs::remove_file(env.repo.join("config")).unwrap();
+    let out = env.run(&["init"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line_error(&out).contains("did not finish"));
 }
 
 #[test]

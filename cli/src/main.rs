@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use cairn_core::archiver::{self, BackupOptions};
 use cairn_core::backend::LocalBackend;
 use cairn_core::chunker::ChunkerParams;
+use cairn_core::progress::Progress;
 use cairn_core::restorer::{self, RestoreOptions};
 use cairn_core::{InitOptions, Repository};
 use clap::{Args, Parser, Subcommand};
@@ -197,6 +198,10 @@ fn open_repository(cli: &Cli) -> Result<Repository> {
     Repository::ensure_exists(&backend)?;
     let password = password::read(cli, false)?;
     let repository = Repository::open(Box::new(backend), password.as_bytes(), &cache_dir(cli)?)?;
+    let reporter = output::Reporter::new(cli);
+    for damaged in repository.damaged_segments() {
+        reporter.warning(Path::new(&repository.location()), &damaged.to_string());
+    }
     Ok(repository)
 }
 
@@ -263,13 +268,23 @@ fn backup(cli: &Cli, args: &BackupArgs) -> Result<u8> {
 
 fn snapshots(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
     let repository = open_repository(cli)?;
-    let snapshots = repository.snapshots()?;
+    let list = repository.snapshots()?;
     if args.json {
-        output::snapshots_json(&snapshots)?;
+        output::snapshots_json(&list.snapshots)?;
     } else {
-        output::snapshots_table(&snapshots)?;
+        output::snapshots_table(&list.snapshots)?;
     }
-    Ok(0)
+    let reporter = output::Reporter::new(cli);
+    for damaged in &list.damaged {
+        reporter.warning(Path::new(&repository.location()), &damaged.to_string());
+    }
+    // The listing is shown, but a damaged snapshot must not go unnoticed
+    // by a script.
+    Ok(if list.damaged.is_empty() {
+        0
+    } else {
+        exit::FATAL
+    })
 }
 
 fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {

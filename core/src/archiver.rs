@@ -15,7 +15,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::blob::BlobType;
+use crate::blob::{BlobType, MAX_BLOB_LEN};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::progress::Progress;
@@ -146,11 +146,19 @@ pub fn backup(
         .iter()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .collect();
-    let parent = find_parent(repository, &hostname, &path_bytes)?;
-    let parent_root = match &parent {
-        Some((_, snapshot)) => Some(repository.read_tree(&snapshot.tree)?),
-        None => None,
-    };
+    let parent = find_parent(repository, &hostname, &path_bytes, progress)?;
+    let parent_root = parent.as_ref().and_then(|(id, snapshot)| {
+        // The parent only saves work: if it cannot be read, read everything.
+        repository
+            .read_tree(&snapshot.tree)
+            .map_err(|e| {
+                progress.warning(
+                    Path::new(&format!("snapshot {id}")),
+                    &format!("parent not used: {e}"),
+                )
+            })
+            .ok()
+    });
 
     let level = options
         .compression_level
@@ -227,9 +235,14 @@ fn find_parent(
     repository: &Repository,
     hostname: &str,
     paths: &[Vec<u8>],
+    progress: &dyn Progress,
 ) -> Result<Option<(SnapshotId, Snapshot)>> {
-    Ok(repository
-        .snapshots()?
+    let list = repository.snapshots()?;
+    for damaged in &list.damaged {
+        progress.warning(Path::new(&repository.location()), &damaged.to_string());
+    }
+    Ok(list
+        .snapshots
         .into_iter()
         .rev()
         .find(|(_, s)| s.hostname == hostname && s.paths == paths))
@@ -360,9 +373,17 @@ impl Archiver<'_> {
 
     /// Stores a tree and returns its id, counting the directory as new,
     /// changed or unmodified against its parent entry.
-    fn store_tree(&mut self, mut tree: Tree, parent: Option<&Node>) -> Result<BlobId> {
+    fn store_tree(&mut self, dir: &Path, mut tree: Tree, parent: Option<&Node>) -> Result<BlobId> {
         tree.sort();
-        let id = self.writer.add_blob(BlobType::Tree, tree.encode())?;
+        let encoded = tree.encode();
+        if encoded.len() > MAX_BLOB_LEN as usize {
+            return Err(Error::InvalidArgument(format!(
+                "{}: directory has too many entries: its tree of {} bytes exceeds the limit of {MAX_BLOB_LEN}",
+                dir.display(),
+                encoded.len()
+            )));
+        }
+        let id = self.writer.add_blob(BlobType::Tree, encoded)?;
         match parent.map(|p| &p.kind) {
             Some(NodeKind::Directory { subtree }) if *subtree == id => {
                 self.summary.dirs_unmodified += 1
@@ -373,10 +394,19 @@ impl Archiver<'_> {
         Ok(id)
     }
 
-    fn parent_subtree(&self, parent: Option<&Node>) -> Result<Option<Tree>> {
+    /// The parent's tree for a directory; `None` if there is none or it
+    /// cannot be read (then the directory is read in full).
+    fn parent_subtree(&self, dir: &Path, parent: Option<&Node>) -> Option<Tree> {
         match parent.map(|p| &p.kind) {
-            Some(NodeKind::Directory { subtree }) => Ok(Some(self.repository.read_tree(subtree)?)),
-            _ => Ok(None),
+            Some(NodeKind::Directory { subtree }) => match self.repository.read_tree(subtree) {
+                Ok(tree) => Some(tree),
+                Err(e) => {
+                    self.progress
+                        .warning(dir, &format!("parent tree not used: {e}"));
+                    None
+                }
+            },
+            _ => None,
         }
     }
 
@@ -408,13 +438,13 @@ impl Archiver<'_> {
             let node = if child.is_source {
                 self.archive_entry(name, &path, &meta, parent)?
             } else {
-                let parent_subtree = self.parent_subtree(parent)?;
+                let parent_subtree = self.parent_subtree(&path, parent);
                 let subtree = self.archive_layout(&path, child, parent_subtree.as_ref(), parent)?;
                 Some(self.node(name, &path, &meta, NodeKind::Directory { subtree }))
             };
             tree.nodes.extend(node);
         }
-        self.store_tree(tree, parent)
+        self.store_tree(dir, tree, parent)
     }
 
     /// Archives one entry of any type; `None` for what is skipped (sockets).
@@ -470,7 +500,7 @@ impl Archiver<'_> {
     }
 
     fn archive_dir(&mut self, path: &Path, parent: Option<&Node>) -> Result<BlobId> {
-        let parent_tree = self.parent_subtree(parent)?;
+        let parent_tree = self.parent_subtree(path, parent);
         let mut tree = Tree::default();
         let entries = match list_dir(path) {
             Ok(entries) => entries,
@@ -495,7 +525,7 @@ impl Archiver<'_> {
                 tree.nodes.push(node);
             }
         }
-        self.store_tree(tree, parent)
+        self.store_tree(path, tree, parent)
     }
 
     /// Archives a regular file's content, reusing the parent's when the file
@@ -519,7 +549,9 @@ impl Archiver<'_> {
                 && *mtime == timestamp(meta.mtime(), meta.mtime_nsec())
                 && *ctime == timestamp(meta.ctime(), meta.ctime_nsec())
                 && *inode == meta.ino();
-            if unchanged {
+            // Reuse the parent's content only if it is all still indexed: a
+            // snapshot must never name a blob the repository cannot find.
+            if unchanged && self.writer.contains_all(content)? {
                 self.summary.files_unmodified += 1;
                 return Ok(Some(NodeKind::File {
                     size: *size,

@@ -18,6 +18,9 @@ pub const PACK_MAGIC: &[u8; 4] = b"CRNP";
 pub const FOOTER_LEN: usize = 8;
 /// Largest trailer accepted from storage.
 pub const MAX_TRAILER_LEN: u32 = 32 << 20;
+/// Most blobs a writer puts in one pack, so that its trailer (46 bytes an
+/// entry) stays far below [`MAX_TRAILER_LEN`] whatever the pack size.
+pub const MAX_PACK_ENTRIES: usize = 100_000;
 
 /// One blob's place in a pack, as listed in the trailer and the index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
@@ -91,6 +94,11 @@ impl PackWriter {
     /// Bytes of blobs added so far.
     pub fn len_bytes(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Number of blobs added so far.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
     }
 
     /// Whether no blob was added.

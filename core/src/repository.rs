@@ -22,7 +22,7 @@ use crate::id::{BlobId, Id, SegmentId, SessionId, SnapshotId};
 use crate::index::{self, BlobLocation, IndexCache, IndexSegment, IndexedPack, MAX_SEGMENT_LEN};
 use crate::keys::{self, KdfParams, KeyFileError, MasterKeys};
 use crate::object::{self, SealedKind};
-use crate::pack::PackWriter;
+use crate::pack::{self, PackWriter};
 use crate::session::{self, Session, SESSION_LEN};
 use crate::snapshot::{Snapshot, MAX_SNAPSHOT_LEN};
 use crate::tree::Tree;
@@ -60,11 +60,27 @@ pub struct Repository {
     chunker: Chunker,
     index: IndexCache,
     sessions: Mutex<HashMap<SessionId, Sealer>>,
+    damaged_segments: Vec<Error>,
+}
+
+/// Snapshots as listed: those that could be read, and why others could not.
+#[derive(Debug, Default)]
+pub struct SnapshotList {
+    /// Readable snapshots, oldest first.
+    pub snapshots: Vec<(SnapshotId, Snapshot)>,
+    /// One error, naming the object, per snapshot that could not be read.
+    pub damaged: Vec<Error>,
 }
 
 /// Index segments are written once they list this many blobs, so that no
 /// segment grows past what a reader accepts.
 const SEGMENT_ENTRY_LIMIT: usize = 100_000;
+
+/// The id a stored object's name stands for: exactly 64 lowercase hex
+/// digits. Anything else (a stray file, a temporary name) is not an object.
+fn parse_name(name: &str) -> Option<Id> {
+    Id::from_hex(name).filter(|id| id.to_hex() == name)
+}
 
 /// An object's path relative to the repository root, as messages name it.
 fn object_name(kind: ObjectKind, name: &str) -> String {
@@ -112,6 +128,18 @@ impl Repository {
             },
             _ => Error::io(&location, e),
         })?;
+        // Key files without a config: an init that crashed. A new key beside
+        // them would make `open` pick whichever the password opens first.
+        let leftover = backend
+            .list(ObjectKind::Key)
+            .map_err(|e| Error::io(location.join("keys"), e))?;
+        if !leftover.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} holds key files but no config: an earlier init did not finish; \
+                 remove the directory and run init again",
+                location.display()
+            )));
+        }
         let keys = MasterKeys::generate();
         let config = Config {
             version: REPOSITORY_VERSION,
@@ -161,6 +189,13 @@ impl Repository {
         cache_dir: &Path,
     ) -> Result<Repository> {
         let location = PathBuf::from(backend.location());
+        Repository::ensure_exists(backend.as_ref())?;
+        let config_len = backend
+            .size(ObjectKind::Config, "")
+            .map_err(|e| Error::io(location.join("config"), e))?;
+        if config_len > crate::config::MAX_CONFIG_LEN as u64 {
+            return Err(Error::corrupted("config", "longer than any config"));
+        }
         let config_bytes = backend
             .get(ObjectKind::Config, "")
             .map_err(|e| match e.kind() {
@@ -207,7 +242,8 @@ impl Repository {
         cache_dir: &Path,
     ) -> Result<Repository> {
         let index_path = cache_dir.join(config.id.to_hex()).join("index.redb");
-        let repository = Repository {
+        let mut repository = Repository {
+            damaged_segments: Vec::new(),
             chunker: Chunker::new(config.chunker, keys.chunker_seed),
             index_sealer: Sealer::new(&keys.index_key),
             index: IndexCache::open(&index_path)?,
@@ -216,7 +252,7 @@ impl Repository {
             config,
             keys,
         };
-        repository.sync_index()?;
+        repository.damaged_segments = repository.sync_index()?;
         Ok(repository)
     }
 
@@ -261,29 +297,52 @@ impl Repository {
     }
 
     /// Adds new index segments to the cache; rebuilds it if one vanished.
-    fn sync_index(&self) -> Result<()> {
+    /// Returns the segments that could not be read.
+    fn sync_index(&self) -> Result<Vec<Error>> {
         let stored: HashSet<SegmentId> = self
             .backend
             .list(ObjectKind::Index)
             .map_err(|e| Error::io(self.object_path(ObjectKind::Index, ""), e))?
             .iter()
-            .filter_map(|name| Id::from_hex(name).map(SegmentId))
+            .filter_map(|name| parse_name(name).map(SegmentId))
             .collect();
         let mut known = self.index.known_segments()?;
         if !known.is_subset(&stored) {
             self.index.clear()?;
             known.clear();
         }
+        let mut damaged = Vec::new();
         for id in stored.difference(&known) {
-            let name = id.to_string();
-            let bytes = self.get_verified(ObjectKind::Index, &name, MAX_SEGMENT_LEN)?;
-            let object = object_name(ObjectKind::Index, &name);
-            let plain = object::open(SealedKind::IndexSegment, &self.index_sealer, &bytes)
-                .map_err(|e| Error::corrupted(&object, e))?;
-            let segment = IndexSegment::decode(&plain).map_err(|e| Error::corrupted(&object, e))?;
-            self.index.absorb(*id, &segment)?;
+            match self.read_segment(*id) {
+                Ok(segment) => self.index.absorb(*id, &segment)?,
+                // The blobs it lists are then unknown: a backup stores them
+                // again, a restore that needs them names them. Neither is
+                // worse than refusing to open the repository at all.
+                Err(e @ (Error::Corrupted { .. } | Error::MissingObject { .. })) => damaged.push(e),
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        Ok(damaged)
+    }
+
+    fn read_segment(&self, id: SegmentId) -> Result<IndexSegment> {
+        let name = id.to_string();
+        let bytes = self.get_verified(ObjectKind::Index, &name, MAX_SEGMENT_LEN)?;
+        let object = object_name(ObjectKind::Index, &name);
+        let plain = object::open(SealedKind::IndexSegment, &self.index_sealer, &bytes)
+            .map_err(|e| Error::corrupted(&object, e))?;
+        IndexSegment::decode(&plain).map_err(|e| Error::corrupted(&object, e))
+    }
+
+    /// Index segments that could not be read when the repository was
+    /// opened; their blobs are treated as absent.
+    pub fn damaged_segments(&self) -> &[Error] {
+        &self.damaged_segments
+    }
+
+    /// Where the repository is, for messages.
+    pub fn location(&self) -> String {
+        self.backend.location()
     }
 
     /// The repository's settings.
@@ -368,21 +427,28 @@ impl Repository {
         Tree::decode(&bytes).map_err(|e| Error::corrupted(format!("tree {id}"), e))
     }
 
-    /// All snapshots, oldest first.
-    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    /// All snapshots, oldest first. A damaged snapshot does not hide the
+    /// others: it is reported in [`SnapshotList::damaged`].
+    pub fn snapshots(&self) -> Result<SnapshotList> {
         let names = self
             .backend
             .list(ObjectKind::Snapshot)
             .map_err(|e| Error::io(self.object_path(ObjectKind::Snapshot, ""), e))?;
-        let mut out = Vec::with_capacity(names.len());
+        let mut list = SnapshotList::default();
         for name in names {
-            let Some(id) = Id::from_hex(&name) else {
+            let Some(id) = parse_name(&name) else {
                 continue;
             };
-            out.push((SnapshotId(id), self.read_snapshot(&name)?));
+            match self.read_snapshot(&name) {
+                Ok(snapshot) => list.snapshots.push((SnapshotId(id), snapshot)),
+                Err(e @ (Error::Corrupted { .. } | Error::MissingObject { .. })) => {
+                    list.damaged.push(e)
+                }
+                Err(e) => return Err(e),
+            }
         }
-        out.sort_by_key(|(id, s)| (s.time_ns, *id));
-        Ok(out)
+        list.snapshots.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok(list)
     }
 
     fn read_snapshot(&self, name: &str) -> Result<Snapshot> {
@@ -401,6 +467,7 @@ impl Repository {
         if reference == "latest" {
             return self
                 .snapshots()?
+                .snapshots
                 .pop()
                 .ok_or_else(|| Error::SnapshotNotFound {
                     reference: reference.into(),
@@ -480,9 +547,26 @@ impl BlobWriter<'_> {
         Ok(self.written.contains(id) || self.repository.index.lookup(id)?.is_some())
     }
 
+    /// Whether every blob of `ids` is stored or queued in this session.
+    pub fn contains_all(&self, ids: &[BlobId]) -> Result<bool> {
+        for id in ids {
+            if !self.is_known(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Stores the blobs not stored yet and returns every blob's id, in order.
-    /// Hashing, compression and encryption run in parallel.
+    /// Hashing, compression and encryption run in parallel. Errors if a blob
+    /// is larger than [`MAX_BLOB_LEN`], which readers would refuse.
     pub fn add_blobs(&mut self, blob_type: BlobType, blobs: &[Vec<u8>]) -> Result<Vec<BlobId>> {
+        if let Some(big) = blobs.iter().find(|b| b.len() > MAX_BLOB_LEN as usize) {
+            return Err(Error::InvalidArgument(format!(
+                "a {blob_type:?} blob of {} bytes exceeds the limit of {MAX_BLOB_LEN} bytes",
+                big.len()
+            )));
+        }
         let repository = self.repository;
         let ids: Vec<BlobId> = blobs.par_iter().map(|b| repository.blob_id(b)).collect();
         let mut fresh = Vec::new();
@@ -502,7 +586,9 @@ impl BlobWriter<'_> {
             self.bytes_added += blob.bytes.len() as u64;
             self.blobs_added += 1;
             self.pack.add(blob);
-            if self.pack.len_bytes() >= repository.config.pack_target_bytes as usize {
+            if self.pack.len_bytes() >= repository.config.pack_target_bytes as usize
+                || self.pack.entry_count() >= pack::MAX_PACK_ENTRIES
+            {
                 self.flush_pack()?;
             }
         }
@@ -511,7 +597,6 @@ impl BlobWriter<'_> {
 
     /// Stores one blob (if new) and returns its id.
     pub fn add_blob(&mut self, blob_type: BlobType, plaintext: Vec<u8>) -> Result<BlobId> {
-        debug_assert!(plaintext.len() <= MAX_BLOB_LEN as usize);
         Ok(self.add_blobs(blob_type, &[plaintext])?[0])
     }
 
