@@ -385,3 +385,34 @@ fn missing_password_without_a_terminal_is_a_clear_error() {
     assert!(one_line_error(&out).contains("no password"));
     assert!(!Path::new(&env.repo).join("config").exists());
 }
+
+#[test]
+fn truncated_config_key_session_or_snapshot_is_named() {
+    for folder in ["config", "keys", "sessions", "snapshots"] {
+        let (env, _) = backed_up_env();
+        let victim = if folder == "config" {
+            env.repo.join("config")
+        } else {
+            walk_files(&env.repo.join(folder)).pop().unwrap()
+        };
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&victim)
+            .unwrap()
+            .set_len(20)
+            .unwrap();
+        let out = env.run(&[
+            "restore",
+            "latest",
+            "--target",
+            env.path("t").to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{folder}: {}", stderr(&out));
+        let text = one_line_error(&out);
+        let name = victim.file_name().unwrap().to_str().unwrap();
+        assert!(
+            text.contains(name) && text.contains("damaged"),
+            "{folder}: {text}"
+        );
+    }
+}

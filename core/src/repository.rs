@@ -215,13 +215,24 @@ impl Repository {
         Repository::assemble(backend, config, keys, cache_dir)
     }
 
+    /// Tries every key file with `password`. Only when every key file is
+    /// damaged is that the error; otherwise a failure is a wrong password,
+    /// since a sealed key file cannot tell the two apart.
     fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<MasterKeys> {
         let names = backend
             .list(ObjectKind::Key)
             .map_err(|e| Error::io(PathBuf::from(backend.location()).join("keys"), e))?;
+        let mut damaged = None;
+        let mut well_formed = 0;
         for name in names {
             let object = object_name(ObjectKind::Key, &name);
-            if backend.size(ObjectKind::Key, &name).ok() != Some(keys::KEY_FILE_LEN as u64) {
+            let len = backend
+                .size(ObjectKind::Key, &name)
+                .map_err(|e| Error::io(PathBuf::from(backend.location()).join(&object), e))?;
+            if len != keys::KEY_FILE_LEN as u64 {
+                damaged.get_or_insert_with(|| {
+                    Error::corrupted(&object, format!("length {len}, not {}", keys::KEY_FILE_LEN))
+                });
                 continue;
             }
             let bytes = backend
@@ -229,10 +240,16 @@ impl Repository {
                 .map_err(|e| Error::io(PathBuf::from(backend.location()).join(&object), e))?;
             match keys::open_key_file(&bytes, password) {
                 Ok(keys) => return Ok(keys),
-                Err(KeyFileError::WrongPassword | KeyFileError::Malformed(_)) => continue,
+                Err(KeyFileError::WrongPassword) => well_formed += 1,
+                Err(e @ KeyFileError::Malformed(_)) => {
+                    damaged.get_or_insert_with(|| Error::corrupted(&object, e));
+                }
             }
         }
-        Err(Error::WrongPassword)
+        match damaged {
+            Some(error) if well_formed == 0 => Err(error),
+            _ => Err(Error::WrongPassword),
+        }
     }
 
     fn assemble(
@@ -465,13 +482,16 @@ impl Repository {
     /// Finds a snapshot by full id, unique id prefix, or `latest`.
     pub fn resolve_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
         if reference == "latest" {
-            return self
-                .snapshots()?
-                .snapshots
-                .pop()
-                .ok_or_else(|| Error::SnapshotNotFound {
+            // The latest readable snapshot; if none is readable but some are
+            // damaged, say what is damaged rather than "no snapshot".
+            let mut list = self.snapshots()?;
+            return match (list.snapshots.pop(), list.damaged.into_iter().next()) {
+                (Some(found), _) => Ok(found),
+                (None, Some(damaged)) => Err(damaged),
+                (None, None) => Err(Error::SnapshotNotFound {
                     reference: reference.into(),
-                });
+                }),
+            };
         }
         let wanted = reference.to_ascii_lowercase();
         if wanted.is_empty() || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
