@@ -5,6 +5,8 @@
 mod util;
 
 mod cli;
+mod excludes;
 mod failures;
 mod fidelity;
 mod safety;
+mod sources;

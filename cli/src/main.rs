@@ -3,13 +3,15 @@
 
 mod output;
 mod password;
+mod sources;
 
+use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use cairn_core::archiver::{self, BackupOptions};
+use cairn_core::archiver;
 use cairn_core::backend::LocalBackend;
 use cairn_core::chunker::ChunkerParams;
 use cairn_core::progress::Progress;
@@ -52,7 +54,7 @@ enum Command {
     /// Create a new repository.
     Init(InitArgs),
     /// Back up files and directories into a new snapshot.
-    Backup(BackupArgs),
+    Backup(Box<BackupArgs>),
     /// List snapshots.
     Snapshots(SnapshotsArgs),
     /// Restore a snapshot, or a path inside one, into a directory.
@@ -80,9 +82,64 @@ struct InitArgs {
 
 #[derive(Args)]
 struct BackupArgs {
-    /// Files and directories to back up.
-    #[arg(required = true)]
-    paths: Vec<PathBuf>,
+    /// Files and directories to back up (with --stdin-from-command: the
+    /// command and its arguments, after `--`).
+    paths: Vec<OsString>,
+    /// Read more paths from FILE, one per line; empty lines and lines
+    /// starting with # are skipped (repeatable).
+    #[arg(long, value_name = "FILE")]
+    files_from: Vec<PathBuf>,
+    /// Read more paths from FILE, one per line, taken verbatim (repeatable).
+    #[arg(long, value_name = "FILE")]
+    files_from_verbatim: Vec<PathBuf>,
+    /// Read more paths from FILE, separated by NUL bytes (repeatable).
+    #[arg(long, value_name = "FILE")]
+    files_from_raw: Vec<PathBuf>,
+    /// Store standard input as a file (named by --stdin-filename).
+    #[arg(long, conflicts_with = "stdin_from_command")]
+    stdin: bool,
+    /// Run the command given after `--` and store its output as a file.
+    #[arg(long)]
+    stdin_from_command: bool,
+    /// Name of the file for --stdin or --stdin-from-command.
+    #[arg(long, default_value = "stdin", value_name = "NAME")]
+    stdin_filename: String,
+    /// Store a command's output as the file NAME at the snapshot's root:
+    /// NAME=COMMAND, run without a shell (write `sh -c '...'` for one).
+    /// Repeatable; all run concurrently with the file walk.
+    #[arg(long = "command", value_name = "NAME=COMMAND")]
+    commands: Vec<String>,
+    /// Leave out paths matching this gitignore-style pattern (repeatable).
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    excludes: Vec<String>,
+    /// Like --exclude, but ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    iexcludes: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_files: Vec<PathBuf>,
+    /// Read case-insensitive exclude patterns from FILE (repeatable).
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    iexclude_files: Vec<PathBuf>,
+    /// Leave out directories that hold a valid CACHEDIR.TAG.
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out directories that hold an entry called NAME (repeatable).
+    #[arg(long = "exclude-if-present", value_name = "NAME")]
+    exclude_if_present: Vec<String>,
+    /// Leave out files larger than SIZE (e.g. 500M, 2G).
+    #[arg(long, value_name = "SIZE")]
+    exclude_larger_than: Option<String>,
+    /// Do not cross into other file systems below the source paths.
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+    /// Compare with this snapshot instead of the latest of this host and
+    /// these paths.
+    #[arg(long, value_name = "SNAPSHOT")]
+    parent: Option<String>,
+    /// Read every file, even those unchanged since the parent.
+    #[arg(long)]
+    force: bool,
     /// Host name to record instead of this machine's.
     #[arg(long)]
     host: Option<String>,
@@ -244,20 +301,14 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<u8> {
 
 fn backup(cli: &Cli, args: &BackupArgs) -> Result<u8> {
     let time_ns = args.time.as_deref().map(output::parse_time).transpose()?;
-    let repository = open_repository(cli)?;
-    let options = BackupOptions {
-        paths: args.paths.clone(),
-        hostname: args.host.clone(),
-        tags: args.tags.clone(),
-        time_ns,
-        compression_level: args.compression,
-    };
     if let Some(level) = args.compression {
         if !(0..=22).contains(&level) {
             bail!("--compression {level} is out of range 0..=22");
         }
     }
-    let outcome = archiver::backup(&repository, &options, &output::Reporter::new(cli))?;
+    let options = sources::backup_options(args, time_ns)?;
+    let repository = open_repository(cli)?;
+    let outcome = archiver::backup(&repository, options, &output::Reporter::new(cli))?;
     output::backup_summary(cli, args.json, &outcome)?;
     Ok(if outcome.snapshot.is_incomplete() {
         exit::INCOMPLETE

@@ -7,16 +7,19 @@
 //! is not read again: its content list is reused.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::blob::{BlobType, MAX_BLOB_LEN};
 use crate::error::{Error, Result};
+use crate::exclude::{ExcludeOptions, Excluder};
 use crate::id::{BlobId, SnapshotId};
 use crate::progress::Progress;
 use crate::repository::{BlobWriter, Repository};
@@ -24,10 +27,11 @@ use crate::snapshot::{Snapshot, Summary};
 use crate::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
 /// What to back up and how to label it.
-#[derive(Clone, Debug)]
 pub struct BackupOptions {
     /// Source paths; made absolute before use.
     pub paths: Vec<PathBuf>,
+    /// Streams stored as files at the snapshot's root, beside the paths.
+    pub streams: Vec<StreamSource>,
     /// Host name recorded; the machine's when `None`.
     pub hostname: Option<String>,
     /// Tags recorded.
@@ -36,6 +40,13 @@ pub struct BackupOptions {
     pub time_ns: Option<i64>,
     /// zstd level for this run; the repository's default when `None`.
     pub compression_level: Option<i32>,
+    /// The parent snapshot (an id, a prefix or `latest`); when `None`, the
+    /// latest snapshot of the same host and paths.
+    pub parent: Option<String>,
+    /// Read every file, even those unchanged since the parent.
+    pub force: bool,
+    /// What to leave out.
+    pub excludes: ExcludeOptions,
 }
 
 impl BackupOptions {
@@ -43,10 +54,41 @@ impl BackupOptions {
     pub fn new(paths: Vec<PathBuf>) -> BackupOptions {
         BackupOptions {
             paths,
+            streams: Vec::new(),
             hostname: None,
             tags: Vec::new(),
             time_ns: None,
             compression_level: None,
+            parent: None,
+            force: false,
+            excludes: ExcludeOptions::default(),
+        }
+    }
+}
+
+/// A file whose content is a stream rather than a file on disk.
+pub enum StreamSource {
+    /// Everything a reader yields, such as standard input.
+    Reader {
+        /// The file's name at the snapshot's root.
+        name: String,
+        /// Where the content comes from.
+        reader: Box<dyn Read + Send>,
+    },
+    /// The standard output of a command, run without a shell. If it exits
+    /// unsuccessfully, no snapshot is saved.
+    Command {
+        /// The file's name at the snapshot's root.
+        name: String,
+        /// Program and arguments.
+        argv: Vec<OsString>,
+    },
+}
+
+impl StreamSource {
+    fn name(&self) -> &str {
+        match self {
+            StreamSource::Reader { name, .. } | StreamSource::Command { name, .. } => name,
         }
     }
 }
@@ -95,58 +137,31 @@ pub fn normalize_path(path: &Path) -> io::Result<PathBuf> {
     Ok(out)
 }
 
-/// Backs up `options.paths` into `repository` as one new snapshot.
+/// Backs up `options.paths` and `options.streams` into `repository` as
+/// one new snapshot.
 ///
 /// Source paths that do not exist and entries that cannot be read are
 /// reported through `progress` and listed in the snapshot's `unreadable`;
-/// if no source path exists at all, nothing is stored and this errors.
+/// if no source exists at all, nothing is stored and this errors. Streams
+/// are read concurrently with the walk; if a command fails, no snapshot is
+/// saved and this errors naming it.
 pub fn backup(
     repository: &Repository,
-    options: &BackupOptions,
+    options: BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let hostname = options.hostname.clone().unwrap_or_else(local_hostname);
-    let mut paths = Vec::new();
-    for path in &options.paths {
-        let normalized = normalize_path(path).map_err(|e| Error::Source {
-            path: path.clone(),
-            error: e,
-        })?;
-        paths.push(normalized);
+    let excluder = Excluder::new(&options.excludes)?;
+    let (present, mut snapshot_paths, unreadable) = check_sources(&options, progress)?;
+    for stream in &options.streams {
+        snapshot_paths.push(format!("/{}", stream.name()).into_bytes());
     }
-    paths.sort();
-    paths.dedup();
-    if paths.is_empty() {
-        return Err(Error::InvalidArgument("no source paths given".into()));
-    }
-    let mut unreadable = Vec::new();
-    let mut present = Vec::new();
-    for path in &paths {
-        match fs::symlink_metadata(path) {
-            Ok(_) => present.push(path.clone()),
-            Err(e) => {
-                if paths.len() == 1 {
-                    return Err(Error::Source {
-                        path: path.clone(),
-                        error: e,
-                    });
-                }
-                progress.warning(path, &e.to_string());
-                unreadable.push(path.as_os_str().as_bytes().to_vec());
-            }
-        }
-    }
-    if present.is_empty() {
-        return Err(Error::InvalidArgument(
-            "none of the source paths exist".into(),
-        ));
-    }
-    let path_bytes: Vec<Vec<u8>> = paths
-        .iter()
-        .map(|p| p.as_os_str().as_bytes().to_vec())
-        .collect();
-    let parent = find_parent(repository, &hostname, &path_bytes, progress)?;
+    snapshot_paths.sort();
+    let parent = match &options.parent {
+        Some(reference) => Some(repository.resolve_snapshot(reference)?),
+        None => find_parent(repository, &hostname, &snapshot_paths, progress)?,
+    };
     let parent_root = parent.as_ref().and_then(|(id, snapshot)| {
         // The parent only saves work: if it cannot be read, read everything.
         repository
@@ -163,43 +178,255 @@ pub fn backup(
     let level = options
         .compression_level
         .unwrap_or(repository.config().compression_level);
+    let writer = Mutex::new(repository.start_write(level)?);
     let mut archiver = Archiver {
         repository,
-        writer: repository.start_write(level)?,
+        writer: &writer,
         progress,
+        excluder,
+        force: options.force,
+        source_device: 0,
         summary: Summary::default(),
         unreadable,
         names: NameCache::default(),
         hardlinks: HashMap::new(),
     };
     let layout = SourceLayout::new(&present);
+    let root_dir = Path::new("/");
     let parent_root_node = parent.as_ref().map(|(_, s)| root_node(s.tree));
-    let root = archiver.archive_layout(
-        Path::new("/"),
-        &layout,
-        parent_root.as_ref(),
-        parent_root_node.as_ref(),
-    )?;
-    archiver.summary.bytes_added = archiver.writer.bytes_added();
-    archiver.summary.blobs_added = archiver.writer.blobs_added();
-    archiver.summary.duration_ns = started.elapsed().as_nanos() as u64;
+    let (walked, streamed) = std::thread::scope(|scope| {
+        let handles: Vec<_> = options
+            .streams
+            .into_iter()
+            .map(|stream| scope.spawn(|| archive_stream(repository, &writer, stream)))
+            .collect();
+        let walked = if layout.is_source {
+            // `backup /`: the root is archived whole.
+            archiver.source_device = fs::symlink_metadata(root_dir).map(|m| m.dev()).unwrap_or(0);
+            archiver
+                .archive_dir(root_dir, parent_root_node.as_ref())
+                .map(RootWalk::Whole)
+        } else {
+            archiver
+                .layout_children(root_dir, &layout, parent_root.as_ref())
+                .map(RootWalk::Children)
+        };
+        let streamed: Vec<_> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect();
+        (walked, streamed)
+    });
+    let mut streamed_nodes = Vec::new();
+    for result in streamed {
+        streamed_nodes.push(result?);
+    }
+    let root = match walked? {
+        RootWalk::Whole(_) if !streamed_nodes.is_empty() => {
+            return Err(Error::InvalidArgument(
+                "streams cannot be stored beside a backup of / itself".into(),
+            ))
+        }
+        RootWalk::Whole(id) => id,
+        RootWalk::Children(mut nodes) => {
+            for (name, size, content) in streamed_nodes {
+                let node = archiver.stream_node(name, size, content, parent_root.as_ref())?;
+                if nodes.iter().any(|n| n.name == node.name) {
+                    return Err(Error::InvalidArgument(format!(
+                        "stream {:?} has the same name as another entry at the root",
+                        String::from_utf8_lossy(&node.name)
+                    )));
+                }
+                nodes.push(node);
+            }
+            archiver.store_tree(root_dir, Tree { nodes }, parent_root_node.as_ref())?
+        }
+    };
+    let Archiver {
+        mut summary,
+        unreadable,
+        ..
+    } = archiver;
+    let writer = writer.into_inner().unwrap_or_else(|p| p.into_inner());
+    summary.bytes_added = writer.bytes_added();
+    summary.blobs_added = writer.blobs_added();
+    summary.duration_ns = started.elapsed().as_nanos() as u64;
     let snapshot = Snapshot {
         time_ns: options.time_ns.unwrap_or_else(now_ns),
         hostname,
         username: local_username(),
-        paths: path_bytes,
-        tags: options.tags.clone(),
+        paths: snapshot_paths,
+        tags: options.tags,
         parent: parent.map(|(id, _)| id),
         tree: root,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
-        summary: archiver.summary,
-        unreadable: archiver.unreadable,
+        summary,
+        unreadable,
     };
-    let snapshot_id = archiver.writer.commit(&snapshot)?;
+    let snapshot_id = writer.commit(&snapshot)?;
     Ok(BackupOutcome {
         snapshot_id,
         snapshot,
     })
+}
+
+/// Normalises the source paths and checks they exist. Returns the present
+/// paths, all paths as raw bytes, and the missing ones as raw bytes.
+#[allow(clippy::type_complexity)]
+fn check_sources(
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<(Vec<PathBuf>, Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+    let mut paths = Vec::new();
+    for path in &options.paths {
+        let normalized = normalize_path(path).map_err(|e| Error::Source {
+            path: path.clone(),
+            error: e,
+        })?;
+        paths.push(normalized);
+    }
+    paths.sort();
+    paths.dedup();
+    if paths.is_empty() && options.streams.is_empty() {
+        return Err(Error::InvalidArgument(
+            "nothing to back up: no paths and no streams given".into(),
+        ));
+    }
+    let mut present = Vec::new();
+    let mut missing = Vec::new();
+    for path in &paths {
+        match fs::symlink_metadata(path) {
+            Ok(_) => present.push(path.clone()),
+            Err(e) if paths.len() == 1 && options.streams.is_empty() => {
+                return Err(Error::Source {
+                    path: path.clone(),
+                    error: e,
+                })
+            }
+            Err(e) => {
+                progress.warning(path, &e.to_string());
+                missing.push(path.as_os_str().as_bytes().to_vec());
+            }
+        }
+    }
+    if present.is_empty() && options.streams.is_empty() {
+        return Err(Error::InvalidArgument(
+            "none of the source paths exist".into(),
+        ));
+    }
+    let all = paths
+        .iter()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect();
+    Ok((present, all, missing))
+}
+
+/// Reads a stream to its end and stores it. Returns the file's name, size
+/// and content; errors if a command cannot be run or exits unsuccessfully.
+fn archive_stream(
+    repository: &Repository,
+    writer: &Mutex<BlobWriter<'_>>,
+    stream: StreamSource,
+) -> Result<(String, u64, Vec<BlobId>)> {
+    match stream {
+        StreamSource::Reader { name, reader } => {
+            let (size, content) =
+                store_stream(repository, writer, reader)?.map_err(|e| Error::Source {
+                    path: PathBuf::from(format!("/{name}")),
+                    error: e,
+                })?;
+            Ok((name, size, content))
+        }
+        StreamSource::Command { name, argv } => {
+            let shown = argv
+                .iter()
+                .map(|a| quote(&a.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let failed = |status: String| Error::CommandFailed {
+                command: shown.clone(),
+                status,
+            };
+            let (program, args) = argv
+                .split_first()
+                .ok_or_else(|| failed("empty command".into()))?;
+            let mut child = Command::new(program)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| failed(format!("could not start: {e}")))?;
+            let stdout = child.stdout.take().expect("stdout is piped");
+            let stored = store_stream(repository, writer, stdout);
+            if !matches!(stored, Ok(Ok(_))) {
+                let _ = child.kill();
+            }
+            let status = child.wait().map_err(|e| failed(e.to_string()))?;
+            let (size, content) =
+                stored?.map_err(|e| failed(format!("reading its output: {e}")))?;
+            if !status.success() {
+                return Err(failed(status.to_string()));
+            }
+            Ok((name, size, content))
+        }
+    }
+}
+
+/// Chunks and stores everything `reader` yields. The outer error is the
+/// repository's; the inner one the reader's.
+fn store_stream(
+    repository: &Repository,
+    writer: &Mutex<BlobWriter<'_>>,
+    reader: impl Read,
+) -> Result<io::Result<(u64, Vec<BlobId>)>> {
+    let mut size = 0u64;
+    let mut content = Vec::new();
+    let mut batch = Vec::with_capacity(CHUNKS_PER_BATCH);
+    for chunk in repository.chunker().stream(reader) {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => return Ok(Err(e)),
+        };
+        size += chunk.len() as u64;
+        batch.push(chunk);
+        if batch.len() == CHUNKS_PER_BATCH {
+            content.extend(lock(writer).add_blobs(BlobType::Data, &batch)?);
+            batch.clear();
+        }
+    }
+    content.extend(lock(writer).add_blobs(BlobType::Data, &batch)?);
+    Ok(Ok((size, content)))
+}
+
+/// An argument as a shell would need it written, for messages.
+fn quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+fn lock<'a, 'r>(writer: &'a Mutex<BlobWriter<'r>>) -> std::sync::MutexGuard<'a, BlobWriter<'r>> {
+    writer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the walk of the root produced.
+enum RootWalk {
+    /// The tree of `/`, archived whole.
+    Whole(BlobId),
+    /// The entries leading to the source paths, to be joined by streams.
+    Children(Vec<Node>),
 }
 
 /// A stand-in entry for the parent's root, so the root directory is
@@ -310,10 +537,15 @@ impl NameCache {
 /// core compressing, few enough to bound memory.
 const CHUNKS_PER_BATCH: usize = 8;
 
-struct Archiver<'r> {
+struct Archiver<'a, 'r> {
     repository: &'r Repository,
-    writer: BlobWriter<'r>,
-    progress: &'r dyn Progress,
+    writer: &'a Mutex<BlobWriter<'r>>,
+    progress: &'a dyn Progress,
+    excluder: Excluder,
+    /// Read every file, even those unchanged since the parent.
+    force: bool,
+    /// Device of the source path being walked, for `one_file_system`.
+    source_device: u64,
     summary: Summary,
     unreadable: Vec<Vec<u8>>,
     names: NameCache,
@@ -346,7 +578,7 @@ fn read_xattrs(path: &Path) -> Vec<Xattr> {
     out
 }
 
-impl Archiver<'_> {
+impl Archiver<'_, '_> {
     fn mark_unreadable(&mut self, path: &Path, error: &io::Error) {
         self.progress.warning(path, &error.to_string());
         self.unreadable.push(path.as_os_str().as_bytes().to_vec());
@@ -383,7 +615,7 @@ impl Archiver<'_> {
                 encoded.len()
             )));
         }
-        let id = self.writer.add_blob(BlobType::Tree, encoded)?;
+        let id = lock(self.writer).add_blob(BlobType::Tree, encoded)?;
         match parent.map(|p| &p.kind) {
             Some(NodeKind::Directory { subtree }) if *subtree == id => {
                 self.summary.dirs_unmodified += 1
@@ -410,21 +642,15 @@ impl Archiver<'_> {
         }
     }
 
-    /// Archives the directories above the source paths, holding only the
-    /// children that lead to a source, and returns the root tree's id.
-    fn archive_layout(
+    /// The entries of a directory above the source paths: only the
+    /// children that lead to a source, each archived.
+    fn layout_children(
         &mut self,
         dir: &Path,
         layout: &SourceLayout,
         parent_tree: Option<&Tree>,
-        parent: Option<&Node>,
-    ) -> Result<BlobId> {
-        if layout.is_source {
-            // Only the root itself can be both a source and have children
-            // here (`backup /`): everything below it is archived whole.
-            return self.archive_dir(dir, parent);
-        }
-        let mut tree = Tree::default();
+    ) -> Result<Vec<Node>> {
+        let mut nodes = Vec::new();
         for (name, child) in &layout.children {
             let path = dir.join(OsStr::from_bytes(name));
             let parent = parent_tree.and_then(|t| t.find(name));
@@ -436,15 +662,67 @@ impl Archiver<'_> {
                 }
             };
             let node = if child.is_source {
+                self.source_device = meta.dev();
                 self.archive_entry(name, &path, &meta, parent)?
             } else {
                 let parent_subtree = self.parent_subtree(&path, parent);
-                let subtree = self.archive_layout(&path, child, parent_subtree.as_ref(), parent)?;
+                let children = self.layout_children(&path, child, parent_subtree.as_ref())?;
+                let subtree = self.store_tree(&path, Tree { nodes: children }, parent)?;
                 Some(self.node(name, &path, &meta, NodeKind::Directory { subtree }))
             };
-            tree.nodes.extend(node);
+            nodes.extend(node);
         }
-        self.store_tree(dir, tree, parent)
+        Ok(nodes)
+    }
+
+    /// The node of a stream stored at the root, owned by the user running
+    /// the backup, stamped with the current time.
+    fn stream_node(
+        &mut self,
+        name: String,
+        size: u64,
+        content: Vec<BlobId>,
+        parent_root: Option<&Tree>,
+    ) -> Result<Node> {
+        let name = name.into_bytes();
+        if !crate::tree::is_safe_name(&name) {
+            return Err(Error::InvalidArgument(format!(
+                "stream name {:?} must be one path component",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        match parent_root.and_then(|t| t.find(&name)).map(|n| &n.kind) {
+            Some(NodeKind::File { .. }) => self.summary.files_changed += 1,
+            _ => self.summary.files_new += 1,
+        }
+        self.summary.bytes_read += size;
+        let now = now_ns();
+        let time = Timestamp {
+            secs: now.div_euclid(1_000_000_000),
+            nanos: now.rem_euclid(1_000_000_000) as u32,
+        };
+        let uid = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        Ok(Node {
+            name,
+            kind: NodeKind::File {
+                size,
+                content,
+                sparse: false,
+            },
+            mode: 0o644,
+            uid,
+            gid,
+            user: self.names.user(uid),
+            group: self.names.group(gid),
+            mtime: time,
+            atime: time,
+            ctime: time,
+            device: 0,
+            inode: 0,
+            links: 1,
+            xattrs: Vec::new(),
+        })
     }
 
     /// Archives one entry of any type; `None` for what is skipped (sockets).
@@ -518,12 +796,23 @@ impl Archiver<'_> {
                     continue;
                 }
             };
-            let child_parent = parent_tree.as_ref().and_then(|t| t.find(name.as_bytes()));
-            if let Some(node) =
-                self.archive_entry(name.as_bytes(), &child_path, &meta, child_parent)?
-            {
-                tree.nodes.push(node);
+            if self.excluder.excludes(&child_path, &meta) {
+                continue;
             }
+            let child_parent = parent_tree.as_ref().and_then(|t| t.find(name.as_bytes()));
+            let node = if self.excluder.stops_at(&meta, self.source_device) {
+                // A mount point: recorded, but not descended into.
+                let subtree = self.store_tree(&child_path, Tree::default(), child_parent)?;
+                Some(self.node(
+                    name.as_bytes(),
+                    &child_path,
+                    &meta,
+                    NodeKind::Directory { subtree },
+                ))
+            } else {
+                self.archive_entry(name.as_bytes(), &child_path, &meta, child_parent)?
+            };
+            tree.nodes.extend(node);
         }
         self.store_tree(path, tree, parent)
     }
@@ -551,7 +840,7 @@ impl Archiver<'_> {
                 && *inode == meta.ino();
             // Reuse the parent's content only if it is all still indexed: a
             // snapshot must never name a blob the repository cannot find.
-            if unchanged && self.writer.contains_all(content)? {
+            if unchanged && !self.force && lock(self.writer).contains_all(content)? {
                 self.summary.files_unmodified += 1;
                 return Ok(Some(NodeKind::File {
                     size: *size,
@@ -610,11 +899,11 @@ impl Archiver<'_> {
             self.summary.bytes_read += chunk.len() as u64;
             batch.push(chunk);
             if batch.len() == CHUNKS_PER_BATCH {
-                content.extend(self.writer.add_blobs(BlobType::Data, &batch)?);
+                content.extend(lock(self.writer).add_blobs(BlobType::Data, &batch)?);
                 batch.clear();
             }
         }
-        content.extend(self.writer.add_blobs(BlobType::Data, &batch)?);
+        content.extend(lock(self.writer).add_blobs(BlobType::Data, &batch)?);
         Ok(Ok((size, content)))
     }
 }

@@ -94,6 +94,15 @@ pub enum Error {
         /// The restored file.
         path: PathBuf,
     },
+    /// A command whose output was being backed up did not succeed; no
+    /// snapshot was saved.
+    #[error("command `{command}` failed: {status}; no snapshot was saved")]
+    CommandFailed {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: String,
+    },
     /// An argument given by the caller is not acceptable.
     #[error("{0}")]
     InvalidArgument(String),

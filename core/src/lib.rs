@@ -26,6 +26,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod exclude;
 pub mod id;
 pub mod index;
 pub mod keys;

@@ -1,0 +1,248 @@
+//! Backup sources beyond plain paths: standard input, commands, path lists;
+//! and what decides whether a file is read again.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::util::{noise, restored, stderr, Env};
+
+#[test]
+fn stdin_is_stored_as_one_file() {
+    let env = Env::new();
+    env.init();
+    let data = noise(300_000, 3);
+    let out = env
+        .cairn()
+        .args([
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "upload.bin",
+            "--json",
+        ])
+        .write_stdin(data.clone())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snapshots = env.snapshots();
+    assert_eq!(snapshots[0]["paths"], serde_json::json!(["/upload.bin"]));
+    let target = env.restore("latest", "t", &[]);
+    assert!(fs::read(target.join("upload.bin")).unwrap() == data);
+}
+
+/// A real database, dumped by its own tool as cairn runs it.
+#[test]
+fn sqlite_dump_from_a_command_restores_to_the_same_database() {
+    let env = Env::new();
+    env.init();
+    let db = env.path("app.db");
+    let sql = "create table t(id integer primary key, name text);
+               insert into t(name) values ('alpha'), ('beta'), ('gamma');";
+    let made = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(sql)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    env.ok(&[
+        "backup",
+        "--stdin-filename",
+        "app.sql",
+        "--stdin-from-command",
+        "--",
+        "sqlite3",
+        db.to_str().unwrap(),
+        ".dump",
+    ]);
+    let target = env.restore("latest", "t", &[]);
+    let restored_db = env.path("restored.db");
+    let load = std::process::Command::new("sqlite3")
+        .arg(&restored_db)
+        .stdin(fs::File::open(target.join("app.sql")).unwrap())
+        .status()
+        .unwrap();
+    assert!(load.success());
+    let rows = std::process::Command::new("sqlite3")
+        .arg(&restored_db)
+        .arg("select group_concat(name) from t order by id")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&rows.stdout).trim(),
+        "alpha,beta,gamma"
+    );
+}
+
+#[test]
+fn failing_stdin_command_saves_no_snapshot() {
+    let env = Env::new();
+    env.init();
+    let out = env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "--",
+        "sh",
+        "-c",
+        "echo partial; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("exit status: 7") && text.contains("echo partial"),
+        "{text}"
+    );
+    assert!(env.snapshots().is_empty());
+}
+
+#[test]
+fn several_commands_and_paths_in_one_snapshot() {
+    let env = Env::new();
+    env.init();
+    let etc = env.path("etc");
+    fs::create_dir(&etc).unwrap();
+    fs::write(etc.join("hosts"), b"127.0.0.1 localhost").unwrap();
+    let summary = env.backup(
+        &[&etc],
+        &[
+            "--command",
+            "users.sql=printf 'users dump'",
+            "--command",
+            "orders.sql=sh -c 'echo orders; echo dump'",
+        ],
+    );
+    assert_eq!(summary["files_new"], 3);
+    let snapshots = env.snapshots();
+    let paths = &snapshots[0]["paths"];
+    assert!(
+        paths
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("/users.sql")),
+        "{paths}"
+    );
+    let target = env.restore("latest", "t", &[]);
+    assert_eq!(fs::read(target.join("users.sql")).unwrap(), b"users dump");
+    assert_eq!(
+        fs::read(target.join("orders.sql")).unwrap(),
+        b"orders\ndump\n"
+    );
+    assert_eq!(
+        fs::read(restored(&target, &etc).join("hosts")).unwrap(),
+        b"127.0.0.1 localhost"
+    );
+}
+
+#[test]
+fn one_failing_command_among_several_saves_no_snapshot_and_is_named() {
+    let env = Env::new();
+    env.init();
+    let etc = env.path("etc");
+    fs::create_dir(&etc).unwrap();
+    let out = env.run(&[
+        "backup",
+        etc.to_str().unwrap(),
+        "--command",
+        "good.sql=echo fine",
+        "--command",
+        "bad.sql=sh -c 'exit 3'",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("exit 3"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("echo fine"));
+    assert!(env.snapshots().is_empty());
+    let out = env.run(&["backup", "--command", "x.sql=/no/such/program"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/no/such/program"));
+}
+
+#[test]
+fn files_from_lists_including_odd_names() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("d");
+    fs::create_dir(&dir).unwrap();
+    let odd = dir.join("line\nbreak");
+    let plain = dir.join("plain");
+    let spaced = dir.join(" spaced ");
+    for path in [&odd, &plain, &spaced] {
+        fs::write(path, b"x").unwrap();
+    }
+    let list = env.path("list");
+    fs::write(&list, format!("# comment\n\n{}\n", plain.display())).unwrap();
+    let verbatim = env.path("verbatim");
+    fs::write(&verbatim, format!("{}\n", spaced.display())).unwrap();
+    let raw = env.path("raw");
+    let mut bytes = odd.as_os_str().as_bytes().to_vec();
+    bytes.push(0);
+    fs::write(&raw, bytes).unwrap();
+    env.ok(&[
+        "backup",
+        "--files-from",
+        list.to_str().unwrap(),
+        "--files-from-verbatim",
+        verbatim.to_str().unwrap(),
+        "--files-from-raw",
+        raw.to_str().unwrap(),
+    ]);
+    let paths = env.snapshots()[0]["paths"].clone();
+    assert_eq!(paths.as_array().unwrap().len(), 3, "{paths}");
+    let target = env.restore("latest", "t", &[]);
+    let base = restored(&target, &dir);
+    for name in ["line\nbreak", "plain", " spaced "] {
+        assert!(base.join(name).exists(), "{name:?} restored");
+    }
+}
+
+#[test]
+fn a_file_rewritten_with_the_same_size_and_mtime_is_read_again() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("d");
+    fs::create_dir(&dir).unwrap();
+    let file = dir.join("f");
+    fs::write(&file, b"version one!").unwrap();
+    let mtime = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+    filetime::set_file_mtime(&file, mtime).unwrap();
+    let first = env.backup(&[&dir], &[]);
+    assert_eq!(first["bytes_read"], 12);
+    let unchanged = env.backup(&[&dir], &[]);
+    assert_eq!(unchanged["bytes_read"], 0);
+    assert_eq!(unchanged["files_unmodified"], 1);
+    // Same size, same mtime: only the ctime tells.
+    fs::write(&file, b"version two!").unwrap();
+    filetime::set_file_mtime(&file, mtime).unwrap();
+    let after = env.backup(&[&dir], &[]);
+    assert_eq!(after["bytes_read"], 12, "{after}");
+    assert_eq!(after["files_changed"], 1);
+    let target = env.restore("latest", "t", &[]);
+    assert_eq!(
+        fs::read(restored(&target, &dir).join("f")).unwrap(),
+        b"version two!"
+    );
+}
+
+#[test]
+fn force_reads_everything_and_parent_can_be_chosen() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("d");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("f"), noise(5000, 1)).unwrap();
+    env.backup(&[&dir], &[]);
+    let forced = env.backup(&[&dir], &["--force"]);
+    assert_eq!(forced["bytes_read"], 5000);
+    assert_eq!(forced["bytes_added"], 0, "content already stored");
+
+    // A backup under another host name finds no parent by itself...
+    let other = env.backup(&[&dir], &["--host", "elsewhere"]);
+    assert_eq!(other["bytes_read"], 5000);
+    // ...but reads nothing when given one.
+    let first = env.snapshots()[0]["id"].as_str().unwrap().to_string();
+    let chosen = env.backup(&[&dir], &["--host", "elsewhere", "--parent", &first[..8]]);
+    assert_eq!(chosen["bytes_read"], 0);
+    let snapshots = env.snapshots();
+    assert_eq!(
+        snapshots.last().unwrap()["parent"],
+        serde_json::json!(first)
+    );
+}
