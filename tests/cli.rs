@@ -265,3 +265,84 @@ fn bad_time_is_refused() {
     assert!(stderr(&out).contains("--time"));
     assert!(env.snapshots().is_empty());
 }
+
+#[test]
+fn backup_json_is_newline_delimited_status_then_summary() {
+    let env = Env::new();
+    env.init();
+    let source = sample_source(&env);
+    let out = env.ok(&["backup", "--json", source.to_str().unwrap()]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    let (summary, statuses) = lines.split_last().expect("at least the summary");
+    assert_eq!(summary["message_type"], "summary");
+    assert!(
+        !statuses.is_empty(),
+        "the scan's totals give at least one status line"
+    );
+    for status in statuses {
+        assert_eq!(status["message_type"], "status");
+        assert_eq!(status["schema_version"], 1);
+        for field in [
+            "seconds_elapsed",
+            "files_done",
+            "bytes_done",
+            "total_files",
+            "total_bytes",
+            "percent_done",
+            "current_file",
+        ] {
+            assert!(
+                status.get(field).is_some(),
+                "status lacks {field}: {status}"
+            );
+        }
+    }
+    let last = statuses.last().unwrap();
+    assert_eq!(last["total_files"], 4, "{last}");
+    assert_eq!(last["total_bytes"], 5 + 4 + 5 + 8, "{last}");
+    for field in [
+        "snapshot_id",
+        "short_id",
+        "files_new",
+        "files_changed",
+        "files_unmodified",
+        "dirs_new",
+        "dirs_changed",
+        "dirs_unmodified",
+        "bytes_read",
+        "bytes_added",
+        "blobs_added",
+        "duration_seconds",
+        "incomplete",
+        "unreadable",
+    ] {
+        assert!(
+            summary.get(field).is_some(),
+            "summary lacks {field}: {summary}"
+        );
+    }
+}
+
+#[test]
+fn quiet_and_non_terminal_runs_print_no_progress() {
+    let env = Env::new();
+    env.init();
+    let source = sample_source(&env);
+    let out = env.run(&["backup", "--quiet", source.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    let out = env.run(&["backup", source.to_str().unwrap()]);
+    assert!(
+        out.stderr.is_empty(),
+        "no progress display without a terminal: {}",
+        stderr(&out)
+    );
+}

@@ -77,7 +77,11 @@ impl Env {
         args.extend(paths.iter().map(|p| p.display().to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let stdout = self.ok(&args);
-        serde_json::from_str(stdout.trim()).expect("backup --json prints one JSON object")
+        let summary = stdout
+            .lines()
+            .last()
+            .expect("backup --json prints a summary line");
+        serde_json::from_str(summary).expect("the summary is a JSON object")
     }
 
     pub fn snapshots(&self) -> Vec<Value> {

@@ -308,7 +308,10 @@ fn backup(cli: &Cli, args: &BackupArgs) -> Result<u8> {
     }
     let options = sources::backup_options(args, time_ns)?;
     let repository = open_repository(cli)?;
-    let outcome = archiver::backup(&repository, options, &output::Reporter::new(cli))?;
+    let reporter = output::Reporter::for_backup(cli);
+    let outcome = archiver::backup(&repository, options, &reporter);
+    reporter.finish();
+    let outcome = outcome?;
     output::backup_summary(cli, args.json, &outcome)?;
     Ok(if outcome.snapshot.is_incomplete() {
         exit::INCOMPLETE

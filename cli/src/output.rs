@@ -1,9 +1,11 @@
 //! Everything `cairn` prints: tables and JSON for results, one-line
 //! warnings on standard error.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use cairn_core::archiver::BackupOutcome;
@@ -11,6 +13,7 @@ use cairn_core::id::SnapshotId;
 use cairn_core::progress::Progress;
 use cairn_core::snapshot::{Snapshot, Summary};
 use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
 use crate::{Cli, Command};
@@ -37,10 +40,24 @@ pub fn line(cli: &Cli, text: &str) -> Result<()> {
 }
 
 /// Reports warnings on standard error and, when listing, restored paths on
-/// standard output.
+/// standard output. For a backup it also shows progress: a live display on
+/// a terminal, or with `--json` a status line on standard output at most
+/// once a second.
 pub struct Reporter {
     json: bool,
     listing: bool,
+    live: Option<ProgressBar>,
+    status: Option<Mutex<Status>>,
+}
+
+/// Counters behind the JSON status lines.
+struct Status {
+    started: Instant,
+    last_line: Instant,
+    files_done: u64,
+    bytes_done: u64,
+    total: Option<(u64, u64)>,
+    current: Option<String>,
 }
 
 impl Reporter {
@@ -49,13 +66,81 @@ impl Reporter {
         Reporter {
             json: json_errors(cli),
             listing: false,
+            live: None,
+            status: None,
         }
+    }
+
+    /// A reporter for a backup: live progress on a terminal unless quiet,
+    /// status lines with `--json`.
+    pub fn for_backup(cli: &Cli) -> Reporter {
+        let mut reporter = Reporter::new(cli);
+        if reporter.json {
+            let now = Instant::now();
+            reporter.status = Some(Mutex::new(Status {
+                started: now,
+                last_line: now,
+                files_done: 0,
+                bytes_done: 0,
+                total: None,
+                current: None,
+            }));
+        } else if !cli.quiet && io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "[{elapsed_precise}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("the template is valid"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(250));
+            reporter.live = Some(bar);
+        }
+        reporter
     }
 
     /// Also print each restored path.
     pub fn listing(mut self, on: bool) -> Reporter {
         self.listing = on;
         self
+    }
+
+    /// Removes the live display before results are printed.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.live {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// Updates the status counters and prints a status line if a second
+    /// has passed since the last one, or if `now`.
+    fn with_status(&self, now: bool, update: impl FnOnce(&mut Status)) {
+        let Some(status) = &self.status else { return };
+        let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+        update(&mut status);
+        if now || status.last_line.elapsed() >= Duration::from_secs(1) {
+            status.last_line = Instant::now();
+            let (total_files, total_bytes) = match status.total {
+                Some((files, bytes)) => (json!(files), json!(bytes)),
+                None => (Value::Null, Value::Null),
+            };
+            let percent = status
+                .total
+                .filter(|(_, bytes)| *bytes > 0)
+                .map(|(_, bytes)| (100.0 * status.bytes_done as f64 / bytes as f64).min(100.0));
+            let line = json!({
+                "message_type": "status",
+                "schema_version": SCHEMA_VERSION,
+                "seconds_elapsed": status.started.elapsed().as_secs_f64(),
+                "files_done": status.files_done,
+                "bytes_done": status.bytes_done,
+                "total_files": total_files,
+                "total_bytes": total_bytes,
+                "percent_done": percent,
+                "current_file": status.current,
+            });
+            let _ = writeln!(io::stdout().lock(), "{line}");
+        }
     }
 }
 
@@ -67,6 +152,8 @@ impl Progress for Reporter {
                 "{}",
                 json!({"message_type": "warning", "path": path.to_string(), "message": message})
             );
+        } else if let Some(bar) = &self.live {
+            bar.suspend(|| eprintln!("cairn: warning: {path}: {message}"));
         } else {
             eprintln!("cairn: warning: {path}: {message}");
         }
@@ -76,6 +163,32 @@ impl Progress for Reporter {
         if self.listing {
             let _ = writeln!(io::stdout().lock(), "{}", path.display());
         }
+    }
+
+    fn scan_finished(&self, files: u64, bytes: u64) {
+        if let Some(bar) = &self.live {
+            bar.set_length(bytes);
+        }
+        // The totals are news worth a line at once.
+        self.with_status(true, |s| s.total = Some((files, bytes)));
+    }
+
+    fn file_started(&self, path: &Path) {
+        if let Some(bar) = &self.live {
+            bar.set_message(path.display().to_string());
+        }
+        self.with_status(false, |s| s.current = Some(path.display().to_string()));
+    }
+
+    fn bytes_processed(&self, bytes: u64) {
+        if let Some(bar) = &self.live {
+            bar.inc(bytes);
+        }
+        self.with_status(false, |s| s.bytes_done += bytes);
+    }
+
+    fn file_finished(&self, _path: &Path) {
+        self.with_status(false, |s| s.files_done += 1);
     }
 }
 

@@ -152,7 +152,7 @@ pub fn backup(
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let hostname = options.hostname.clone().unwrap_or_else(local_hostname);
-    let excluder = Excluder::new(&options.excludes)?;
+    let excluder = &Excluder::new(&options.excludes)?;
     let (present, mut snapshot_paths, unreadable) = check_sources(&options, progress)?;
     for stream in &options.streams {
         snapshot_paths.push(format!("/{}", stream.name()).into_bytes());
@@ -200,6 +200,7 @@ pub fn backup(
             .into_iter()
             .map(|stream| scope.spawn(|| archive_stream(repository, &writer, stream)))
             .collect();
+        scope.spawn(|| scan(&present, excluder, progress));
         let walked = if layout.is_source {
             // `backup /`: the root is archived whole.
             archiver.source_device = fs::symlink_metadata(root_dir).map(|m| m.dev()).unwrap_or(0);
@@ -541,7 +542,7 @@ struct Archiver<'a, 'r> {
     repository: &'r Repository,
     writer: &'a Mutex<BlobWriter<'r>>,
     progress: &'a dyn Progress,
-    excluder: Excluder,
+    excluder: &'a Excluder,
     /// Read every file, even those unchanged since the parent.
     force: bool,
     /// Device of the source path being walked, for `one_file_system`.
@@ -842,6 +843,8 @@ impl Archiver<'_, '_> {
             // snapshot must never name a blob the repository cannot find.
             if unchanged && !self.force && lock(self.writer).contains_all(content)? {
                 self.summary.files_unmodified += 1;
+                self.progress.bytes_processed(*size);
+                self.progress.file_finished(path);
                 return Ok(Some(NodeKind::File {
                     size: *size,
                     content: content.clone(),
@@ -849,6 +852,7 @@ impl Archiver<'_, '_> {
                 }));
             }
         }
+        self.progress.file_started(path);
         let link_key = (meta.dev(), meta.ino());
         let known_link = (meta.nlink() > 1)
             .then(|| self.hardlinks.get(&link_key))
@@ -871,6 +875,7 @@ impl Archiver<'_, '_> {
         } else {
             self.summary.files_new += 1;
         }
+        self.progress.file_finished(path);
         Ok(Some(NodeKind::File {
             size,
             content,
@@ -900,12 +905,53 @@ impl Archiver<'_, '_> {
             batch.push(chunk);
             if batch.len() == CHUNKS_PER_BATCH {
                 content.extend(lock(self.writer).add_blobs(BlobType::Data, &batch)?);
+                self.progress
+                    .bytes_processed(batch.iter().map(|c| c.len() as u64).sum());
                 batch.clear();
             }
         }
         content.extend(lock(self.writer).add_blobs(BlobType::Data, &batch)?);
+        self.progress
+            .bytes_processed(batch.iter().map(|c| c.len() as u64).sum());
         Ok(Ok((size, content)))
     }
+}
+
+/// Counts the regular files and bytes below `sources` that a backup will
+/// process, applying the same excludes, and reports the totals: they let
+/// a progress display estimate the time left. Runs beside the backup.
+fn scan(sources: &[PathBuf], excluder: &Excluder, progress: &dyn Progress) {
+    let mut files = 0u64;
+    let mut bytes = 0u64;
+    let mut stack: Vec<(PathBuf, u64)> = Vec::new();
+    for source in sources {
+        if let Ok(meta) = fs::symlink_metadata(source) {
+            if meta.is_file() {
+                files += 1;
+                bytes += meta.len();
+            } else if meta.is_dir() {
+                stack.push((source.clone(), meta.dev()));
+            }
+        }
+    }
+    while let Some((dir, device)) = stack.pop() {
+        for name in list_dir(&dir).unwrap_or_default() {
+            let path = dir.join(name);
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if excluder.excludes(&path, &meta) {
+                continue;
+            }
+            if meta.is_file() {
+                files += 1;
+                bytes += meta.len();
+            } else if meta.is_dir() && !excluder.stops_at(&meta, device) {
+                stack.push((path, device));
+            }
+        }
+    }
+    progress.scan_finished(files, bytes);
 }
 
 /// The names in a directory, sorted by bytes. The directory is opened with

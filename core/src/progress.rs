@@ -2,12 +2,23 @@
 
 use std::path::Path;
 
-/// Receives warnings and per-entry events from backup and restore.
+/// Receives warnings and progress events from backup and restore. Calls
+/// may come from several threads.
 pub trait Progress: Sync {
     /// Something was skipped or could not be done, and the run goes on.
     fn warning(&self, path: &Path, message: &str);
     /// An entry was restored, or with `--dry-run` would be.
     fn restored(&self, _path: &Path) {}
+    /// The scan of the backup's sources finished: this many regular files
+    /// and bytes are to be processed, excludes applied.
+    fn scan_finished(&self, _files: u64, _bytes: u64) {}
+    /// A backup started reading a file.
+    fn file_started(&self, _path: &Path) {}
+    /// A backup got through this many bytes: read, or reused unread from
+    /// the parent snapshot.
+    fn bytes_processed(&self, _bytes: u64) {}
+    /// A backup finished with a file.
+    fn file_finished(&self, _path: &Path) {}
 }
 
 /// Discards every report.
