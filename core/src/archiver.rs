@@ -251,7 +251,8 @@ pub fn backup(
         unreadable,
         ..
     } = archiver;
-    let writer = writer.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut writer = writer.into_inner().unwrap_or_else(|p| p.into_inner());
+    writer.flush()?;
     summary.bytes_added = writer.bytes_added();
     summary.blobs_added = writer.blobs_added();
     summary.duration_ns = started.elapsed().as_nanos() as u64;
@@ -395,11 +396,10 @@ fn store_stream(
         size += chunk.len() as u64;
         batch.push(chunk);
         if batch.len() == CHUNKS_PER_BATCH {
-            content.extend(lock(writer).add_blobs(BlobType::Data, &batch)?);
-            batch.clear();
+            content.extend(lock(writer).add_blobs(BlobType::Data, std::mem::take(&mut batch))?);
         }
     }
-    content.extend(lock(writer).add_blobs(BlobType::Data, &batch)?);
+    content.extend(lock(writer).add_blobs(BlobType::Data, batch)?);
     Ok(Ok((size, content)))
 }
 
@@ -904,15 +904,16 @@ impl Archiver<'_, '_> {
             self.summary.bytes_read += chunk.len() as u64;
             batch.push(chunk);
             if batch.len() == CHUNKS_PER_BATCH {
-                content.extend(lock(self.writer).add_blobs(BlobType::Data, &batch)?);
-                self.progress
-                    .bytes_processed(batch.iter().map(|c| c.len() as u64).sum());
-                batch.clear();
+                let batch_bytes = batch.iter().map(|c| c.len() as u64).sum();
+                content.extend(
+                    lock(self.writer).add_blobs(BlobType::Data, std::mem::take(&mut batch))?,
+                );
+                self.progress.bytes_processed(batch_bytes);
             }
         }
-        content.extend(lock(self.writer).add_blobs(BlobType::Data, &batch)?);
-        self.progress
-            .bytes_processed(batch.iter().map(|c| c.len() as u64).sum());
+        let batch_bytes = batch.iter().map(|c| c.len() as u64).sum();
+        content.extend(lock(self.writer).add_blobs(BlobType::Data, batch)?);
+        self.progress.bytes_processed(batch_bytes);
         Ok(Ok((size, content)))
     }
 }

@@ -32,6 +32,7 @@ pub mod index;
 pub mod keys;
 pub mod object;
 pub mod pack;
+pub mod packer;
 pub mod progress;
 pub mod repository;
 pub mod restorer;

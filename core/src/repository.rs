@@ -8,12 +8,12 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use crate::backend::{Backend, ObjectKind};
-use crate::blob::{self, BlobType, SealedBlob, MAX_BLOB_LEN};
+use crate::blob::{self, BlobType, MAX_BLOB_LEN};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::config::{Config, ConfigError, DEFAULT_PACK_TARGET_BYTES, REPOSITORY_VERSION};
 use crate::crypto::{self, Sealer};
@@ -22,7 +22,7 @@ use crate::id::{BlobId, Id, SegmentId, SessionId, SnapshotId};
 use crate::index::{self, BlobLocation, IndexCache, IndexSegment, IndexedPack, MAX_SEGMENT_LEN};
 use crate::keys::{self, KdfParams, KeyFileError, MasterKeys};
 use crate::object::{self, SealedKind};
-use crate::pack::{self, PackWriter};
+use crate::packer::{Job, Packer, PackerConfig};
 use crate::session::{self, Session, SESSION_LEN};
 use crate::snapshot::{Snapshot, MAX_SNAPSHOT_LEN};
 use crate::tree::Tree;
@@ -53,7 +53,7 @@ impl Default for InitOptions {
 
 /// An open repository: config, keys and an index cache in step with storage.
 pub struct Repository {
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
     config: Config,
     keys: MasterKeys,
     index_sealer: Sealer,
@@ -80,6 +80,26 @@ const SEGMENT_ENTRY_LIMIT: usize = 100_000;
 /// digits. Anything else (a stray file, a temporary name) is not an object.
 fn parse_name(name: &str) -> Option<Id> {
     Id::from_hex(name).filter(|id| id.to_hex() == name)
+}
+
+/// The error for a failed storage operation on an object: "missing" when
+/// it is not there, else the I/O error with the object's path.
+pub(crate) fn storage_error(
+    backend: &dyn Backend,
+    kind: ObjectKind,
+    name: &str,
+    e: io::Error,
+) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::MissingObject {
+            object: object_name(kind, name),
+        }
+    } else {
+        Error::io(
+            PathBuf::from(backend.location()).join(object_name(kind, name)),
+            e,
+        )
+    }
 }
 
 /// An object's path relative to the repository root, as messages name it.
@@ -265,7 +285,7 @@ impl Repository {
             index_sealer: Sealer::new(&keys.index_key),
             index: IndexCache::open(&index_path)?,
             sessions: Mutex::new(HashMap::new()),
-            backend,
+            backend: Arc::from(backend),
             config,
             keys,
         };
@@ -278,13 +298,7 @@ impl Repository {
     }
 
     fn storage_error(&self, kind: ObjectKind, name: &str, e: io::Error) -> Error {
-        if e.kind() == io::ErrorKind::NotFound {
-            Error::MissingObject {
-                object: object_name(kind, name),
-            }
-        } else {
-            Error::io(self.object_path(kind, name), e)
-        }
+        storage_error(self.backend.as_ref(), kind, name, e)
     }
 
     /// Reads a whole object of at most `max_len` bytes and checks that its
@@ -522,7 +536,8 @@ impl Repository {
     }
 
     /// Starts a write session: stores a fresh session object and returns a
-    /// writer whose packs, index and snapshot are sealed under it.
+    /// writer whose packs, index and snapshot are sealed under it. Sealing
+    /// and storing run in background threads until [`BlobWriter::flush`].
     pub fn start_write(&self, compression_level: i32) -> Result<BlobWriter<'_>> {
         let (session, bytes) = session::create(&self.keys.public());
         let name = session.id.to_string();
@@ -533,11 +548,17 @@ impl Repository {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(session.id, session.sealer.clone());
+        let packer = Packer::start(PackerConfig {
+            backend: Arc::clone(&self.backend),
+            session: session.id,
+            sealer: session.sealer.clone(),
+            compression_level,
+            pack_target_bytes: self.config.pack_target_bytes as usize,
+        });
         Ok(BlobWriter {
             repository: self,
             session,
-            compression_level,
-            pack: PackWriter::default(),
+            packer: Some(packer),
             unindexed: Vec::new(),
             unindexed_entries: 0,
             written: HashSet::new(),
@@ -551,12 +572,13 @@ impl Repository {
 pub struct BlobWriter<'r> {
     repository: &'r Repository,
     session: Session,
-    compression_level: i32,
-    pack: PackWriter,
+    /// Running until [`BlobWriter::flush`].
+    packer: Option<Packer>,
     unindexed: Vec<IndexedPack>,
     unindexed_entries: usize,
     /// Blobs this session stored or queued: the index does not know them yet.
     written: HashSet<BlobId>,
+    /// Final counts, once flushed.
     bytes_added: u64,
     blobs_added: u64,
 }
@@ -577,10 +599,12 @@ impl BlobWriter<'_> {
         Ok(true)
     }
 
-    /// Stores the blobs not stored yet and returns every blob's id, in order.
-    /// Hashing, compression and encryption run in parallel. Errors if a blob
-    /// is larger than [`MAX_BLOB_LEN`], which readers would refuse.
-    pub fn add_blobs(&mut self, blob_type: BlobType, blobs: &[Vec<u8>]) -> Result<Vec<BlobId>> {
+    /// Queues the blobs not stored yet and returns every blob's id, in
+    /// order. Ids are computed here (in parallel); compression, encryption
+    /// and storage happen in the background. Errors if a blob is larger
+    /// than [`MAX_BLOB_LEN`], which readers would refuse, if the writer was
+    /// flushed, or if the background pipeline failed.
+    pub fn add_blobs(&mut self, blob_type: BlobType, blobs: Vec<Vec<u8>>) -> Result<Vec<BlobId>> {
         if let Some(big) = blobs.iter().find(|b| b.len() > MAX_BLOB_LEN as usize) {
             return Err(Error::InvalidArgument(format!(
                 "a {blob_type:?} blob of {} bytes exceeds the limit of {MAX_BLOB_LEN} bytes",
@@ -588,66 +612,64 @@ impl BlobWriter<'_> {
             )));
         }
         let repository = self.repository;
-        let ids: Vec<BlobId> = blobs.par_iter().map(|b| repository.blob_id(b)).collect();
-        let mut fresh = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            if !self.is_known(id)? {
-                self.written.insert(*id);
-                fresh.push(i);
+        let ids: Vec<BlobId> = if blobs.len() > 1 {
+            blobs.par_iter().map(|b| repository.blob_id(b)).collect()
+        } else {
+            blobs.iter().map(|b| repository.blob_id(b)).collect()
+        };
+        for (id, plaintext) in ids.iter().zip(blobs) {
+            if self.is_known(id)? {
+                continue;
             }
+            self.written.insert(*id);
+            let packer = self.packer.as_ref().ok_or_else(|| {
+                Error::InvalidArgument("blob added after the writer was flushed".into())
+            })?;
+            packer.submit(Job {
+                id: *id,
+                blob_type,
+                plaintext,
+            })?;
         }
-        let level = self.compression_level;
-        let sealer = &self.session.sealer;
-        let sealed: Vec<SealedBlob> = fresh
-            .par_iter()
-            .map(|&i| blob::seal(ids[i], blob_type, &blobs[i], level, sealer))
-            .collect();
-        for blob in sealed {
-            self.bytes_added += blob.bytes.len() as u64;
-            self.blobs_added += 1;
-            self.pack.add(blob);
-            if self.pack.len_bytes() >= repository.config.pack_target_bytes as usize
-                || self.pack.entry_count() >= pack::MAX_PACK_ENTRIES
-            {
-                self.flush_pack()?;
-            }
-        }
+        let stored = self
+            .packer
+            .as_ref()
+            .map(Packer::take_stored)
+            .unwrap_or_default();
+        self.note_stored(stored)?;
         Ok(ids)
     }
 
     /// Stores one blob (if new) and returns its id.
     pub fn add_blob(&mut self, blob_type: BlobType, plaintext: Vec<u8>) -> Result<BlobId> {
-        Ok(self.add_blobs(blob_type, &[plaintext])?[0])
+        Ok(self.add_blobs(blob_type, vec![plaintext])?[0])
     }
 
-    /// Sealed bytes added to the repository so far.
+    /// Sealed bytes added to the repository: those sealed so far, or all
+    /// once flushed.
     pub fn bytes_added(&self) -> u64 {
-        self.bytes_added
+        self.packer
+            .as_ref()
+            .map_or(self.bytes_added, Packer::bytes_added)
     }
 
-    /// Blobs added to the repository so far.
+    /// Blobs added to the repository: those sealed so far, or all once
+    /// flushed.
     pub fn blobs_added(&self) -> u64 {
-        self.blobs_added
+        self.packer
+            .as_ref()
+            .map_or(self.blobs_added, Packer::blobs_added)
     }
 
-    fn flush_pack(&mut self) -> Result<()> {
-        if self.pack.is_empty() {
-            return Ok(());
-        }
-        let pack = std::mem::take(&mut self.pack).finish(self.session.id, &self.session.sealer);
-        let name = pack.id.to_string();
-        self.repository
-            .backend
-            .put(ObjectKind::Pack, &name, &pack.bytes)
-            .map_err(|e| self.repository.storage_error(ObjectKind::Pack, &name, e))?;
-        self.unindexed_entries += pack.entries.len();
-        self.unindexed.push(IndexedPack {
-            pack: pack.id,
-            session: self.session.id,
-            entries: pack.entries,
-        });
-        if self.unindexed_entries >= SEGMENT_ENTRY_LIMIT {
-            self.write_segment()?;
+    /// Records stored packs for the index, writing a segment once enough
+    /// entries wait.
+    fn note_stored(&mut self, packs: Vec<IndexedPack>) -> Result<()> {
+        for pack in packs {
+            self.unindexed_entries += pack.entries.len();
+            self.unindexed.push(pack);
+            if self.unindexed_entries >= SEGMENT_ENTRY_LIMIT {
+                self.write_segment()?;
+            }
         }
         Ok(())
     }
@@ -672,11 +694,22 @@ impl BlobWriter<'_> {
         self.repository.index.absorb(id, &segment)
     }
 
-    /// Flushes packs and index, then stores `snapshot`: the last write, so a
-    /// snapshot never names data that is not stored and indexed.
+    /// Waits until every queued blob is stored, then indexes the packs.
+    /// After this no blob can be added; the counters are final.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(packer) = self.packer.take() {
+            self.bytes_added = packer.bytes_added();
+            self.blobs_added = packer.blobs_added();
+            let stored = packer.finish()?;
+            self.note_stored(stored)?;
+        }
+        self.write_segment()
+    }
+
+    /// Flushes, then stores `snapshot`: the last write, so a snapshot never
+    /// names data that is not stored and indexed.
     pub fn commit(mut self, snapshot: &Snapshot) -> Result<SnapshotId> {
-        self.flush_pack()?;
-        self.write_segment()?;
+        self.flush()?;
         let bytes = object::seal(
             SealedKind::Snapshot,
             self.session.id,
@@ -815,14 +848,18 @@ mod tests {
         let ids = writer
             .add_blobs(
                 BlobType::Data,
-                &[b"same".to_vec(), b"same".to_vec(), b"other".to_vec()],
+                vec![b"same".to_vec(), b"same".to_vec(), b"other".to_vec()],
             )
             .unwrap();
         assert_eq!(ids[0], ids[1]);
-        assert_eq!(writer.blobs_added(), 2);
         let again = writer.add_blob(BlobType::Data, b"same".to_vec()).unwrap();
         assert_eq!(again, ids[0]);
+        writer.flush().unwrap();
         assert_eq!(writer.blobs_added(), 2);
+        assert!(
+            writer.add_blob(BlobType::Data, b"late".to_vec()).is_err(),
+            "flushed writers take no blobs"
+        );
     }
 
     #[test]

@@ -1,0 +1,229 @@
+//! The background half of writing blobs (SPEC.md §11, §16): sealing
+//! workers compress and encrypt, one packer thread fills packs and stores
+//! them, while the caller goes on reading and chunking.
+//!
+//! Queues are bounded, so memory stays flat however much is written: a
+//! caller that produces faster than the workers seal waits. A storage
+//! failure stops the pipeline; the next submission or [`Packer::finish`]
+//! returns it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::backend::{Backend, ObjectKind};
+use crate::blob::{self, BlobType, SealedBlob};
+use crate::crypto::Sealer;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SessionId};
+use crate::index::IndexedPack;
+use crate::pack::{PackWriter, MAX_PACK_ENTRIES};
+
+/// A blob to seal and pack.
+pub struct Job {
+    /// Its id, already computed by the caller.
+    pub id: BlobId,
+    /// Data or tree.
+    pub blob_type: BlobType,
+    /// The plaintext.
+    pub plaintext: Vec<u8>,
+}
+
+/// Settings of one pipeline.
+pub struct PackerConfig {
+    /// Where packs go.
+    pub backend: Arc<dyn Backend>,
+    /// The session whose key seals everything.
+    pub session: SessionId,
+    /// That session's data key.
+    pub sealer: Sealer,
+    /// zstd level (0 stores raw).
+    pub compression_level: i32,
+    /// Packs are closed at this many bytes.
+    pub pack_target_bytes: usize,
+}
+
+/// The running pipeline.
+pub struct Packer {
+    jobs: Option<SyncSender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+    stored: Receiver<IndexedPack>,
+    failure: Arc<Mutex<Option<Error>>>,
+    bytes_added: Arc<AtomicU64>,
+    blobs_added: Arc<AtomicU64>,
+}
+
+impl Packer {
+    /// Starts one sealing worker per core and the packer thread.
+    pub fn start(config: PackerConfig) -> Packer {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (jobs, job_queue) = mpsc::sync_channel::<Job>(2 * workers);
+        let job_queue = Arc::new(Mutex::new(job_queue));
+        let (sealed, sealed_queue) = mpsc::sync_channel::<SealedBlob>(2 * workers);
+        let (stored_tx, stored) = mpsc::channel();
+        let failure = Arc::new(Mutex::new(None));
+        let bytes_added = Arc::new(AtomicU64::new(0));
+        let blobs_added = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::with_capacity(workers + 1);
+        for _ in 0..workers {
+            let job_queue = Arc::clone(&job_queue);
+            let sealed = sealed.clone();
+            let sealer = config.sealer.clone();
+            let level = config.compression_level;
+            threads.push(std::thread::spawn(move || loop {
+                let job = job_queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok(job) = job else { return };
+                let blob = blob::seal(job.id, job.blob_type, &job.plaintext, level, &sealer);
+                if sealed.send(blob).is_err() {
+                    return;
+                }
+            }));
+        }
+        drop(sealed);
+        let pack_thread = PackThread {
+            backend: config.backend,
+            session: config.session,
+            sealer: config.sealer,
+            target: config.pack_target_bytes,
+            stored: stored_tx,
+            failure: Arc::clone(&failure),
+            bytes_added: Arc::clone(&bytes_added),
+            blobs_added: Arc::clone(&blobs_added),
+        };
+        threads.push(std::thread::spawn(move || pack_thread.run(sealed_queue)));
+        Packer {
+            jobs: Some(jobs),
+            threads,
+            stored,
+            failure,
+            bytes_added,
+            blobs_added,
+        }
+    }
+
+    fn take_failure(&self) -> Error {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| {
+                Error::io(
+                    "packer",
+                    std::io::Error::other("the packer stopped after an earlier error"),
+                )
+            })
+    }
+
+    /// Queues a blob, waiting while the queue is full. Errors if the
+    /// pipeline stopped on a storage failure.
+    pub fn submit(&self, job: Job) -> Result<()> {
+        let jobs = self.jobs.as_ref().expect("jobs are open until finish");
+        jobs.send(job).map_err(|_| self.take_failure())
+    }
+
+    /// Packs stored since the last call.
+    pub fn take_stored(&self) -> Vec<IndexedPack> {
+        self.stored.try_iter().collect()
+    }
+
+    /// Sealed bytes stored or queued for storage so far.
+    pub fn bytes_added(&self) -> u64 {
+        self.bytes_added.load(Ordering::Relaxed)
+    }
+
+    /// Blobs stored or queued for storage so far.
+    pub fn blobs_added(&self) -> u64 {
+        self.blobs_added.load(Ordering::Relaxed)
+    }
+
+    /// Seals what is queued, stores the last pack, stops the threads, and
+    /// returns the packs stored since the last [`Packer::take_stored`].
+    pub fn finish(mut self) -> Result<Vec<IndexedPack>> {
+        self.stop();
+        if let Some(error) = self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Err(error);
+        }
+        Ok(self.take_stored())
+    }
+
+    fn stop(&mut self) {
+        self.jobs = None;
+        for thread in self.threads.drain(..) {
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+}
+
+impl Drop for Packer {
+    /// An abandoned pipeline still finishes what it was given: the packs it
+    /// stores are harmless, unreferenced, and a later backup reuses none
+    /// of them without an index segment.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.jobs = None;
+            for thread in self.threads.drain(..) {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+struct PackThread {
+    backend: Arc<dyn Backend>,
+    session: SessionId,
+    sealer: Sealer,
+    target: usize,
+    stored: mpsc::Sender<IndexedPack>,
+    failure: Arc<Mutex<Option<Error>>>,
+    bytes_added: Arc<AtomicU64>,
+    blobs_added: Arc<AtomicU64>,
+}
+
+impl PackThread {
+    fn run(self, sealed: Receiver<SealedBlob>) {
+        let mut pack = PackWriter::default();
+        for blob in sealed.iter() {
+            self.bytes_added
+                .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
+            self.blobs_added.fetch_add(1, Ordering::Relaxed);
+            pack.add(blob);
+            if pack.len_bytes() >= self.target || pack.entry_count() >= MAX_PACK_ENTRIES {
+                if let Err(error) = self.store(std::mem::take(&mut pack)) {
+                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                    return;
+                }
+            }
+        }
+        if !pack.is_empty() {
+            if let Err(error) = self.store(pack) {
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+            }
+        }
+    }
+
+    fn store(&self, pack: PackWriter) -> Result<()> {
+        let pack = pack.finish(self.session, &self.sealer);
+        let name = pack.id.to_string();
+        self.backend
+            .put(ObjectKind::Pack, &name, &pack.bytes)
+            .map_err(|e| {
+                crate::repository::storage_error(self.backend.as_ref(), ObjectKind::Pack, &name, e)
+            })?;
+        // The receiver lives as long as the writer; if it is gone, nobody
+        // will index this pack anyway.
+        let _ = self.stored.send(IndexedPack {
+            pack: pack.id,
+            session: self.session,
+            entries: pack.entries,
+        });
+        Ok(())
+    }
+}
