@@ -231,7 +231,10 @@ fn force_reads_everything_and_parent_can_be_chosen() {
     env.backup(&[&dir], &[]);
     let forced = env.backup(&[&dir], &["--force"]);
     assert_eq!(forced["bytes_read"], 5000);
-    assert_eq!(forced["bytes_added"], 0, "content already stored");
+    assert!(
+        forced["bytes_added"].as_u64().unwrap() < 4096,
+        "content already stored: {forced}"
+    );
 
     // A backup under another host name finds no parent by itself...
     let other = env.backup(&[&dir], &["--host", "elsewhere"]);

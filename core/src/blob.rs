@@ -178,7 +178,8 @@ pub fn open(
         Compression::Zstd => zstd::bulk::decompress(&payload, raw_len as usize)
             .map_err(|e| BlobError::Decompression(e.to_string()))?,
     };
-    if plaintext.len() != raw_len as usize || id_key.blob_id(&plaintext) != *id {
+    if plaintext.len() != raw_len as usize || id_key.blob_id(blob_type.to_byte(), &plaintext) != *id
+    {
         return Err(BlobError::IdMismatch);
     }
     Ok(plaintext)
@@ -209,7 +210,7 @@ mod tests {
             })
             .collect();
         for (data, expect) in [(&text, Compression::Zstd), (&noise, Compression::None)] {
-            let id = key.blob_id(data);
+            let id = key.blob_id(0, data);
             let sealed = seal(id, BlobType::Data, data, 3, &sealer);
             assert_eq!(sealed.compression, expect);
             let back = open(
@@ -234,7 +235,7 @@ mod tests {
                 &key
             )
             .is_err());
-            let other = key.blob_id(b"other");
+            let other = key.blob_id(0, b"other");
             assert!(open(
                 &other,
                 BlobType::Data,
@@ -253,7 +254,7 @@ mod tests {
         let sealer = Sealer::new(&SecretKey::random());
         let key = IdKey([3; 32]);
         let data = b"a very recognisable secret sentence".to_vec();
-        let sealed = seal(key.blob_id(&data), BlobType::Data, &data, 0, &sealer);
+        let sealed = seal(key.blob_id(0, &data), BlobType::Data, &data, 0, &sealer);
         assert!(!sealed
             .bytes
             .windows(8)

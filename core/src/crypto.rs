@@ -111,10 +111,15 @@ impl Sealer {
 pub struct IdKey(pub(crate) [u8; 32]);
 
 impl IdKey {
-    /// The blob id of `plaintext`: keyed BLAKE3, so ids reveal nothing
-    /// about content to someone without the key.
-    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
-        BlobId(Id(*blake3::keyed_hash(&self.0, plaintext).as_bytes()))
+    /// The blob id of `plaintext` of the type whose wire value is
+    /// `type_byte`: keyed BLAKE3 of `type_byte || plaintext`, so ids reveal
+    /// nothing about content to someone without the key, and a data blob
+    /// and a tree blob never share an id.
+    pub fn blob_id(&self, type_byte: u8, plaintext: &[u8]) -> BlobId {
+        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        hasher.update(&[type_byte]);
+        hasher.update(plaintext);
+        BlobId(Id(*hasher.finalize().as_bytes()))
     }
 }
 
@@ -154,8 +159,13 @@ mod tests {
     fn blob_ids_depend_on_key() {
         let a = IdKey([1; 32]);
         let b = IdKey([2; 32]);
-        assert_eq!(a.blob_id(b"data"), a.blob_id(b"data"));
-        assert_ne!(a.blob_id(b"data"), b.blob_id(b"data"));
-        assert_ne!(a.blob_id(b"data"), a.blob_id(b"datb"));
+        assert_eq!(a.blob_id(0, b"data"), a.blob_id(0, b"data"));
+        assert_ne!(a.blob_id(0, b"data"), b.blob_id(0, b"data"));
+        assert_ne!(a.blob_id(0, b"data"), a.blob_id(0, b"datb"));
+        assert_ne!(
+            a.blob_id(0, b"data"),
+            a.blob_id(1, b"data"),
+            "types never share ids"
+        );
     }
 }

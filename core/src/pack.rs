@@ -211,7 +211,7 @@ mod tests {
         let mut writer = PackWriter::default();
         for text in [&b"first"[..], b"second blob", b""] {
             writer.add(blob::seal(
-                key.blob_id(text),
+                key.blob_id(0, text),
                 BlobType::Data,
                 text,
                 3,

@@ -44,6 +44,16 @@ pub struct PackerConfig {
     pub pack_target_bytes: usize,
 }
 
+/// What a finished pipeline leaves.
+pub struct Finished {
+    /// Packs stored and not yet taken.
+    pub packs: Vec<IndexedPack>,
+    /// Sealed bytes stored in all.
+    pub bytes_added: u64,
+    /// Blobs stored in all.
+    pub blobs_added: u64,
+}
+
 /// The running pipeline.
 pub struct Packer {
     jobs: Option<SyncSender<Job>>,
@@ -138,18 +148,23 @@ impl Packer {
     }
 
     /// Seals what is queued, stores the last pack, stops the threads, and
-    /// returns the packs stored since the last [`Packer::take_stored`].
-    pub fn finish(mut self) -> Result<Vec<IndexedPack>> {
+    /// returns the packs stored since the last [`Packer::take_stored`] with
+    /// the final counters.
+    pub fn finish(mut self) -> Result<Finished> {
         self.stop();
-        if let Some(error) = self
+        let failure = self
             .failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+            .take();
+        if let Some(error) = failure {
             return Err(error);
         }
-        Ok(self.take_stored())
+        Ok(Finished {
+            packs: self.take_stored(),
+            bytes_added: self.bytes_added(),
+            blobs_added: self.blobs_added(),
+        })
     }
 
     fn stop(&mut self) {

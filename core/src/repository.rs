@@ -386,9 +386,9 @@ impl Repository {
         &self.chunker
     }
 
-    /// The blob id of `plaintext` in this repository.
-    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
-        self.keys.id_key.blob_id(plaintext)
+    /// The id of a blob of `blob_type` holding `plaintext` in this repository.
+    pub fn blob_id(&self, blob_type: BlobType, plaintext: &[u8]) -> BlobId {
+        self.keys.id_key.blob_id(blob_type.to_byte(), plaintext)
     }
 
     /// Where a blob is stored, if it is.
@@ -613,9 +613,15 @@ impl BlobWriter<'_> {
         }
         let repository = self.repository;
         let ids: Vec<BlobId> = if blobs.len() > 1 {
-            blobs.par_iter().map(|b| repository.blob_id(b)).collect()
+            blobs
+                .par_iter()
+                .map(|b| repository.blob_id(blob_type, b))
+                .collect()
         } else {
-            blobs.iter().map(|b| repository.blob_id(b)).collect()
+            blobs
+                .iter()
+                .map(|b| repository.blob_id(blob_type, b))
+                .collect()
         };
         for (id, plaintext) in ids.iter().zip(blobs) {
             if self.is_known(id)? {
@@ -698,10 +704,10 @@ impl BlobWriter<'_> {
     /// After this no blob can be added; the counters are final.
     pub fn flush(&mut self) -> Result<()> {
         if let Some(packer) = self.packer.take() {
-            self.bytes_added = packer.bytes_added();
-            self.blobs_added = packer.blobs_added();
-            let stored = packer.finish()?;
-            self.note_stored(stored)?;
+            let finished = packer.finish()?;
+            self.bytes_added = finished.bytes_added;
+            self.blobs_added = finished.blobs_added;
+            self.note_stored(finished.packs)?;
         }
         self.write_segment()
     }

@@ -403,7 +403,7 @@ impl Restorer<'_> {
             let mut data = vec![0u8; location.entry.raw_len as usize];
             file.read_exact(&mut data)
                 .map_err(|_| Error::VerifyMismatch { path: path.into() })?;
-            if self.repository.blob_id(&data) != *id {
+            if self.repository.blob_id(BlobType::Data, &data) != *id {
                 return Err(Error::VerifyMismatch { path: path.into() });
             }
             total += data.len() as u64;

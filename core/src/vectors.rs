@@ -134,10 +134,10 @@ fn compute() -> BTreeMap<String, (String, String)> {
     let session_id = SessionId(Id([0x44; 32]));
 
     let text = b"cairn test vector: hello, hello, hello, hello!".to_vec();
-    let blob_id = master.id_key.blob_id(&text);
+    let blob_id = master.id_key.blob_id(BlobType::Data.to_byte(), &text);
     put(
         "blob_id",
-        "keyed BLAKE3 (id key = master bytes 32..64) of blob_plaintext",
+        "keyed BLAKE3 (id key = master bytes 32..64) of 0x00 (type data) || blob_plaintext",
         &blob_id.0 .0,
     );
     put("blob_plaintext", "input of blob_id and sealed_blob", &text);
@@ -148,7 +148,7 @@ fn compute() -> BTreeMap<String, (String, String)> {
         &sealed.bytes,
     );
     let raw = pseudo_random(64, 1);
-    let raw_id = master.id_key.blob_id(&raw);
+    let raw_id = master.id_key.blob_id(BlobType::Tree.to_byte(), &raw);
     let sealed_raw = blob::seal_with_nonce(raw_id, BlobType::Tree, &raw, 3, &sealer, nonce(0x56));
     put(
         "sealed_blob_raw",
