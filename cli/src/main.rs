@@ -348,7 +348,8 @@ fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
         None => (args.snapshot.as_str(), None),
     };
     let repository = open_repository(cli)?;
-    let (id, snapshot) = repository.resolve_snapshot(reference)?;
+    let reporter = output::Reporter::new(cli).listing(args.dry_run);
+    let (id, snapshot) = repository.resolve_snapshot(reference, &reporter)?;
     let options = RestoreOptions {
         target: args.target.clone(),
         subpath,
@@ -357,7 +358,6 @@ fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
         dry_run: args.dry_run,
         verify: args.verify,
     };
-    let reporter = output::Reporter::new(cli).listing(args.dry_run);
     let summary = restorer::restore(&repository, &snapshot, &options, &reporter)
         .with_context(|| format!("restoring snapshot {}", id.0.short()))?;
     let verb = if args.dry_run {
@@ -376,11 +376,18 @@ fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
     );
     if args.verify && !args.dry_run {
         text.push_str(&format!(
-            "\nverified {} files: all match the snapshot",
+            "\nverified {} files against the snapshot",
             summary.verified_files
         ));
     }
     output::line(cli, &text)?;
     io::stdout().flush()?;
+    if !summary.is_complete() {
+        bail!(
+            "{} entries of snapshot {} could not be restored: see the warnings above",
+            summary.errors,
+            id.0.short()
+        );
+    }
     Ok(0)
 }

@@ -165,6 +165,10 @@ impl Progress for Reporter {
         }
     }
 
+    fn wants_totals(&self) -> bool {
+        self.live.is_some() || self.status.is_some()
+    }
+
     fn scan_finished(&self, files: u64, bytes: u64) {
         if let Some(bar) = &self.live {
             bar.set_length(bytes);

@@ -10,8 +10,10 @@ use crate::Cli;
 
 /// Reads the password; with `confirm`, a prompt asks twice.
 pub fn read(cli: &Cli, confirm: bool) -> Result<String> {
-    if let Ok(password) = std::env::var("CAIRN_PASSWORD") {
-        return non_empty(password, "CAIRN_PASSWORD");
+    // A file or command named on the command line (or in its variables)
+    // wins over CAIRN_PASSWORD; naming both is a mistake worth reporting.
+    if cli.password_file.is_some() && cli.password_command.is_some() {
+        bail!("give either a password file or a password command, not both");
     }
     if let Some(path) = &cli.password_file {
         let text = std::fs::read_to_string(path)
@@ -34,6 +36,9 @@ pub fn read(cli: &Cli, confirm: bool) -> Result<String> {
             String::from_utf8(output.stdout).context("password command printed non-UTF-8")?;
         let first = text.lines().next().unwrap_or("").to_string();
         return non_empty(first, "password command");
+    }
+    if let Ok(password) = std::env::var("CAIRN_PASSWORD") {
+        return non_empty(password, "CAIRN_PASSWORD");
     }
     if !std::io::stdin().is_terminal() {
         bail!("no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or use --password-file or --password-command");

@@ -6,7 +6,7 @@
 //! type, size, mtime, ctime and inode equal its entry in the parent snapshot
 //! is not read again: its content list is reused.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
@@ -157,9 +157,11 @@ pub fn backup(
     for stream in &options.streams {
         snapshot_paths.push(format!("/{}", stream.name()).into_bytes());
     }
-    snapshot_paths.sort();
+    // Component-wise, as the source paths were sorted (`/a/b` before `/a-b`).
+    snapshot_paths
+        .sort_by(|a, b| Path::new(OsStr::from_bytes(a)).cmp(Path::new(OsStr::from_bytes(b))));
     let parent = match &options.parent {
-        Some(reference) => Some(repository.resolve_snapshot(reference)?),
+        Some(reference) => Some(repository.resolve_snapshot(reference, progress)?),
         None => find_parent(repository, &hostname, &snapshot_paths, progress)?,
     };
     let parent_root = parent.as_ref().and_then(|(id, snapshot)| {
@@ -200,7 +202,9 @@ pub fn backup(
             .into_iter()
             .map(|stream| scope.spawn(|| archive_stream(repository, &writer, stream)))
             .collect();
-        scope.spawn(|| scan(&present, excluder, progress));
+        if progress.wants_totals() {
+            scope.spawn(|| scan(&present, excluder, progress));
+        }
         let walked = if layout.is_source {
             // `backup /`: the root is archived whole.
             archiver.source_device = fs::symlink_metadata(root_dir).map(|m| m.dev()).unwrap_or(0);
@@ -319,11 +323,47 @@ fn check_sources(
             "none of the source paths exist".into(),
         ));
     }
+    check_stream_names(options, &paths)?;
     let all = paths
         .iter()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .collect();
     Ok((present, all, missing))
+}
+
+/// Checks stream names before any stream is read: a pipe cannot be read
+/// twice, so a name refused after reading would lose its data.
+fn check_stream_names(options: &BackupOptions, paths: &[PathBuf]) -> Result<()> {
+    let mut taken: HashSet<Vec<u8>> = paths
+        .iter()
+        .filter_map(|p| {
+            p.components().find_map(|c| match c {
+                Component::Normal(name) => Some(name.as_bytes().to_vec()),
+                _ => None,
+            })
+        })
+        .collect();
+    for stream in &options.streams {
+        let name = stream.name().as_bytes();
+        if !crate::tree::is_safe_name(name) {
+            return Err(Error::InvalidArgument(format!(
+                "stream name {:?} must be one path component",
+                stream.name()
+            )));
+        }
+        if paths.iter().any(|p| p == Path::new("/")) {
+            return Err(Error::InvalidArgument(
+                "streams cannot be stored beside a backup of / itself".into(),
+            ));
+        }
+        if !taken.insert(name.to_vec()) {
+            return Err(Error::InvalidArgument(format!(
+                "stream name {:?} is already taken by another stream or a source path at the root",
+                stream.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a stream to its end and stores it. Returns the file's name, size
@@ -355,7 +395,15 @@ fn archive_stream(
             let (program, args) = argv
                 .split_first()
                 .ok_or_else(|| failed("empty command".into()))?;
-            let mut child = Command::new(program)
+            let mut command = Command::new(program);
+            // The child gets the environment, but not cairn's own settings:
+            // the repository password must not reach pg_dump's children.
+            for (key, _) in std::env::vars_os() {
+                if key.as_encoded_bytes().starts_with(b"CAIRN_") {
+                    command.env_remove(key);
+                }
+            }
+            let mut child = command
                 .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -655,7 +703,15 @@ impl Archiver<'_, '_> {
         for (name, child) in &layout.children {
             let path = dir.join(OsStr::from_bytes(name));
             let parent = parent_tree.and_then(|t| t.find(name));
-            let meta = match fs::symlink_metadata(&path) {
+            // A source itself is recorded as it is (a symlink stays one); a
+            // directory above it is what the path goes through, so a symlink
+            // there is followed and the real directory's metadata recorded.
+            let meta = if child.is_source {
+                fs::symlink_metadata(&path)
+            } else {
+                fs::metadata(&path)
+            };
+            let meta = match meta {
                 Ok(meta) => meta,
                 Err(e) => {
                     self.mark_unreadable(&path, &e);
@@ -993,7 +1049,10 @@ fn open_source(path: &Path) -> io::Result<File> {
     let open = |flags: i32| {
         fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | flags)
+            // O_NONBLOCK: if a FIFO was swapped in since the walk saw a
+            // file, the open must not wait for a writer. Reads of regular
+            // files ignore it.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | flags)
             .open(path)
     };
     let file = match open(libc::O_NOATIME) {

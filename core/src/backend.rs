@@ -111,8 +111,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Writes `bytes` to a temporary file in `path`'s folder, syncs it and
-/// renames it into place, so a crash never leaves a partial object.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// moves it into place, so a crash never leaves a partial object. With
+/// `exclusive`, the move fails if `path` exists (a hard link, which unlike
+/// rename never replaces), so two writers cannot both create it.
+fn write_atomically(path: &Path, bytes: &[u8], exclusive: bool) -> io::Result<()> {
     let dir = path.parent().expect("object paths have a parent");
     let suffix: [u8; 8] = crate::crypto::random_bytes();
     let tmp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
@@ -124,7 +126,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&tmp, path)?;
+        if exclusive {
+            fs::hard_link(&tmp, path)?;
+            fs::remove_file(&tmp)?;
+        } else {
+            fs::rename(&tmp, path)?;
+        }
         sync_dir(dir)
     })();
     if result.is_err() {
@@ -185,7 +192,7 @@ impl Backend for LocalBackend {
                 sync_dir(shard.parent().expect("shards have a parent"))?;
             }
         }
-        write_atomically(&path, bytes)
+        write_atomically(&path, bytes, kind == ObjectKind::Config)
     }
 
     fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>> {
@@ -221,6 +228,9 @@ impl Backend for LocalBackend {
 
     fn create(&self) -> io::Result<()> {
         fs::create_dir_all(&self.root)?;
+        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         if self.path(ObjectKind::Config, "").exists() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,

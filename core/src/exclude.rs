@@ -72,14 +72,10 @@ impl Excluder {
     /// out: by a pattern, by its size, or as a tagged directory.
     pub fn excludes(&self, path: &Path, meta: &Metadata) -> bool {
         let is_dir = meta.is_dir();
-        if self
-            .patterns
-            .matched_path_or_any_parents(path, is_dir)
-            .is_ignore()
-            || self
-                .case_insensitive
-                .matched_path_or_any_parents(path, is_dir)
-                .is_ignore()
+        // Only the entry itself: the walk never enters an excluded
+        // directory, and what lies above a source path is never excluded.
+        if self.patterns.matched(path, is_dir).is_ignore()
+            || self.case_insensitive.matched(path, is_dir).is_ignore()
         {
             return true;
         }
@@ -110,9 +106,20 @@ impl Excluder {
 }
 
 fn has_cachedir_tag(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
-    fs::File::open(dir.join("CACHEDIR.TAG"))
-        .and_then(|mut f| f.read_exact(&mut head))
+    // Only a regular file counts; a FIFO planted there must not hang the
+    // backup, nor a symlink lead elsewhere.
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join("CACHEDIR.TAG"))
+        .and_then(|mut f| {
+            if !f.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            f.read_exact(&mut head)
+        })
         .is_ok()
         && head == CACHEDIR_SIGNATURE
 }

@@ -49,7 +49,7 @@ impl KdfParams {
 
     /// Whether a key file read from storage asks for a sane amount of work.
     /// A hostile key file must not make `open` allocate gigabytes or spin.
-    fn is_bounded(&self) -> bool {
+    pub(crate) fn is_bounded(&self) -> bool {
         (8..=1 << 20).contains(&self.memory_kib)
             && (1..=64).contains(&self.iterations)
             && (1..=16).contains(&self.parallelism)

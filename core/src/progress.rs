@@ -9,6 +9,11 @@ pub trait Progress: Sync {
     fn warning(&self, path: &Path, message: &str);
     /// An entry was restored, or with `--dry-run` would be.
     fn restored(&self, _path: &Path) {}
+    /// Whether totals are wanted: only then does a backup scan its sources
+    /// ahead of the walk, which costs a second pass over the metadata.
+    fn wants_totals(&self) -> bool {
+        false
+    }
     /// The scan of the backup's sources finished: this many regular files
     /// and bytes are to be processed, excludes applied.
     fn scan_finished(&self, _files: u64, _bytes: u64) {}

@@ -120,6 +120,11 @@ impl Repository {
         options: &InitOptions,
         cache_dir: &Path,
     ) -> Result<Repository> {
+        if !options.kdf.is_bounded() {
+            return Err(Error::InvalidArgument(
+                "key derivation parameters out of range".into(),
+            ));
+        }
         if !options.chunker.is_valid() {
             return Err(Error::InvalidArgument(
                 "chunk size bounds out of range".into(),
@@ -266,6 +271,9 @@ impl Repository {
                 }
             }
         }
+        if damaged.is_none() && well_formed == 0 {
+            return Err(Error::corrupted("keys/", "the repository has no key files"));
+        }
         match damaged {
             Some(error) if well_formed == 0 => Err(error),
             _ => Err(Error::WrongPassword),
@@ -278,7 +286,11 @@ impl Repository {
         keys: MasterKeys,
         cache_dir: &Path,
     ) -> Result<Repository> {
-        let index_path = cache_dir.join(config.id.to_hex()).join("index.redb");
+        // Named by a keyed hash of the repository id: the config is not
+        // authenticated, and a repository claiming another's id must not
+        // share (and so trust) that repository's index cache.
+        let cache_name = blake3::keyed_hash(&keys.id_key.0, &config.id.0).to_hex();
+        let index_path = cache_dir.join(cache_name.as_str()).join("index.redb");
         let mut repository = Repository {
             damaged_segments: Vec::new(),
             chunker: Chunker::new(config.chunker, keys.chunker_seed),
@@ -493,16 +505,27 @@ impl Repository {
         Snapshot::decode(&plain).map_err(|e| Error::corrupted(&object, e))
     }
 
-    /// Finds a snapshot by full id, unique id prefix, or `latest`.
-    pub fn resolve_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
+    /// Finds a snapshot by full id, unique id prefix, or `latest`. For
+    /// `latest`, damaged snapshots are reported through `progress`: the
+    /// newest readable one might not be the newest there is.
+    pub fn resolve_snapshot(
+        &self,
+        reference: &str,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<(SnapshotId, Snapshot)> {
         if reference == "latest" {
-            // The latest readable snapshot; if none is readable but some are
-            // damaged, say what is damaged rather than "no snapshot".
             let mut list = self.snapshots()?;
-            return match (list.snapshots.pop(), list.damaged.into_iter().next()) {
-                (Some(found), _) => Ok(found),
-                (None, Some(damaged)) => Err(damaged),
-                (None, None) => Err(Error::SnapshotNotFound {
+            // If none is readable but some are damaged, say what is damaged
+            // rather than "no snapshot".
+            return match list.snapshots.pop() {
+                Some(found) => {
+                    for damaged in &list.damaged {
+                        progress.warning(Path::new(&self.location()), &damaged.to_string());
+                    }
+                    Ok(found)
+                }
+                None if !list.damaged.is_empty() => Err(list.damaged.remove(0)),
+                None => Err(Error::SnapshotNotFound {
                     reference: reference.into(),
                 }),
             };
@@ -517,7 +540,10 @@ impl Repository {
             .backend
             .list(ObjectKind::Snapshot)
             .map_err(|e| Error::io(self.object_path(ObjectKind::Snapshot, ""), e))?;
-        let matches: Vec<&String> = names.iter().filter(|n| n.starts_with(&wanted)).collect();
+        let matches: Vec<&String> = names
+            .iter()
+            .filter(|n| parse_name(n).is_some() && n.starts_with(&wanted))
+            .collect();
         match matches.as_slice() {
             [] => Err(Error::SnapshotNotFound {
                 reference: reference.into(),
@@ -881,7 +907,6 @@ mod tests {
         .unwrap();
         let first = write_one(&repo, b"first");
         let second = write_one(&repo, b"second");
-        let config_id = repo.config().id;
         drop(repo);
 
         // Remove the segment that lists `first`: it must leave the index.
@@ -910,7 +935,13 @@ mod tests {
         drop(repo);
 
         // A damaged cache file is replaced and refilled.
-        let db = cache.path().join(config_id.to_hex()).join("index.redb");
+        let db = std::fs::read_dir(cache.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("index.redb");
         std::fs::write(&db, b"garbage").unwrap();
         let repo = Repository::open(Box::new(backend), b"pw", cache.path()).unwrap();
         assert_eq!(repo.read_blob(&second, BlobType::Data).unwrap(), b"second");
@@ -927,20 +958,27 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            repo.resolve_snapshot("latest"),
+            repo.resolve_snapshot("latest", &crate::progress::Silent),
             Err(Error::SnapshotNotFound { .. })
         ));
         write_one(&repo, b"a");
-        let (id, _) = repo.resolve_snapshot("latest").unwrap();
-        assert_eq!(repo.resolve_snapshot(&id.0.short()).unwrap().0, id);
+        let (id, _) = repo
+            .resolve_snapshot("latest", &crate::progress::Silent)
+            .unwrap();
         assert_eq!(
-            repo.resolve_snapshot(&id.to_string().to_uppercase())
+            repo.resolve_snapshot(&id.0.short(), &crate::progress::Silent)
+                .unwrap()
+                .0,
+            id
+        );
+        assert_eq!(
+            repo.resolve_snapshot(&id.to_string().to_uppercase(), &crate::progress::Silent)
                 .unwrap()
                 .0,
             id
         );
         assert!(matches!(
-            repo.resolve_snapshot("not-hex"),
+            repo.resolve_snapshot("not-hex", &crate::progress::Silent),
             Err(Error::SnapshotNotFound { .. })
         ));
         assert!(matches!(

@@ -57,6 +57,15 @@ pub struct RestoreSummary {
     pub bytes: u64,
     /// Files re-read and found equal to the snapshot (with `verify`).
     pub verified_files: u64,
+    /// Entries that could not be restored; each was reported as a warning.
+    pub errors: u64,
+}
+
+impl RestoreSummary {
+    /// Whether every selected entry was restored.
+    pub fn is_complete(&self) -> bool {
+        self.errors == 0
+    }
 }
 
 /// Glob patterns in the style of restic and gitignore: a pattern that starts
@@ -147,7 +156,7 @@ pub fn restore(
         fs::create_dir_all(&options.target).map_err(|e| Error::io(&options.target, e))?;
     }
     match start_node {
-        None => restorer.restore_tree(&tree, &base, false)?,
+        None => restorer.restore_tree(&tree, &base, false),
         Some(node) => {
             let base = EntryPath {
                 in_snapshot: base
@@ -212,7 +221,14 @@ struct Restorer<'r> {
 fn clear_for(path: &Path, want_dir: bool) -> io::Result<bool> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() && want_dir => Ok(true),
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path).map(|_| false),
+        // An empty directory in the way goes; a full one is never deleted.
+        Ok(meta) if meta.is_dir() => fs::remove_dir(path).map(|_| false).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTEMPTY) {
+                io::Error::other("a non-empty directory is in the way")
+            } else {
+                e
+            }
+        }),
         Ok(_) => fs::remove_file(path).map(|_| false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -226,11 +242,17 @@ fn file_time(t: Timestamp) -> FileTime {
 impl Restorer<'_> {
     /// Restores a directory's entries. `selected` says an ancestor matched
     /// an include pattern, so everything below is wanted.
-    fn restore_tree(&mut self, tree: &Tree, dir: &EntryPath, selected: bool) -> Result<()> {
+    /// Restores a directory's entries. A failed entry is reported and
+    /// counted, and the rest are still restored: on a bad day, everything
+    /// that can be had back matters more than stopping at the first error.
+    fn restore_tree(&mut self, tree: &Tree, dir: &EntryPath, selected: bool) {
         for node in &tree.nodes {
-            self.restore_node(node, dir, selected)?;
+            if let Err(error) = self.restore_node(node, dir, selected) {
+                self.progress
+                    .warning(&dir.child(&node.name).in_restore, &error.to_string());
+                self.summary.errors += 1;
+            }
         }
-        Ok(())
     }
 
     fn restore_node(&mut self, node: &Node, dir: &EntryPath, selected: bool) -> Result<()> {
@@ -245,7 +267,7 @@ impl Restorer<'_> {
                 return Ok(());
             }
             self.make_dir(&path.on_disk)?;
-            self.restore_tree(&tree, &path, selected)?;
+            self.restore_tree(&tree, &path, selected);
             self.summary.dirs += 1;
             self.progress.restored(&path.in_restore);
             return self.apply_metadata(node, &path.on_disk);
@@ -318,7 +340,7 @@ impl Restorer<'_> {
         match &node.kind {
             NodeKind::File { size, .. } => {
                 self.summary.files += 1;
-                self.summary.bytes += size;
+                self.summary.bytes = self.summary.bytes.saturating_add(*size);
             }
             NodeKind::Directory { .. } => self.summary.dirs += 1,
             _ => self.summary.others += 1,
@@ -373,6 +395,14 @@ impl Restorer<'_> {
         let mut written = 0u64;
         for id in content {
             let data = self.repository.read_blob(id, BlobType::Data)?;
+            // Checked per blob, so a hostile content list cannot fill the
+            // disk before the total is compared.
+            if written.saturating_add(data.len() as u64) > size {
+                return Err(Error::corrupted(
+                    path.display(),
+                    format!("snapshot records {size} bytes but its blobs hold more"),
+                ));
+            }
             if sparse && data.iter().all(|&b| b == 0) {
                 file.seek(SeekFrom::Current(data.len() as i64))
                     .map_err(|e| Error::io(path, e))?;
