@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
 
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
@@ -24,6 +25,9 @@ use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
+
+/// Blobs of one file fetched and opened at once, in parallel.
+const BLOBS_PER_BATCH: usize = 8;
 
 /// What to restore and where.
 #[derive(Clone, Debug, Default)]
@@ -241,18 +245,78 @@ fn file_time(t: Timestamp) -> FileTime {
 
 impl Restorer<'_> {
     /// Restores a directory's entries. `selected` says an ancestor matched
-    /// an include pattern, so everything below is wanted.
-    /// Restores a directory's entries. A failed entry is reported and
-    /// counted, and the rest are still restored: on a bad day, everything
-    /// that can be had back matters more than stopping at the first error.
+    /// an include pattern, so everything below is wanted. A failed entry is
+    /// reported and counted, and the rest are still restored: on a bad day,
+    /// everything that can be had back matters more than stopping at the
+    /// first error. Plain files (not hard links) are restored in parallel.
     fn restore_tree(&mut self, tree: &Tree, dir: &EntryPath, selected: bool) {
-        for node in &tree.nodes {
+        let (plain_files, others): (Vec<&Node>, Vec<&Node>) = tree.nodes.iter().partition(|node| {
+            matches!(node.kind, NodeKind::File { .. })
+                && !node.is_hardlinked()
+                && !self.options.dry_run
+        });
+        let this = &*self;
+        let outcomes: Vec<(PathBuf, Result<Option<(u64, bool)>>)> = plain_files
+            .par_iter()
+            .map(|node| {
+                let path = dir.child(&node.name);
+                let outcome = this.restore_plain_file(node, &path, selected);
+                (path.in_restore, outcome)
+            })
+            .collect();
+        for (path, outcome) in outcomes {
+            match outcome {
+                Ok(Some((bytes, verified))) => {
+                    self.summary.files += 1;
+                    self.summary.bytes = self.summary.bytes.saturating_add(bytes);
+                    self.summary.verified_files += u64::from(verified);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.progress.warning(&path, &error.to_string());
+                    self.summary.errors += 1;
+                }
+            }
+        }
+        for node in others {
             if let Err(error) = self.restore_node(node, dir, selected) {
                 self.progress
                     .warning(&dir.child(&node.name).in_restore, &error.to_string());
                 self.summary.errors += 1;
             }
         }
+    }
+
+    /// Restores a regular file that is not a hard link. Returns its size and
+    /// whether it was verified, or `None` if patterns leave it out.
+    fn restore_plain_file(
+        &self,
+        node: &Node,
+        path: &EntryPath,
+        selected: bool,
+    ) -> Result<Option<(u64, bool)>> {
+        let NodeKind::File {
+            size,
+            content,
+            sparse,
+        } = &node.kind
+        else {
+            unreachable!("only plain files are passed here");
+        };
+        if self.excludes.matches(path)
+            || !(selected || self.includes.is_empty() || self.includes.matches(path))
+        {
+            return Ok(None);
+        }
+        self.progress.restored(&path.in_restore);
+        let on_disk = &path.on_disk;
+        clear_for(on_disk, false).map_err(|e| Error::io(on_disk, e))?;
+        self.write_file(on_disk, *size, content, *sparse)?;
+        if self.options.verify {
+            self.verify_file(on_disk, *size, content)?;
+        }
+        self.apply_metadata(node, on_disk)?;
+        Ok(Some((*size, self.options.verify)))
     }
 
     fn restore_node(&mut self, node: &Node, dir: &EntryPath, selected: bool) -> Result<()> {
@@ -300,6 +364,7 @@ impl Restorer<'_> {
                 self.write_file(on_disk, *size, content, *sparse)?;
                 if self.options.verify {
                     self.verify_file(on_disk, *size, content)?;
+                    self.summary.verified_files += 1;
                 }
             }
             NodeKind::Symlink { target } => {
@@ -378,13 +443,7 @@ impl Restorer<'_> {
         fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(path, e))
     }
 
-    fn write_file(
-        &mut self,
-        path: &Path,
-        size: u64,
-        content: &[BlobId],
-        sparse: bool,
-    ) -> Result<()> {
+    fn write_file(&self, path: &Path, size: u64, content: &[BlobId], sparse: bool) -> Result<()> {
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -393,23 +452,18 @@ impl Restorer<'_> {
             .open(path)
             .map_err(|e| Error::io(path, e))?;
         let mut written = 0u64;
-        for id in content {
-            let data = self.repository.read_blob(id, BlobType::Data)?;
-            // Checked per blob, so a hostile content list cannot fill the
-            // disk before the total is compared.
-            if written.saturating_add(data.len() as u64) > size {
-                return Err(Error::corrupted(
-                    path.display(),
-                    format!("snapshot records {size} bytes but its blobs hold more"),
-                ));
+        // Blobs are fetched and opened a batch at a time in parallel, and
+        // written in order.
+        for batch in content.chunks(BLOBS_PER_BATCH) {
+            let blobs: Vec<Result<Vec<u8>>> = batch
+                .par_iter()
+                .map(|id| self.repository.read_blob(id, BlobType::Data))
+                .collect();
+            for data in blobs {
+                let data = data?;
+                self.write_blob(&mut file, path, &data, size, written, sparse)?;
+                written += data.len() as u64;
             }
-            if sparse && data.iter().all(|&b| b == 0) {
-                file.seek(SeekFrom::Current(data.len() as i64))
-                    .map_err(|e| Error::io(path, e))?;
-            } else {
-                file.write_all(&data).map_err(|e| Error::io(path, e))?;
-            }
-            written += data.len() as u64;
         }
         if written != size {
             return Err(Error::corrupted(
@@ -422,7 +476,35 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    fn verify_file(&mut self, path: &Path, size: u64, content: &[BlobId]) -> Result<()> {
+    /// Writes one blob at the file's position (`written` bytes in), or
+    /// seeks past it to leave a hole.
+    fn write_blob(
+        &self,
+        file: &mut File,
+        path: &Path,
+        data: &[u8],
+        size: u64,
+        written: u64,
+        sparse: bool,
+    ) -> Result<()> {
+        // Checked per blob, so a hostile content list cannot fill the disk
+        // before the total is compared.
+        if written.saturating_add(data.len() as u64) > size {
+            return Err(Error::corrupted(
+                path.display(),
+                format!("snapshot records {size} bytes but its blobs hold more"),
+            ));
+        }
+        if sparse && data.iter().all(|&b| b == 0) {
+            file.seek(SeekFrom::Current(data.len() as i64))
+                .map_err(|e| Error::io(path, e))?;
+        } else {
+            file.write_all(data).map_err(|e| Error::io(path, e))?;
+        }
+        Ok(())
+    }
+
+    fn verify_file(&self, path: &Path, size: u64, content: &[BlobId]) -> Result<()> {
         let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
         let mut total = 0u64;
         for id in content {
@@ -442,7 +524,6 @@ impl Restorer<'_> {
         if total != size || file.read(&mut rest).map_err(|e| Error::io(path, e))? != 0 {
             return Err(Error::VerifyMismatch { path: path.into() });
         }
-        self.summary.verified_files += 1;
         Ok(())
     }
 
