@@ -153,7 +153,11 @@ pub fn backup(
     let started = Instant::now();
     let hostname = options.hostname.clone().unwrap_or_else(local_hostname);
     let excluder = &Excluder::new(&options.excludes)?;
-    let (present, mut snapshot_paths, unreadable) = check_sources(&options, progress)?;
+    let CheckedSources {
+        present,
+        all: mut snapshot_paths,
+        missing: unreadable,
+    } = check_sources(&options, progress)?;
     for stream in &options.streams {
         snapshot_paths.push(format!("/{}", stream.name()).into_bytes());
     }
@@ -279,13 +283,19 @@ pub fn backup(
     })
 }
 
-/// Normalises the source paths and checks they exist. Returns the present
-/// paths, all paths as raw bytes, and the missing ones as raw bytes.
-#[allow(clippy::type_complexity)]
-fn check_sources(
-    options: &BackupOptions,
-    progress: &dyn Progress,
-) -> Result<(Vec<PathBuf>, Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+/// The source paths of a run, checked.
+struct CheckedSources {
+    /// Those that exist.
+    present: Vec<PathBuf>,
+    /// All of them, as raw bytes, for `Snapshot.paths`.
+    all: Vec<Vec<u8>>,
+    /// Those that do not exist, as raw bytes, for `Snapshot.unreadable`.
+    missing: Vec<Vec<u8>>,
+}
+
+/// Normalises the source paths and checks they exist, and checks the
+/// stream names.
+fn check_sources(options: &BackupOptions, progress: &dyn Progress) -> Result<CheckedSources> {
     let mut paths = Vec::new();
     for path in &options.paths {
         let normalized = normalize_path(path).map_err(|e| Error::Source {
@@ -328,7 +338,11 @@ fn check_sources(
         .iter()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .collect();
-    Ok((present, all, missing))
+    Ok(CheckedSources {
+        present,
+        all,
+        missing,
+    })
 }
 
 /// Checks stream names before any stream is read: a pipe cannot be read

@@ -26,6 +26,12 @@ use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
 
+/// A regular file restored by a parallel worker.
+struct RestoredFile {
+    bytes: u64,
+    verified: bool,
+}
+
 /// Blobs of one file fetched and opened at once, in parallel.
 const BLOBS_PER_BATCH: usize = 8;
 
@@ -256,7 +262,7 @@ impl Restorer<'_> {
                 && !self.options.dry_run
         });
         let this = &*self;
-        let outcomes: Vec<(PathBuf, Result<Option<(u64, bool)>>)> = plain_files
+        let outcomes: Vec<(PathBuf, Result<Option<RestoredFile>>)> = plain_files
             .par_iter()
             .map(|node| {
                 let path = dir.child(&node.name);
@@ -266,10 +272,10 @@ impl Restorer<'_> {
             .collect();
         for (path, outcome) in outcomes {
             match outcome {
-                Ok(Some((bytes, verified))) => {
+                Ok(Some(file)) => {
                     self.summary.files += 1;
-                    self.summary.bytes = self.summary.bytes.saturating_add(bytes);
-                    self.summary.verified_files += u64::from(verified);
+                    self.summary.bytes = self.summary.bytes.saturating_add(file.bytes);
+                    self.summary.verified_files += u64::from(file.verified);
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -287,14 +293,14 @@ impl Restorer<'_> {
         }
     }
 
-    /// Restores a regular file that is not a hard link. Returns its size and
-    /// whether it was verified, or `None` if patterns leave it out.
+    /// Restores a regular file that is not a hard link; `None` if patterns
+    /// leave it out.
     fn restore_plain_file(
         &self,
         node: &Node,
         path: &EntryPath,
         selected: bool,
-    ) -> Result<Option<(u64, bool)>> {
+    ) -> Result<Option<RestoredFile>> {
         let NodeKind::File {
             size,
             content,
@@ -316,7 +322,10 @@ impl Restorer<'_> {
             self.verify_file(on_disk, *size, content)?;
         }
         self.apply_metadata(node, on_disk)?;
-        Ok(Some((*size, self.options.verify)))
+        Ok(Some(RestoredFile {
+            bytes: *size,
+            verified: self.options.verify,
+        }))
     }
 
     fn restore_node(&mut self, node: &Node, dir: &EntryPath, selected: bool) -> Result<()> {
