@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of cairn, restic and borg (and rustic when it is
+# installed), run one after another on the same data on this machine.
+#
+#   benches/compare.sh            # everything, 3 runs of each timing
+#   RUNS=1 benches/compare.sh     # quicker, noisier
+#
+# Corpus 1: the Rust toolchain directory (real files, ~1.3 GB). For each
+# tool: first backup (time, throughput, peak RSS), a second backup with
+# nothing changed, a full restore, and the repository size. Medians of
+# RUNS fresh repositories.
+# Corpus 2: twenty successive releases of pip's source (sdists from PyPI),
+# unpacked one after another into one evolving directory (rsync, so
+# unchanged files keep their metadata) and backed up after each: total
+# time and final repository size.
+# All tools use zstd at their default level and the page cache is warm.
+# Prints a Markdown report on standard output; progress on standard error.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+WORK=${WORK:-/tmp/cairn-bench}
+CORPUS=${CORPUS:-$(rustc --print sysroot)}
+PIP_VERSIONS=(22.0 22.0.1 22.0.2 22.0.3 22.0.4 22.1 22.1.1 22.1.2 22.2 22.2.1
+              22.2.2 22.3 22.3.1 23.0 23.0.1 23.1 23.1.1 23.1.2 23.2 23.2.1)
+
+log() { printf '%s\n' "$*" >&2; }
+
+need() {
+    local missing=()
+    command -v restic >/dev/null || missing+=(restic)
+    command -v borg >/dev/null || missing+=(borgbackup)
+    command -v rsync >/dev/null || missing+=(rsync)
+    [ -x /usr/bin/time ] || missing+=(time)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    cargo build --release -q -p cairn-cli
+}
+
+CAIRN=$PWD/target/release/cairn
+TOOLS=(cairn restic borg)
+command -v rustic >/dev/null && TOOLS+=(rustic)
+
+export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench RUSTIC_PASSWORD=bench
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+
+# tool_init TOOL REPO
+tool_init() {
+    case $1 in
+        cairn) CAIRN_CACHE_DIR=$2.cache "$CAIRN" --repo "$2" init -q ;;
+        restic) restic -q init --repo "$2" --repository-version 2 >/dev/null ;;
+        borg) borg init -e repokey-blake2 "$2" ;;
+        rustic) rustic -r "$2" init >/dev/null 2>&1 ;;
+    esac
+}
+
+# tool_backup TOOL REPO DIR
+tool_backup() {
+    case $1 in
+        cairn) CAIRN_CACHE_DIR=$2.cache "$CAIRN" --repo "$2" backup -q "$3" ;;
+        restic) restic -q --repo "$2" --cache-dir "$2.cache" backup "$3" >/dev/null ;;
+        borg) BORG_CACHE_DIR=$2.cache borg create --compression zstd,3 "$2::{now:%Y-%m-%dT%H:%M:%S.%f}" "$3" ;;
+        rustic) rustic -r "$2" --cache-dir "$2.cache" backup "$3" >/dev/null 2>&1 ;;
+    esac
+}
+
+# tool_restore TOOL REPO TARGET
+tool_restore() {
+    mkdir -p "$3"
+    case $1 in
+        cairn) CAIRN_CACHE_DIR=$2.cache "$CAIRN" --repo "$2" restore -q latest --target "$3" ;;
+        restic) restic -q --repo "$2" --cache-dir "$2.cache" restore latest --target "$3" >/dev/null ;;
+        borg) (cd "$3" && BORG_CACHE_DIR=$2.cache borg extract "$2::$(BORG_CACHE_DIR=$2.cache borg list --last 1 --short "$2")") ;;
+        rustic) rustic -r "$2" --cache-dir "$2.cache" restore latest "$3" >/dev/null 2>&1 ;;
+    esac
+}
+
+# timed OUTVAR CMD... : runs CMD, sets OUTVAR to "seconds peak_kib"
+timed() {
+    local out=$1
+    shift
+    local stats
+    stats=$(mktemp)
+    /usr/bin/time -f '%e %M' -o "$stats" "$@"
+    printf -v "$out" '%s' "$(cat "$stats")"
+    rm -f "$stats"
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+size_mb() { du -sb "$1" | awk '{printf "%.0f", $1/1e6}'; }
+
+corpus_one() {
+    local corpus_mb
+    corpus_mb=$(du -sbL "$CORPUS" | awk '{print $1/1e6}')
+    log "corpus 1: $CORPUS ($corpus_mb MB), $RUNS runs"
+    find -L "$CORPUS" -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
+    echo "### Corpus 1: the Rust toolchain directory ($(printf '%.0f' "$corpus_mb") MB, $(find -L "$CORPUS" -type f | wc -l) files)"
+    echo
+    echo "| tool | first backup s | MB/s | peak RSS MB | unchanged backup s | peak RSS MB | restore s | peak RSS MB | repo MB |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    for tool in "${TOOLS[@]}"; do
+        local first=() first_rss=() again=() again_rss=() restore=() restore_rss=() size=0
+        for run in $(seq "$RUNS"); do
+            local repo=$WORK/$tool-$run target=$WORK/$tool-$run.restore t
+            rm -rf "$repo" "$repo.cache" "$target"
+            tool_init "$tool" "$repo"
+            timed t tool_backup "$tool" "$repo" "$CORPUS"; first+=("${t% *}"); first_rss+=("${t#* }")
+            timed t tool_backup "$tool" "$repo" "$CORPUS"; again+=("${t% *}"); again_rss+=("${t#* }")
+            timed t tool_restore "$tool" "$repo" "$target"; restore+=("${t% *}"); restore_rss+=("${t#* }")
+            size=$(size_mb "$repo")
+            log "  $tool run $run: first ${first[-1]} s, again ${again[-1]} s, restore ${restore[-1]} s, repo $size MB"
+            rm -rf "$repo" "$repo.cache" "$target"
+        done
+        local f a r
+        f=$(printf '%s\n' "${first[@]}" | median)
+        a=$(printf '%s\n' "${again[@]}" | median)
+        r=$(printf '%s\n' "${restore[@]}" | median)
+        printf '| %s | %s | %.0f | %.0f | %s | %.0f | %s | %.0f | %s |\n' "$tool" "$f" \
+            "$(echo "$corpus_mb / $f" | bc -l)" \
+            "$(printf '%s\n' "${first_rss[@]}" | median | awk '{print $1/1024}')" "$a" \
+            "$(printf '%s\n' "${again_rss[@]}" | median | awk '{print $1/1024}')" "$r" \
+            "$(printf '%s\n' "${restore_rss[@]}" | median | awk '{print $1/1024}')" "$size"
+    done
+    echo
+}
+
+corpus_two() {
+    local sdists=$WORK/pip-sdists
+    mkdir -p "$sdists"
+    log "corpus 2: ${#PIP_VERSIONS[@]} releases of pip"
+    for version in "${PIP_VERSIONS[@]}"; do
+        [ -f "$sdists/pip-$version.tar.gz" ] && continue
+        python3 -m pip download -q --no-deps --no-binary :all: -d "$sdists" "pip==$version" >&2
+    done
+    echo "### Corpus 2: ${#PIP_VERSIONS[@]} successive pip releases as one evolving directory"
+    echo
+    echo "| tool | total s for ${#PIP_VERSIONS[@]} backups | mean s per backup | max peak RSS MB | repo MB |"
+    echo "|---|---|---|---|---|"
+    for tool in "${TOOLS[@]}"; do
+        local repo=$WORK/$tool-versions src=$WORK/evolving total=0 peak=0 t
+        rm -rf "$repo" "$repo.cache" "$src"
+        mkdir -p "$src"
+        tool_init "$tool" "$repo"
+        for version in "${PIP_VERSIONS[@]}"; do
+            local unpacked=$WORK/unpacked
+            rm -rf "$unpacked" && mkdir -p "$unpacked"
+            tar -xzf "$sdists/pip-$version.tar.gz" -C "$unpacked"
+            rsync -a --delete "$unpacked/pip-$version/" "$src/"
+            timed t tool_backup "$tool" "$repo" "$src"
+            total=$(echo "$total + ${t% *}" | bc -l)
+            [ "${t#* }" -gt "$peak" ] && peak=${t#* }
+        done
+        printf '| %s | %.2f | %.2f | %.0f | %s |\n' "$tool" "$total" \
+            "$(echo "$total / ${#PIP_VERSIONS[@]}" | bc -l)" "$(echo "$peak / 1024" | bc -l)" "$(size_mb "$repo")"
+        log "  $tool: $total s"
+        rm -rf "$repo" "$repo.cache" "$src" "$WORK/unpacked"
+    done
+    echo
+}
+
+need
+mkdir -p "$WORK"
+echo "## $(date -u +%Y-%m-%d): $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
+echo
+echo "cairn $(git rev-parse --short HEAD), $(restic version | cut -d' ' -f1-2), $(borg --version)$(command -v rustic >/dev/null && echo ", $(rustic --version)")"
+echo
+corpus_one
+corpus_two
