@@ -83,7 +83,7 @@ timed() {
     shift
     local stats
     stats=$(mktemp)
-    /usr/bin/time -f '%e %M' -o "$stats" "$@"
+    /usr/bin/time -f '%e %M' -o "$stats" bash -c '"$@"' _ "$@"
     printf -v "$out" '%s' "$(cat "$stats")"
     rm -f "$stats"
 }
@@ -94,10 +94,10 @@ size_mb() { du -sb "$1" | awk '{printf "%.0f", $1/1e6}'; }
 
 corpus_one() {
     local corpus_mb
-    corpus_mb=$(du -sbL "$CORPUS" | awk '{print $1/1e6}')
+    corpus_mb=$(du -sb "$CORPUS" | awk '{print $1/1e6}')
     log "corpus 1: $CORPUS ($corpus_mb MB), $RUNS runs"
-    find -L "$CORPUS" -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
-    echo "### Corpus 1: the Rust toolchain directory ($(printf '%.0f' "$corpus_mb") MB, $(find -L "$CORPUS" -type f | wc -l) files)"
+    find "$CORPUS" -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
+    echo "### Corpus 1: $CORPUS ($(printf '%.0f' "$corpus_mb") MB, $(find "$CORPUS" -type f | wc -l) files)"
     echo
     echo "| tool | first backup s | MB/s | peak RSS MB | unchanged backup s | peak RSS MB | restore s | peak RSS MB | repo MB |"
     echo "|---|---|---|---|---|---|---|---|---|"
@@ -161,6 +161,8 @@ corpus_two() {
     echo
 }
 
+export CAIRN
+export -f tool_init tool_backup tool_restore
 need
 mkdir -p "$WORK"
 echo "## $(date -u +%Y-%m-%d): $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
