@@ -105,14 +105,19 @@ corpus_one() {
         local first=() first_rss=() again=() again_rss=() restore=() restore_rss=() size=0
         for run in $(seq "$RUNS"); do
             local repo=$WORK/$tool-$run target=$WORK/$tool-$run.restore t
-            rm -rf "$repo" "$repo.cache" "$target"
+            rm -rf "$repo" "$repo.cache"
             tool_init "$tool" "$repo"
             timed t tool_backup "$tool" "$repo" "$CORPUS"; first+=("${t% *}"); first_rss+=("${t#* }")
             timed t tool_backup "$tool" "$repo" "$CORPUS"; again+=("${t% *}"); again_rss+=("${t#* }")
             timed t tool_restore "$tool" "$repo" "$target"; restore+=("${t% *}"); restore_rss+=("${t#* }")
             size=$(size_mb "$repo")
             log "  $tool run $run: first ${first[-1]} s, again ${again[-1]} s, restore ${restore[-1]} s, repo $size MB"
-            rm -rf "$repo" "$repo.cache" "$target"
+            # Restored trees are deleted only at the end: right after tens of
+            # thousands of files are deleted, ext4's inode allocator
+            # (recently_deleted) makes the next restore's creates crawl,
+            # which would penalise whichever tool came next.
+            rm -rf "$repo" "$repo.cache"
+            RESTORED+=("$target")
         done
         local f a r
         f=$(printf '%s\n' "${first[@]}" | median)
@@ -160,6 +165,10 @@ corpus_two() {
     done
     echo
 }
+
+RESTORED=()
+cleanup() { rm -rf "${RESTORED[@]}"; }
+trap cleanup EXIT
 
 export CAIRN
 export -f tool_init tool_backup tool_restore

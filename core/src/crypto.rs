@@ -111,6 +111,12 @@ impl Sealer {
 pub struct IdKey(pub(crate) [u8; 32]);
 
 impl IdKey {
+    /// An id key from raw bytes (for tests and benchmarks; repositories
+    /// take theirs from the master keys).
+    pub fn from_bytes(bytes: [u8; 32]) -> IdKey {
+        IdKey(bytes)
+    }
+
     /// The blob id of `plaintext` of the type whose wire value is
     /// `type_byte`: keyed BLAKE3 of `type_byte || plaintext`, so ids reveal
     /// nothing about content to someone without the key, and a data blob
