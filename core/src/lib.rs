@@ -12,7 +12,7 @@
 //! let cache = std::path::Path::new("/tmp/cairn-cache");
 //! let repo = Repository::init(Box::new(LocalBackend::new("/tmp/repo")), b"pw", &InitOptions::default(), cache)?;
 //! let options = archiver::BackupOptions::new(vec!["/etc".into()]);
-//! let outcome = archiver::backup(&repo, &options, &Silent)?;
+//! let outcome = archiver::backup(&repo, options, &Silent)?;
 //! println!("snapshot {}", outcome.snapshot_id);
 //! # Ok(()) }
 //! ```
