@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The folders of a repository and what they hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -247,11 +247,15 @@ impl Backend for LocalBackend {
     }
 }
 
-/// A backend in memory, for tests.
-#[derive(Default)]
+/// A backend in memory, for tests. Clones share the same objects, as
+/// processes share a directory.
+#[derive(Clone, Default)]
 pub struct MemoryBackend {
-    objects: Mutex<BTreeMap<(ObjectKind, String), Vec<u8>>>,
+    objects: Arc<Mutex<MemoryObjects>>,
 }
+
+/// The objects of a [`MemoryBackend`], by kind and name.
+type MemoryObjects = BTreeMap<(ObjectKind, String), Vec<u8>>;
 
 impl MemoryBackend {
     fn not_found(kind: ObjectKind, name: &str) -> io::Error {
@@ -261,7 +265,7 @@ impl MemoryBackend {
         )
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(ObjectKind, String), Vec<u8>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryObjects> {
         self.objects
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

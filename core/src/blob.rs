@@ -200,15 +200,7 @@ mod tests {
         let sealer = Sealer::new(&SecretKey::random());
         let key = IdKey([3; 32]);
         let text = b"abcabcabc".repeat(1000);
-        let mut state = 88172645463325252u64;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let noise = crate::testing::pseudo_random(4096, 88172645463325252);
         for (data, expect) in [(&text, Compression::Zstd), (&noise, Compression::None)] {
             let id = key.blob_id(0, data);
             let sealed = seal(id, BlobType::Data, data, 3, &sealer);

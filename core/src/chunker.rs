@@ -164,18 +164,7 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
+    use crate::testing::pseudo_random;
 
     const SMALL: ChunkerParams = ChunkerParams {
         min_bytes: 1024,

@@ -38,6 +38,8 @@ pub mod repository;
 pub mod restorer;
 pub mod session;
 pub mod snapshot;
+#[cfg(test)]
+mod testing;
 pub mod tree;
 #[cfg(test)]
 mod vectors;

@@ -765,45 +765,6 @@ impl BlobWriter<'_> {
 mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
-    use std::sync::Arc;
-
-    /// A backend shared by several `Repository` handles, as several
-    /// processes would share a directory.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<MemoryBackend>);
-
-    impl Backend for Shared {
-        fn location(&self) -> String {
-            self.0.location()
-        }
-        fn get(&self, kind: ObjectKind, name: &str) -> io::Result<Vec<u8>> {
-            self.0.get(kind, name)
-        }
-        fn get_range(
-            &self,
-            kind: ObjectKind,
-            name: &str,
-            offset: u64,
-            len: u64,
-        ) -> io::Result<Vec<u8>> {
-            self.0.get_range(kind, name, offset, len)
-        }
-        fn size(&self, kind: ObjectKind, name: &str) -> io::Result<u64> {
-            self.0.size(kind, name)
-        }
-        fn put(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> io::Result<()> {
-            self.0.put(kind, name, bytes)
-        }
-        fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>> {
-            self.0.list(kind)
-        }
-        fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()> {
-            self.0.delete(kind, name)
-        }
-        fn create(&self) -> io::Result<()> {
-            self.0.create()
-        }
-    }
 
     fn fast_options() -> InitOptions {
         InitOptions {
@@ -844,7 +805,7 @@ mod tests {
 
     #[test]
     fn blobs_written_by_one_handle_are_found_by_another() {
-        let backend = Shared::default();
+        let backend = MemoryBackend::default();
         let cache_a = tempfile::tempdir().unwrap();
         let cache_b = tempfile::tempdir().unwrap();
         let a = Repository::init(
@@ -896,7 +857,7 @@ mod tests {
 
     #[test]
     fn vanished_segment_or_damaged_cache_rebuilds_the_index() {
-        let backend = Shared::default();
+        let backend = MemoryBackend::default();
         let cache = tempfile::tempdir().unwrap();
         let repo = Repository::init(
             Box::new(backend.clone()),

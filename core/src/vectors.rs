@@ -18,6 +18,7 @@ use crate::object::{self, SealedKind};
 use crate::pack::PackWriter;
 use crate::session;
 use crate::snapshot::{Snapshot, Summary};
+use crate::testing::pseudo_random;
 use crate::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
 const VECTORS_PATH: &str = concat!(
@@ -36,18 +37,6 @@ fn master() -> MasterKeys {
 
 fn nonce(fill: u8) -> [u8; 12] {
     [fill; 12]
-}
-
-/// xorshift64 bytes: a reproducible, incompressible input.
-fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 fn sample_tree() -> Tree {
