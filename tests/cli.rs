@@ -346,3 +346,32 @@ fn quiet_and_non_terminal_runs_print_no_progress() {
         stderr(&out)
     );
 }
+
+#[test]
+fn out_of_range_compression_and_dot_dot_paths_are_refused() {
+    let env = Env::new();
+    env.init();
+    let source = sample_source(&env);
+    let out = env.run(&["backup", "--compression", "30", source.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("compression level 30"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.snapshots().is_empty());
+    env.backup(&[&source], &[]);
+    let sneaky = format!("latest:{}/docs/../logs", source.display());
+    let out = env.run(&[
+        "restore",
+        &sneaky,
+        "--target",
+        env.path("t").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot contain .."),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -301,11 +301,6 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<u8> {
 
 fn backup(cli: &Cli, args: &BackupArgs) -> Result<u8> {
     let time_ns = args.time.as_deref().map(output::parse_time).transpose()?;
-    if let Some(level) = args.compression {
-        if !(0..=22).contains(&level) {
-            bail!("--compression {level} is out of range 0..=22");
-        }
-    }
     let options = sources::backup_options(args, time_ns)?;
     let repository = open_repository(cli)?;
     let reporter = output::Reporter::for_backup(cli);

@@ -37,13 +37,13 @@ pub fn backup_options(args: &BackupArgs, time_ns: Option<i64>) -> Result<BackupO
         streams.push(command_source(spec)?);
     }
     for file in &args.files_from {
+        // Raw bytes, not text: a name that is not UTF-8 must survive.
         let text = read(file)?;
         paths.extend(
-            String::from_utf8_lossy(&text)
-                .lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                .map(PathBuf::from),
+            text.split(|&b| b == b'\n')
+                .map(<[u8]>::trim_ascii)
+                .filter(|line| !line.is_empty() && !line.starts_with(b"#"))
+                .map(|line| PathBuf::from(OsString::from_vec(line.to_vec()))),
         );
     }
     for file in &args.files_from_verbatim {

@@ -565,6 +565,11 @@ impl Repository {
     /// writer whose packs, index and snapshot are sealed under it. Sealing
     /// and storing run in background threads until [`BlobWriter::flush`].
     pub fn start_write(&self, compression_level: i32) -> Result<BlobWriter<'_>> {
+        if !crate::config::COMPRESSION_LEVELS.contains(&compression_level) {
+            return Err(Error::InvalidArgument(format!(
+                "compression level {compression_level} out of range 0..=22"
+            )));
+        }
         let (session, bytes) = session::create(&self.keys.public());
         let name = session.id.to_string();
         self.backend

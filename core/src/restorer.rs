@@ -196,6 +196,15 @@ fn locate(
     let not_found = || Error::PathNotInSnapshot {
         path: subpath.display().to_string(),
     };
+    if subpath
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{}: a path inside a snapshot cannot contain ..",
+            subpath.display()
+        )));
+    }
     let components: Vec<&OsStr> = subpath
         .components()
         .filter_map(|c| match c {
