@@ -17,6 +17,16 @@ fn backed_up_env() -> (Env, PathBuf) {
     (env, source)
 }
 
+/// `cairn restore latest` into a fresh target, whatever the outcome.
+fn restore_latest(env: &Env) -> std::process::Output {
+    env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("t").to_str().unwrap(),
+    ])
+}
+
 fn packs(env: &Env) -> Vec<PathBuf> {
     walk_files(&env.repo.join("data"))
 }
@@ -104,12 +114,7 @@ fn truncated_pack_is_named_and_restore_fails() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        env.path("t").to_str().unwrap(),
-    ]);
+    let out = restore_latest(&env);
     assert_eq!(out.status.code(), Some(1));
     let name = pack.file_name().unwrap().to_str().unwrap();
     assert!(one_line_error(&out).contains(name), "{}", stderr(&out));
@@ -125,12 +130,7 @@ fn bit_flipped_pack_is_detected() {
     let mut bytes = fs::read(&pack).unwrap();
     bytes[1000] ^= 0x10;
     fs::write(&pack, bytes).unwrap();
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        env.path("t").to_str().unwrap(),
-    ]);
+    let out = restore_latest(&env);
     assert_eq!(out.status.code(), Some(1));
     // The damaged file is named in a warning, the restore goes on, and it
     // ends with an error saying how many entries are missing.
@@ -150,12 +150,7 @@ fn missing_pack_is_named() {
         .max_by_key(|p| p.metadata().unwrap().len())
         .unwrap();
     fs::remove_file(&pack).unwrap();
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        env.path("t").to_str().unwrap(),
-    ]);
+    let out = restore_latest(&env);
     assert_eq!(out.status.code(), Some(1));
     let text = one_line_error(&out);
     assert!(
@@ -202,12 +197,7 @@ fn damaged_index_segment_is_named_and_does_not_block_the_repository() {
     let name = segment.file_name().unwrap().to_str().unwrap();
 
     // A restore needs the lost entries and says which blob is missing.
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        env.path("t").to_str().unwrap(),
-    ]);
+    let out = restore_latest(&env);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains(name),
@@ -420,12 +410,7 @@ fn truncated_config_key_session_or_snapshot_is_named() {
             .unwrap()
             .set_len(20)
             .unwrap();
-        let out = env.run(&[
-            "restore",
-            "latest",
-            "--target",
-            env.path("t").to_str().unwrap(),
-        ]);
+        let out = restore_latest(&env);
         assert_eq!(out.status.code(), Some(1), "{folder}: {}", stderr(&out));
         let text = one_line_error(&out);
         let name = victim.file_name().unwrap().to_str().unwrap();

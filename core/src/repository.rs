@@ -782,6 +782,19 @@ mod tests {
         }
     }
 
+    /// A new repository in memory, with its cache directory.
+    fn memory_repository() -> (tempfile::TempDir, Repository) {
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(
+            Box::new(MemoryBackend::default()),
+            b"pw",
+            &fast_options(),
+            cache.path(),
+        )
+        .unwrap();
+        (cache, repo)
+    }
+
     fn sample_snapshot(tree: BlobId) -> Snapshot {
         Snapshot {
             time_ns: 1,
@@ -834,14 +847,7 @@ mod tests {
 
     #[test]
     fn duplicate_content_is_stored_once() {
-        let cache = tempfile::tempdir().unwrap();
-        let repo = Repository::init(
-            Box::new(MemoryBackend::default()),
-            b"pw",
-            &fast_options(),
-            cache.path(),
-        )
-        .unwrap();
+        let (_cache, repo) = memory_repository();
         let mut writer = repo.start_write(3).unwrap();
         let ids = writer
             .add_blobs(
@@ -915,14 +921,7 @@ mod tests {
 
     #[test]
     fn snapshot_references_resolve() {
-        let cache = tempfile::tempdir().unwrap();
-        let repo = Repository::init(
-            Box::new(MemoryBackend::default()),
-            b"pw",
-            &fast_options(),
-            cache.path(),
-        )
-        .unwrap();
+        let (cache, repo) = memory_repository();
         assert!(matches!(
             repo.resolve_snapshot("latest", &crate::progress::Silent),
             Err(Error::SnapshotNotFound { .. })
