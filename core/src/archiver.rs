@@ -196,6 +196,7 @@ pub fn backup(
         unreadable,
         names: NameCache::default(),
         hardlinks: HashMap::new(),
+        chunk_buffer: Vec::new(),
     };
     let layout = SourceLayout::new(&present);
     let root_dir = Path::new("/");
@@ -615,6 +616,8 @@ struct Archiver<'a, 'r> {
     /// Content of files with several links, by (device, inode), so a hard
     /// link is read once.
     hardlinks: HashMap<(u64, u64), (u64, Vec<BlobId>)>,
+    /// The chunker's buffer, kept from one file to the next.
+    chunk_buffer: Vec<u8>,
 }
 
 fn timestamp(secs: i64, nanos: i64) -> Timestamp {
@@ -964,8 +967,9 @@ impl Archiver<'_, '_> {
         let mut content = Vec::new();
         let mut batch = Vec::with_capacity(CHUNKS_PER_BATCH);
         let repository = self.repository;
-        let chunker = repository.chunker();
-        for chunk in chunker.stream(file) {
+        let buffer = std::mem::take(&mut self.chunk_buffer);
+        let mut chunks = repository.chunker().stream_with_buffer(file, buffer);
+        for chunk in chunks.by_ref() {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(e) => return Ok(Err(e)),
@@ -981,6 +985,7 @@ impl Archiver<'_, '_> {
                 self.progress.bytes_processed(batch_bytes);
             }
         }
+        self.chunk_buffer = chunks.into_buffer();
         let batch_bytes = batch.iter().map(|c| c.len() as u64).sum();
         content.extend(lock(self.writer).add_blobs(BlobType::Data, batch)?);
         self.progress.bytes_processed(batch_bytes);

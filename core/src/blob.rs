@@ -115,47 +115,78 @@ pub fn seal(
     level: i32,
     sealer: &Sealer,
 ) -> SealedBlob {
-    seal_with_nonce(
-        id,
-        blob_type,
-        plaintext,
-        level,
-        sealer,
-        crate::crypto::random_bytes(),
-    )
+    Encoder::new(level).seal(id, blob_type, plaintext, sealer)
 }
 
-/// [`seal`] with a given nonce: for test vectors, which need fixed output.
-pub(crate) fn seal_with_nonce(
-    id: BlobId,
-    blob_type: BlobType,
-    plaintext: &[u8],
-    level: i32,
-    sealer: &Sealer,
-    nonce: [u8; crate::crypto::NONCE_LEN],
-) -> SealedBlob {
-    let compressed = if level == 0 {
-        None
-    } else {
-        zstd::bulk::compress(plaintext, level)
-            .ok()
-            .filter(|c| c.len() < plaintext.len())
-    };
-    let (compression, payload) = match &compressed {
-        Some(c) => (Compression::Zstd, c.as_slice()),
-        None => (Compression::None, plaintext),
-    };
-    let bytes = sealer.seal_with_nonce(
-        nonce,
-        payload,
-        &associated_data(&id, blob_type, compression),
-    );
-    SealedBlob {
-        id,
-        blob_type,
-        compression,
-        raw_len: plaintext.len() as u32,
-        bytes,
+/// Compresses and seals blobs one after another at one zstd level.
+///
+/// It keeps its zstd context between blobs: creating one per blob costs
+/// more than compressing a small file.
+pub struct Encoder {
+    /// `None` stores every blob raw (level 0).
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Encoder {
+    /// An encoder for zstd `level` (0 = store raw). An unusable level
+    /// stores raw, as level 0 does; levels are checked before a write
+    /// starts.
+    pub fn new(level: i32) -> Encoder {
+        Encoder {
+            zstd: (level != 0)
+                .then(|| zstd::bulk::Compressor::new(level).ok())
+                .flatten(),
+        }
+    }
+
+    /// Like [`seal`], reusing this encoder's context.
+    pub fn seal(
+        &mut self,
+        id: BlobId,
+        blob_type: BlobType,
+        plaintext: &[u8],
+        sealer: &Sealer,
+    ) -> SealedBlob {
+        self.seal_with_nonce(
+            id,
+            blob_type,
+            plaintext,
+            sealer,
+            crate::crypto::random_bytes(),
+        )
+    }
+
+    /// [`Encoder::seal`] with a given nonce: for test vectors, which need
+    /// fixed output.
+    pub(crate) fn seal_with_nonce(
+        &mut self,
+        id: BlobId,
+        blob_type: BlobType,
+        plaintext: &[u8],
+        sealer: &Sealer,
+        nonce: [u8; crate::crypto::NONCE_LEN],
+    ) -> SealedBlob {
+        let compressed = self
+            .zstd
+            .as_mut()
+            .and_then(|zstd| zstd.compress(plaintext).ok())
+            .filter(|c| c.len() < plaintext.len());
+        let (compression, payload) = match &compressed {
+            Some(c) => (Compression::Zstd, c.as_slice()),
+            None => (Compression::None, plaintext),
+        };
+        let bytes = sealer.seal_with_nonce(
+            nonce,
+            payload,
+            &associated_data(&id, blob_type, compression),
+        );
+        SealedBlob {
+            id,
+            blob_type,
+            compression,
+            raw_len: plaintext.len() as u32,
+            bytes,
+        }
     }
 }
 

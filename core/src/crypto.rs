@@ -4,7 +4,7 @@
 //! repeats, which matters for a store written by many hosts over many years.
 //! Sealed bytes are `nonce (12) || ciphertext || tag (16)`.
 
-use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use rand::RngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -72,19 +72,16 @@ impl Sealer {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Vec<u8> {
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .expect("AES-GCM-SIV encryption fails only past 2^36 bytes");
-        let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        // One allocation: the plaintext is copied once and encrypted where
+        // it lies.
+        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ciphertext);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
+            .expect("AES-GCM-SIV encryption fails only past 2^36 bytes");
+        out.extend_from_slice(&tag);
         out
     }
 

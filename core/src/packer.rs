@@ -2,10 +2,12 @@
 //! workers compress and encrypt, one packer thread fills packs and stores
 //! them, while the caller goes on reading and chunking.
 //!
-//! Queues are bounded, so memory stays flat however much is written: a
-//! caller that produces faster than the workers seal waits. A storage
-//! failure stops the pipeline; the next submission or [`Packer::finish`]
-//! returns it.
+//! Blobs travel in batches of about a megabyte, so that a tree of small
+//! files costs one hand-over per batch rather than one per file. Queues
+//! are bounded, so memory stays flat however much is written: a caller
+//! that produces faster than the workers seal waits. A storage failure
+//! stops the pipeline; the next submission or [`Packer::finish`] returns
+//! it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::backend::{Backend, ObjectKind};
-use crate::blob::{self, BlobType, SealedBlob};
+use crate::blob::{BlobType, Encoder, SealedBlob};
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SessionId};
@@ -54,9 +56,18 @@ pub struct Finished {
     pub blobs_added: u64,
 }
 
+/// A batch is handed to the workers once it holds this many plaintext
+/// bytes...
+const BATCH_BYTES: usize = 1 << 20;
+/// ...or this many blobs.
+const BATCH_BLOBS: usize = 512;
+
 /// The running pipeline.
 pub struct Packer {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<SyncSender<Vec<Job>>>,
+    /// Blobs waiting to fill a batch.
+    batch: Vec<Job>,
+    batch_bytes: usize,
     threads: Vec<JoinHandle<()>>,
     stored: Receiver<IndexedPack>,
     failure: Arc<Mutex<Option<Error>>>,
@@ -68,9 +79,9 @@ impl Packer {
     /// Starts one sealing worker per core and the packer thread.
     pub fn start(config: PackerConfig) -> Packer {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let (jobs, job_queue) = mpsc::sync_channel::<Job>(2 * workers);
+        let (jobs, job_queue) = mpsc::sync_channel::<Vec<Job>>(workers);
         let job_queue = Arc::new(Mutex::new(job_queue));
-        let (sealed, sealed_queue) = mpsc::sync_channel::<SealedBlob>(2 * workers);
+        let (sealed, sealed_queue) = mpsc::sync_channel::<Vec<SealedBlob>>(workers);
         let (stored_tx, stored) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
         let bytes_added = Arc::new(AtomicU64::new(0));
@@ -81,12 +92,19 @@ impl Packer {
             let sealed = sealed.clone();
             let sealer = config.sealer.clone();
             let level = config.compression_level;
-            threads.push(std::thread::spawn(move || loop {
-                let job = job_queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                let Ok(job) = job else { return };
-                let blob = blob::seal(job.id, job.blob_type, &job.plaintext, level, &sealer);
-                if sealed.send(blob).is_err() {
-                    return;
+            threads.push(std::thread::spawn(move || {
+                let mut encoder = Encoder::new(level);
+                loop {
+                    let batch = job_queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(batch) = batch else { return };
+                    let blobs = batch
+                        .iter()
+                        .map(|job| encoder.seal(job.id, job.blob_type, &job.plaintext, &sealer))
+                        .collect();
+                    drop(batch);
+                    if sealed.send(blobs).is_err() {
+                        return;
+                    }
                 }
             }));
         }
@@ -104,6 +122,8 @@ impl Packer {
         threads.push(std::thread::spawn(move || pack_thread.run(sealed_queue)));
         Packer {
             jobs: Some(jobs),
+            batch: Vec::new(),
+            batch_bytes: 0,
             threads,
             stored,
             failure,
@@ -127,9 +147,23 @@ impl Packer {
 
     /// Queues a blob, waiting while the queue is full. Errors if the
     /// pipeline stopped on a storage failure.
-    pub fn submit(&self, job: Job) -> Result<()> {
+    pub fn submit(&mut self, job: Job) -> Result<()> {
+        self.batch_bytes += job.plaintext.len();
+        self.batch.push(job);
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_BLOBS {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
         let jobs = self.jobs.as_ref().expect("jobs are open until finish");
-        jobs.send(job).map_err(|_| self.take_failure())
+        jobs.send(batch).map_err(|_| self.take_failure())
     }
 
     /// Packs stored since the last call.
@@ -151,6 +185,7 @@ impl Packer {
     /// returns the packs stored since the last [`Packer::take_stored`] with
     /// the final counters.
     pub fn finish(mut self) -> Result<Finished> {
+        let sent = self.send_batch();
         self.stop();
         let failure = self
             .failure
@@ -160,6 +195,7 @@ impl Packer {
         if let Some(error) = failure {
             return Err(error);
         }
+        sent?;
         Ok(Finished {
             packs: self.take_stored(),
             bytes_added: self.bytes_added(),
@@ -183,6 +219,7 @@ impl Drop for Packer {
     /// of them without an index segment.
     fn drop(&mut self) {
         if !std::thread::panicking() {
+            let _ = self.send_batch();
             self.jobs = None;
             for thread in self.threads.drain(..) {
                 let _ = thread.join();
@@ -203,9 +240,9 @@ struct PackThread {
 }
 
 impl PackThread {
-    fn run(self, sealed: Receiver<SealedBlob>) {
+    fn run(self, sealed: Receiver<Vec<SealedBlob>>) {
         let mut pack = PackWriter::default();
-        for blob in sealed.iter() {
+        for blob in sealed.iter().flatten() {
             self.bytes_added
                 .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
             self.blobs_added.fetch_add(1, Ordering::Relaxed);

@@ -659,7 +659,7 @@ impl BlobWriter<'_> {
                 continue;
             }
             self.written.insert(*id);
-            let packer = self.packer.as_ref().ok_or_else(|| {
+            let packer = self.packer.as_mut().ok_or_else(|| {
                 Error::InvalidArgument("blob added after the writer was flushed".into())
             })?;
             packer.submit(Job {

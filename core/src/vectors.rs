@@ -130,7 +130,8 @@ fn compute() -> BTreeMap<String, (String, String)> {
         &blob_id.0 .0,
     );
     put("blob_plaintext", "input of blob_id and sealed_blob", &text);
-    let sealed = blob::seal_with_nonce(blob_id, BlobType::Data, &text, 3, &sealer, nonce(0x55));
+    let sealed =
+        blob::Encoder::new(3).seal_with_nonce(blob_id, BlobType::Data, &text, &sealer, nonce(0x55));
     put(
         "sealed_blob",
         "blob_plaintext as a data blob, zstd level 3, data key 0x33*32, nonce 0x55*12",
@@ -138,7 +139,8 @@ fn compute() -> BTreeMap<String, (String, String)> {
     );
     let raw = pseudo_random(64, 1);
     let raw_id = master.id_key.blob_id(BlobType::Tree.to_byte(), &raw);
-    let sealed_raw = blob::seal_with_nonce(raw_id, BlobType::Tree, &raw, 3, &sealer, nonce(0x56));
+    let sealed_raw =
+        blob::Encoder::new(3).seal_with_nonce(raw_id, BlobType::Tree, &raw, &sealer, nonce(0x56));
     put(
         "sealed_blob_raw",
         "64 xorshift bytes (seed 1) as a tree blob: incompressible, so stored raw; nonce 0x56*12",
