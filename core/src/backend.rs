@@ -70,12 +70,24 @@ pub trait Backend: Send + Sync {
     /// it is (names are content hashes), except that `Config` is never
     /// replaced: putting it twice is an error.
     fn put(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Starts an object written piece by piece, whose name is known only
+    /// at the end (a pack is named by the hash of its bytes). Nothing is
+    /// visible until [`ObjectWriter::finish`]; a writer dropped before
+    /// that leaves nothing behind. Not for `Config`.
+    fn create_writer(&self, kind: ObjectKind) -> io::Result<Box<dyn ObjectWriter>>;
     /// Names of all objects of a kind.
     fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>>;
     /// Removes an object.
     fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()>;
     /// Creates the empty layout. Errors if a config already exists.
     fn create(&self) -> io::Result<()>;
+}
+
+/// An object being written; see [`Backend::create_writer`].
+pub trait ObjectWriter: Write + Send {
+    /// Stores what was written under `name`, atomically and durably, with
+    /// the semantics of [`Backend::put`].
+    fn finish(self: Box<Self>, name: &str) -> io::Result<()>;
 }
 
 /// A repository in a local directory.
@@ -110,14 +122,83 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates a pack's shard folder if it is missing.
+fn ensure_shard(kind: ObjectKind, path: &Path) -> io::Result<()> {
+    if kind == ObjectKind::Pack {
+        let shard = path.parent().expect("pack paths have a shard");
+        if !shard.is_dir() {
+            fs::create_dir_all(shard)?;
+            sync_dir(shard.parent().expect("shards have a parent"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A fresh temporary name in `dir`. Names starting with a dot are never
+/// listed as objects.
+fn temporary_path(dir: &Path) -> PathBuf {
+    let suffix: [u8; 8] = crate::crypto::random_bytes();
+    dir.join(format!(".tmp-{}", hex::encode(suffix)))
+}
+
+/// Bytes gathered before each write to a file being streamed.
+const WRITE_BUFFER: usize = 256 << 10;
+
+/// An object streamed into a temporary file in its kind's folder, then
+/// synced and moved to its name.
+struct LocalObjectWriter {
+    file: io::BufWriter<File>,
+    tmp: PathBuf,
+    backend: LocalBackend,
+    kind: ObjectKind,
+    finished: bool,
+}
+
+impl Write for LocalObjectWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl ObjectWriter for LocalObjectWriter {
+    fn finish(mut self: Box<Self>, name: &str) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_all()?;
+        let path = self.backend.path(self.kind, name);
+        if path.symlink_metadata().is_ok() {
+            // Same name, same bytes: the stored copy stands.
+            return Ok(());
+        }
+        ensure_shard(self.kind, &path)?;
+        fs::rename(&self.tmp, &path)?;
+        self.finished = true;
+        sync_dir(path.parent().expect("object paths have a parent"))
+    }
+}
+
+impl Drop for LocalObjectWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// Writes `bytes` to a temporary file in `path`'s folder, syncs it and
 /// moves it into place, so a crash never leaves a partial object. With
 /// `exclusive`, the move fails if `path` exists (a hard link, which unlike
 /// rename never replaces), so two writers cannot both create it.
 fn write_atomically(path: &Path, bytes: &[u8], exclusive: bool) -> io::Result<()> {
     let dir = path.parent().expect("object paths have a parent");
-    let suffix: [u8; 8] = crate::crypto::random_bytes();
-    let tmp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
+    let tmp = temporary_path(dir);
     let result = (|| {
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -185,14 +266,29 @@ impl Backend for LocalBackend {
             }
             return Ok(());
         }
-        if kind == ObjectKind::Pack {
-            let shard = path.parent().expect("pack paths have a shard");
-            if !shard.is_dir() {
-                fs::create_dir_all(shard)?;
-                sync_dir(shard.parent().expect("shards have a parent"))?;
-            }
-        }
+        ensure_shard(kind, &path)?;
         write_atomically(&path, bytes, kind == ObjectKind::Config)
+    }
+
+    fn create_writer(&self, kind: ObjectKind) -> io::Result<Box<dyn ObjectWriter>> {
+        if kind == ObjectKind::Config {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "config is only ever put whole",
+            ));
+        }
+        let tmp = temporary_path(&self.root.join(kind.dir_name()));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        Ok(Box::new(LocalObjectWriter {
+            file: io::BufWriter::with_capacity(WRITE_BUFFER, file),
+            tmp,
+            backend: LocalBackend::new(self.root.clone()),
+            kind,
+            finished: false,
+        }))
     }
 
     fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>> {
@@ -319,6 +415,14 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn create_writer(&self, kind: ObjectKind) -> io::Result<Box<dyn ObjectWriter>> {
+        Ok(Box::new(MemoryObjectWriter {
+            backend: self.clone(),
+            kind,
+            bytes: Vec::new(),
+        }))
+    }
+
     fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>> {
         Ok(self
             .lock()
@@ -346,6 +450,29 @@ impl Backend for MemoryBackend {
             ));
         }
         Ok(())
+    }
+}
+
+/// An object being written into a [`MemoryBackend`].
+struct MemoryObjectWriter {
+    backend: MemoryBackend,
+    kind: ObjectKind,
+    bytes: Vec<u8>,
+}
+
+impl Write for MemoryObjectWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectWriter for MemoryObjectWriter {
+    fn finish(self: Box<Self>, name: &str) -> io::Result<()> {
+        self.backend.put(self.kind, name, &self.bytes)
     }
 }
 
@@ -378,6 +505,20 @@ mod tests {
         assert!(backend.list(ObjectKind::Index).unwrap().is_empty());
         backend.delete(ObjectKind::Pack, "abcdef").unwrap();
         assert!(backend.get(ObjectKind::Pack, "abcdef").is_err());
+
+        let mut streamed = backend.create_writer(ObjectKind::Pack).unwrap();
+        streamed.write_all(b"01234").unwrap();
+        streamed.write_all(b"56789").unwrap();
+        assert!(backend.list(ObjectKind::Pack).unwrap().is_empty());
+        streamed.finish("abcdef").unwrap();
+        assert_eq!(
+            backend.get(ObjectKind::Pack, "abcdef").unwrap(),
+            b"0123456789"
+        );
+        let mut abandoned = backend.create_writer(ObjectKind::Pack).unwrap();
+        abandoned.write_all(b"never stored").unwrap();
+        drop(abandoned);
+        assert_eq!(backend.list(ObjectKind::Pack).unwrap(), vec!["abcdef"]);
     }
 
     #[test]
@@ -388,8 +529,11 @@ mod tests {
         // No temporary files are left behind.
         let leftovers: Vec<_> = fs::read_dir(dir.path().join("repo/data/ab"))
             .unwrap()
+            .chain(fs::read_dir(dir.path().join("repo/data")).unwrap())
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| name.as_encoded_bytes().starts_with(b".tmp"))
             .collect();
-        assert!(leftovers.is_empty());
+        assert_eq!(leftovers, Vec::<std::ffi::OsString>::new());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! is the unkeyed BLAKE3 of its bytes, so damage is detectable without the
 //! password.
 
+use std::io::{self, Write};
+
 use crate::blob::{BlobType, Compression, SealedBlob, MAX_BLOB_LEN};
 use crate::codec;
 use crate::crypto::{Sealer, SEAL_OVERHEAD};
@@ -60,40 +62,59 @@ impl PackEntry {
     }
 }
 
-/// Collects sealed blobs into one pack.
-#[derive(Default)]
-pub struct PackWriter {
-    bytes: Vec<u8>,
+/// Writes sealed blobs into one pack as they come, hashing as it goes, so
+/// a pack never has to sit whole in memory.
+pub struct PackWriter<W> {
+    sink: W,
+    hasher: blake3::Hasher,
+    len: u64,
     entries: Vec<PackEntry>,
 }
 
-/// A finished pack, ready to store.
-pub struct FinishedPack {
+/// A finished pack: its name, where its bytes went, and what it holds.
+pub struct FinishedPack<W> {
     /// Its name.
     pub id: PackId,
-    /// Its bytes.
-    pub bytes: Vec<u8>,
+    /// The sink it was written to, flushed by the caller.
+    pub sink: W,
     /// What it holds.
     pub entries: Vec<PackEntry>,
 }
 
-impl PackWriter {
+impl<W: Write> PackWriter<W> {
+    /// A pack written to `sink`.
+    pub fn new(sink: W) -> PackWriter<W> {
+        PackWriter {
+            sink,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.sink.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
     /// Appends a blob.
-    pub fn add(&mut self, blob: SealedBlob) {
+    pub fn add(&mut self, blob: &SealedBlob) -> io::Result<()> {
         self.entries.push(PackEntry {
             id: blob.id,
             blob_type: blob.blob_type.to_byte(),
             compression: blob.compression.to_byte(),
-            offset: self.bytes.len() as u32,
+            offset: self.len as u32,
             stored_len: blob.bytes.len() as u32,
             raw_len: blob.raw_len,
         });
-        self.bytes.extend_from_slice(&blob.bytes);
+        self.write(&blob.bytes)
     }
 
     /// Bytes of blobs added so far.
-    pub fn len_bytes(&self) -> usize {
-        self.bytes.len()
+    pub fn len_bytes(&self) -> u64 {
+        self.len
     }
 
     /// Number of blobs added so far.
@@ -107,7 +128,7 @@ impl PackWriter {
     }
 
     /// Appends the trailer sealed under `session` and the footer.
-    pub fn finish(self, session: SessionId, sealer: &Sealer) -> FinishedPack {
+    pub fn finish(self, session: SessionId, sealer: &Sealer) -> io::Result<FinishedPack<W>> {
         self.finish_with_nonce(session, sealer, crate::crypto::random_bytes())
     }
 
@@ -117,7 +138,7 @@ impl PackWriter {
         session: SessionId,
         sealer: &Sealer,
         nonce: [u8; crate::crypto::NONCE_LEN],
-    ) -> FinishedPack {
+    ) -> io::Result<FinishedPack<W>> {
         let trailer = object::seal_with_nonce(
             SealedKind::PackTrailer,
             session,
@@ -125,15 +146,14 @@ impl PackWriter {
             &codec::encode(&self.entries),
             nonce,
         );
-        self.bytes.extend_from_slice(&trailer);
-        self.bytes
-            .extend_from_slice(&(trailer.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(PACK_MAGIC);
-        FinishedPack {
-            id: PackId(Id::of_bytes(&self.bytes)),
-            bytes: self.bytes,
+        self.write(&trailer)?;
+        self.write(&(trailer.len() as u32).to_le_bytes())?;
+        self.write(PACK_MAGIC)?;
+        Ok(FinishedPack {
+            id: PackId(Id(*self.hasher.finalize().as_bytes())),
+            sink: self.sink,
             entries: self.entries,
-        }
+        })
     }
 }
 
@@ -208,28 +228,23 @@ mod tests {
         let sealer = Sealer::new(&SecretKey::random());
         let key = IdKey([1; 32]);
         let session = SessionId(Id([9; 32]));
-        let mut writer = PackWriter::default();
+        let mut writer = PackWriter::new(Vec::new());
         for text in [&b"first"[..], b"second blob", b""] {
-            writer.add(blob::seal(
-                key.blob_id(0, text),
-                BlobType::Data,
-                text,
-                3,
-                &sealer,
-            ));
+            let blob = blob::seal(key.blob_id(0, text), BlobType::Data, text, 3, &sealer);
+            writer.add(&blob).unwrap();
         }
-        let pack = writer.finish(session, &sealer);
-        assert_eq!(pack.id, PackId(Id::of_bytes(&pack.bytes)));
-        let len = pack.bytes.len() as u64;
+        let pack = writer.finish(session, &sealer).unwrap();
+        let bytes = &pack.sink;
+        assert_eq!(pack.id, PackId(Id::of_bytes(bytes)));
+        let len = bytes.len() as u64;
         let (offset, trailer_len) =
-            trailer_bounds(&pack.bytes[pack.bytes.len() - FOOTER_LEN..], len).unwrap();
-        let trailer = &pack.bytes[offset as usize..offset as usize + trailer_len as usize];
+            trailer_bounds(&bytes[bytes.len() - FOOTER_LEN..], len).unwrap();
+        let trailer = &bytes[offset as usize..offset as usize + trailer_len as usize];
         assert_eq!(trailer_session(trailer).unwrap(), session);
         let entries = open_trailer(trailer, offset, &sealer).unwrap();
         assert_eq!(entries, pack.entries);
         let second = &entries[1];
-        let stored =
-            &pack.bytes[second.offset as usize..(second.offset + second.stored_len) as usize];
+        let stored = &bytes[second.offset as usize..(second.offset + second.stored_len) as usize];
         let plain = blob::open(
             &second.id,
             BlobType::Data,

@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::backend::{Backend, ObjectKind};
+use crate::backend::{Backend, ObjectKind, ObjectWriter};
 use crate::blob::{BlobType, Encoder, SealedBlob};
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
@@ -43,7 +43,7 @@ pub struct PackerConfig {
     /// zstd level (0 stores raw).
     pub compression_level: i32,
     /// Packs are closed at this many bytes.
-    pub pack_target_bytes: usize,
+    pub pack_target_bytes: u64,
 }
 
 /// What a finished pipeline leaves.
@@ -232,43 +232,70 @@ struct PackThread {
     backend: Arc<dyn Backend>,
     session: SessionId,
     sealer: Sealer,
-    target: usize,
+    target: u64,
     stored: mpsc::Sender<IndexedPack>,
     failure: Arc<Mutex<Option<Error>>>,
     bytes_added: Arc<AtomicU64>,
     blobs_added: Arc<AtomicU64>,
 }
 
+/// A pack being streamed to storage.
+type OpenPack = PackWriter<Box<dyn ObjectWriter>>;
+
 impl PackThread {
     fn run(self, sealed: Receiver<Vec<SealedBlob>>) {
-        let mut pack = PackWriter::default();
+        let mut pack = None;
         for blob in sealed.iter().flatten() {
             self.bytes_added
                 .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
             self.blobs_added.fetch_add(1, Ordering::Relaxed);
-            pack.add(blob);
-            if pack.len_bytes() >= self.target || pack.entry_count() >= MAX_PACK_ENTRIES {
-                if let Err(error) = self.store(std::mem::take(&mut pack)) {
-                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
-                    return;
-                }
+            if let Err(error) = self.add(&mut pack, &blob) {
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                return;
             }
         }
-        if !pack.is_empty() {
+        if let Some(pack) = pack {
             if let Err(error) = self.store(pack) {
                 *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
             }
         }
     }
 
-    fn store(&self, pack: PackWriter) -> Result<()> {
-        let pack = pack.finish(self.session, &self.sealer);
+    /// Appends a blob to the open pack, opening one if needed, and stores
+    /// the pack once it is full.
+    fn add(&self, pack: &mut Option<OpenPack>, blob: &SealedBlob) -> Result<()> {
+        let writer = match pack {
+            Some(writer) => writer,
+            None => pack.insert(PackWriter::new(
+                self.backend
+                    .create_writer(ObjectKind::Pack)
+                    .map_err(|e| self.new_pack_error(e))?,
+            )),
+        };
+        writer.add(blob).map_err(|e| self.new_pack_error(e))?;
+        if writer.len_bytes() >= self.target || writer.entry_count() >= MAX_PACK_ENTRIES {
+            let full = pack.take().expect("a pack was just written to");
+            self.store(full)?;
+        }
+        Ok(())
+    }
+
+    /// A failure to write a pack that has no name yet.
+    fn new_pack_error(&self, e: std::io::Error) -> Error {
+        Error::io(
+            std::path::PathBuf::from(self.backend.location()).join(ObjectKind::Pack.dir_name()),
+            e,
+        )
+    }
+
+    fn store(&self, pack: OpenPack) -> Result<()> {
+        let pack = pack
+            .finish(self.session, &self.sealer)
+            .map_err(|e| self.new_pack_error(e))?;
         let name = pack.id.to_string();
-        self.backend
-            .put(ObjectKind::Pack, &name, &pack.bytes)
-            .map_err(|e| {
-                crate::repository::storage_error(self.backend.as_ref(), ObjectKind::Pack, &name, e)
-            })?;
+        pack.sink.finish(&name).map_err(|e| {
+            crate::repository::storage_error(self.backend.as_ref(), ObjectKind::Pack, &name, e)
+        })?;
         // The receiver lives as long as the writer; if it is gone, nobody
         // will index this pack anyway.
         let _ = self.stored.send(IndexedPack {

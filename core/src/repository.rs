@@ -584,7 +584,7 @@ impl Repository {
             session: session.id,
             sealer: session.sealer.clone(),
             compression_level,
-            pack_target_bytes: self.config.pack_target_bytes as usize,
+            pack_target_bytes: u64::from(self.config.pack_target_bytes),
         });
         Ok(BlobWriter {
             repository: self,

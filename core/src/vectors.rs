@@ -147,14 +147,16 @@ fn compute() -> BTreeMap<String, (String, String)> {
         &sealed_raw.bytes,
     );
 
-    let mut pack = PackWriter::default();
-    pack.add(sealed);
-    pack.add(sealed_raw);
-    let pack = pack.finish_with_nonce(session_id, &sealer, nonce(0x57));
+    let mut pack = PackWriter::new(Vec::new());
+    pack.add(&sealed).unwrap();
+    pack.add(&sealed_raw).unwrap();
+    let pack = pack
+        .finish_with_nonce(session_id, &sealer, nonce(0x57))
+        .unwrap();
     put(
         "pack",
         "sealed_blob || sealed_blob_raw || trailer (session 0x44*32, nonce 0x57*12) || footer",
-        &pack.bytes,
+        &pack.sink,
     );
     put(
         "pack_id",
