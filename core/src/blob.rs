@@ -6,6 +6,8 @@
 //! the raw bytes. The authenticated data binds the blob's id, type and
 //! compression, so a blob cannot be passed off as another.
 
+use std::cell::RefCell;
+
 use crate::crypto::{IdKey, Sealer, SEAL_OVERHEAD};
 use crate::id::BlobId;
 
@@ -206,14 +208,35 @@ pub fn open(
         .map_err(|_| BlobError::Authentication)?;
     let plaintext = match compression {
         Compression::None => payload,
-        Compression::Zstd => zstd::bulk::decompress(&payload, raw_len as usize)
-            .map_err(|e| BlobError::Decompression(e.to_string()))?,
+        Compression::Zstd => {
+            decompress(&payload, raw_len as usize).map_err(BlobError::Decompression)?
+        }
     };
     if plaintext.len() != raw_len as usize || id_key.blob_id(blob_type.to_byte(), &plaintext) != *id
     {
         return Err(BlobError::IdMismatch);
     }
     Ok(plaintext)
+}
+
+/// Decompresses one zstd frame of at most `capacity` bytes, with a context
+/// kept per thread: a restore opens thousands of small blobs, and creating
+/// a context for each costs more than decompressing it.
+fn decompress(payload: &[u8], capacity: usize) -> Result<Vec<u8>, String> {
+    thread_local! {
+        static CONTEXT: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { RefCell::new(None) };
+    }
+    CONTEXT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let context = match &mut *slot {
+            Some(context) => context,
+            None => slot.insert(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?),
+        };
+        context
+            .decompress(payload, capacity)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Stored length of a blob whose payload is `payload_len` bytes.

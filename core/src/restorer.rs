@@ -11,12 +11,15 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Mutex;
 
 use filetime::FileTime;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
+use xattr::FileExt;
 
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
@@ -137,22 +140,18 @@ impl EntryPath {
 }
 
 /// Restores `snapshot` (or part of it) as `options` say.
+///
+/// One thread walks the trees and creates directories, links and special
+/// files; regular files go to writer threads through a bounded queue, so
+/// files in different directories are written at once and memory stays
+/// flat. Directory metadata is applied last, deepest first, once nothing
+/// more is written into them.
 pub fn restore(
     repository: &Repository,
     snapshot: &Snapshot,
     options: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreSummary> {
-    let mut restorer = Restorer {
-        repository,
-        options,
-        progress,
-        includes: Patterns::new(&options.includes)?,
-        excludes: Patterns::new(&options.excludes)?,
-        summary: RestoreSummary::default(),
-        hardlinks: HashMap::new(),
-        is_root: nix::unistd::geteuid().is_root(),
-    };
     let (tree, start_node) = locate(repository, snapshot, options.subpath.as_deref())?;
     let base = EntryPath {
         in_snapshot: options
@@ -165,20 +164,66 @@ pub fn restore(
     if !options.dry_run {
         fs::create_dir_all(&options.target).map_err(|e| Error::io(&options.target, e))?;
     }
-    match start_node {
-        None => restorer.restore_tree(&tree, &base, false),
-        Some(node) => {
-            let base = EntryPath {
-                in_snapshot: base
-                    .in_snapshot
-                    .parent()
-                    .unwrap_or(Path::new("/"))
-                    .to_path_buf(),
-                ..base
-            };
-            restorer.restore_node(&node, &base, false)?;
+    let files = FileRestorer {
+        repository,
+        verify: options.verify,
+        progress,
+        is_root: nix::unistd::geteuid().is_root(),
+    };
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (jobs, job_queue) = mpsc::sync_channel::<FileJob>(FILE_QUEUE);
+    let job_queue = Mutex::new(job_queue);
+    let (outcomes_tx, outcomes) = mpsc::channel::<FileOutcome>();
+    let mut restorer = Restorer {
+        files: &files,
+        options,
+        includes: Patterns::new(&options.includes)?,
+        excludes: Patterns::new(&options.excludes)?,
+        summary: RestoreSummary::default(),
+        hardlinks: HashMap::new(),
+        jobs: Some(jobs),
+        outcomes,
+        finished_dirs: Vec::new(),
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let outcomes = outcomes_tx.clone();
+            let (files, job_queue) = (&files, &job_queue);
+            scope.spawn(move || loop {
+                let job = job_queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok(job) = job else { return };
+                let result = files.restore_file(&job.node, &job.on_disk, &job.in_restore);
+                let outcome = FileOutcome {
+                    in_restore: job.in_restore,
+                    result,
+                };
+                if outcomes.send(outcome).is_err() {
+                    return;
+                }
+            });
         }
-    }
+        drop(outcomes_tx);
+        match start_node {
+            None => restorer.restore_tree(tree, &base, false),
+            Some(node) => {
+                let base = EntryPath {
+                    in_snapshot: base
+                        .in_snapshot
+                        .parent()
+                        .unwrap_or(Path::new("/"))
+                        .to_path_buf(),
+                    ..base
+                };
+                if let Err(error) = restorer.restore_node(node, &base, false) {
+                    restorer.report(&base.in_restore, &error);
+                }
+            }
+        }
+        // Closing the queue lets the writers finish and stop.
+        restorer.jobs = None;
+    });
+    restorer.collect_outcomes(true);
+    restorer.apply_directory_metadata();
     Ok(restorer.summary)
 }
 
@@ -223,16 +268,52 @@ fn locate(
     Ok((tree, None))
 }
 
-struct Restorer<'r> {
+/// Regular files waiting for a writer thread: enough to keep every writer
+/// busy, few enough that a tree of millions of files does not queue up.
+const FILE_QUEUE: usize = 64;
+
+/// A regular file for a writer thread.
+struct FileJob {
+    node: Node,
+    on_disk: PathBuf,
+    in_restore: PathBuf,
+}
+
+/// What a writer thread did with a [`FileJob`].
+struct FileOutcome {
+    in_restore: PathBuf,
+    result: Result<RestoredFile>,
+}
+
+/// A directory whose metadata waits until everything in it is written.
+struct FinishedDir {
+    node: Node,
+    on_disk: PathBuf,
+    in_restore: PathBuf,
+}
+
+/// Writes regular files, with their metadata. Shared by the writer threads.
+struct FileRestorer<'r> {
     repository: &'r Repository,
-    options: &'r RestoreOptions,
+    verify: bool,
     progress: &'r dyn Progress,
+    is_root: bool,
+}
+
+/// The walk: selection, directories, links and special files.
+struct Restorer<'a, 'r> {
+    files: &'a FileRestorer<'r>,
+    options: &'a RestoreOptions,
     includes: Patterns,
     excludes: Patterns,
     summary: RestoreSummary,
     /// First restored path of each multiply-linked inode, by (device, inode).
     hardlinks: HashMap<(u64, u64), PathBuf>,
-    is_root: bool,
+    /// Open while the walk runs.
+    jobs: Option<SyncSender<FileJob>>,
+    outcomes: Receiver<FileOutcome>,
+    /// Directories restored, children before parents.
+    finished_dirs: Vec<FinishedDir>,
 }
 
 /// Removes whatever is at `path` unless it is a real directory, so nothing
@@ -258,140 +339,129 @@ fn file_time(t: Timestamp) -> FileTime {
     FileTime::from_unix_time(t.secs, t.nanos)
 }
 
-impl Restorer<'_> {
-    /// Restores a directory's entries. `selected` says an ancestor matched
-    /// an include pattern, so everything below is wanted. A failed entry is
-    /// reported and counted, and the rest are still restored: on a bad day,
-    /// everything that can be had back matters more than stopping at the
-    /// first error. Plain files (not hard links) are restored in parallel.
-    fn restore_tree(&mut self, tree: &Tree, dir: &EntryPath, selected: bool) {
-        let (plain_files, others): (Vec<&Node>, Vec<&Node>) = tree.nodes.iter().partition(|node| {
-            matches!(node.kind, NodeKind::File { .. })
-                && !node.is_hardlinked()
-                && !self.options.dry_run
-        });
-        let this = &*self;
-        let outcomes: Vec<(PathBuf, Result<Option<RestoredFile>>)> = plain_files
-            .par_iter()
-            .map(|node| {
-                let path = dir.child(&node.name);
-                let outcome = this.restore_plain_file(node, &path, selected);
-                (path.in_restore, outcome)
-            })
-            .collect();
-        for (path, outcome) in outcomes {
-            match outcome {
-                Ok(Some(file)) => {
+/// Creates an entry with `create`. If something is in the way, it is
+/// cleared as [`clear_for`] allows and the creation tried once more: in a
+/// fresh target nothing is ever in the way, and the `stat` is saved.
+fn create_or_replace<T>(path: &Path, create: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            clear_for(path, false)?;
+            create()
+        }
+        other => other,
+    }
+}
+
+impl Restorer<'_, '_> {
+    fn report(&mut self, path: &Path, error: &Error) {
+        self.files.progress.warning(path, &error.to_string());
+        self.summary.errors += 1;
+    }
+
+    /// Counts what the writer threads finished; with `all`, waits for
+    /// every one of them (the queue must be closed).
+    fn collect_outcomes(&mut self, all: bool) {
+        let outcomes: Vec<FileOutcome> = if all {
+            self.outcomes.iter().collect()
+        } else {
+            self.outcomes.try_iter().collect()
+        };
+        for outcome in outcomes {
+            match outcome.result {
+                Ok(file) => {
                     self.summary.files += 1;
                     self.summary.bytes = self.summary.bytes.saturating_add(file.bytes);
                     self.summary.verified_files += u64::from(file.verified);
                 }
-                Ok(None) => {}
-                Err(error) => {
-                    self.progress.warning(&path, &error.to_string());
-                    self.summary.errors += 1;
-                }
+                Err(error) => self.report(&outcome.in_restore, &error),
             }
         }
-        for node in others {
+    }
+
+    /// Restores a directory's entries. `selected` says an ancestor matched
+    /// an include pattern, so everything below is wanted. A failed entry is
+    /// reported and counted, and the rest are still restored: on a bad day,
+    /// everything that can be had back matters more than stopping at the
+    /// first error.
+    fn restore_tree(&mut self, tree: Tree, dir: &EntryPath, selected: bool) {
+        for node in tree.nodes {
+            let name = node.name.clone();
             if let Err(error) = self.restore_node(node, dir, selected) {
-                self.progress
-                    .warning(&dir.child(&node.name).in_restore, &error.to_string());
-                self.summary.errors += 1;
+                self.report(&dir.child(&name).in_restore, &error);
             }
         }
     }
 
-    /// Restores a regular file that is not a hard link; `None` if patterns
-    /// leave it out.
-    fn restore_plain_file(
-        &self,
-        node: &Node,
-        path: &EntryPath,
-        selected: bool,
-    ) -> Result<Option<RestoredFile>> {
-        let NodeKind::File {
-            size,
-            content,
-            sparse,
-        } = &node.kind
-        else {
-            unreachable!("only plain files are passed here");
-        };
-        if self.excludes.matches(path)
-            || !(selected || self.includes.is_empty() || self.includes.matches(path))
-        {
-            return Ok(None);
-        }
-        self.progress.restored(&path.in_restore);
-        let on_disk = &path.on_disk;
-        clear_for(on_disk, false).map_err(|e| Error::io(on_disk, e))?;
-        self.write_file(on_disk, *size, content, *sparse)?;
-        if self.options.verify {
-            self.verify_file(on_disk, *size, content)?;
-        }
-        self.apply_metadata(node, on_disk)?;
-        Ok(Some(RestoredFile {
-            bytes: *size,
-            verified: self.options.verify,
-        }))
+    /// Whether the patterns select `path`, given whether an ancestor was.
+    fn is_selected(&self, path: &EntryPath, selected: bool) -> bool {
+        selected || self.includes.is_empty() || self.includes.matches(path)
     }
 
-    fn restore_node(&mut self, node: &Node, dir: &EntryPath, selected: bool) -> Result<()> {
+    fn restore_node(&mut self, node: Node, dir: &EntryPath, selected: bool) -> Result<()> {
         let path = dir.child(&node.name);
         if self.excludes.matches(&path) {
             return Ok(());
         }
-        let selected = selected || self.includes.is_empty() || self.includes.matches(&path);
+        let selected = self.is_selected(&path, selected);
         if let NodeKind::Directory { subtree } = &node.kind {
-            let tree = self.repository.read_tree(subtree)?;
+            let tree = self.files.repository.read_tree(subtree)?;
             if !selected && !self.has_selected_descendant(&tree, &path)? {
                 return Ok(());
             }
             self.make_dir(&path.on_disk)?;
-            self.restore_tree(&tree, &path, selected);
+            self.restore_tree(tree, &path, selected);
             self.summary.dirs += 1;
-            self.progress.restored(&path.in_restore);
-            return self.apply_metadata(node, &path.on_disk);
+            self.files.progress.restored(&path.in_restore);
+            if !self.options.dry_run {
+                self.finished_dirs.push(FinishedDir {
+                    node,
+                    on_disk: path.on_disk,
+                    in_restore: path.in_restore,
+                });
+            }
+            return Ok(());
         }
         if !selected {
             return Ok(());
         }
-        self.progress.restored(&path.in_restore);
         if self.options.dry_run {
-            self.count(node);
+            self.files.progress.restored(&path.in_restore);
+            self.count(&node);
             return Ok(());
         }
+        if matches!(node.kind, NodeKind::File { .. }) && !node.is_hardlinked() {
+            return self.queue_file(node, path);
+        }
+        self.files.progress.restored(&path.in_restore);
         let on_disk = &path.on_disk;
-        clear_for(on_disk, false).map_err(|e| Error::io(on_disk, e))?;
         match &node.kind {
-            NodeKind::File {
-                size,
-                content,
-                sparse,
-            } => {
-                if node.is_hardlinked() {
-                    if let Some(first) = self.hardlinks.get(&(node.device, node.inode)) {
-                        fs::hard_link(first, on_disk).map_err(|e| Error::io(on_disk, e))?;
-                        self.summary.files += 1;
-                        return Ok(());
-                    }
-                    self.hardlinks
-                        .insert((node.device, node.inode), on_disk.clone());
+            NodeKind::File { .. } => {
+                let key = (node.device, node.inode);
+                if let Some(first) = self.hardlinks.get(&key) {
+                    create_or_replace(on_disk, || fs::hard_link(first, on_disk))
+                        .map_err(|e| Error::io(on_disk, e))?;
+                    self.summary.files += 1;
+                    return Ok(());
                 }
-                self.write_file(on_disk, *size, content, *sparse)?;
-                if self.options.verify {
-                    self.verify_file(on_disk, *size, content)?;
-                    self.summary.verified_files += 1;
-                }
+                self.hardlinks.insert(key, on_disk.clone());
+                let file = self.files.restore_file(&node, on_disk, &path.in_restore)?;
+                self.summary.files += 1;
+                self.summary.bytes = self.summary.bytes.saturating_add(file.bytes);
+                self.summary.verified_files += u64::from(file.verified);
+                return Ok(());
             }
             NodeKind::Symlink { target } => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), on_disk)
-                    .map_err(|e| Error::io(on_disk, e))?;
+                create_or_replace(on_disk, || {
+                    std::os::unix::fs::symlink(OsStr::from_bytes(target), on_disk)
+                })
+                .map_err(|e| Error::io(on_disk, e))?;
             }
             NodeKind::Fifo => {
-                nix::unistd::mkfifo(on_disk, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                    .map_err(|e| Error::io(on_disk, e.into()))?;
+                create_or_replace(on_disk, || {
+                    nix::unistd::mkfifo(on_disk, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .map_err(io::Error::from)
+                })
+                .map_err(|e| Error::io(on_disk, e))?;
             }
             NodeKind::CharDevice { rdev } | NodeKind::BlockDevice { rdev } => {
                 let kind = if matches!(node.kind, NodeKind::CharDevice { .. }) {
@@ -399,24 +469,59 @@ impl Restorer<'_> {
                 } else {
                     nix::sys::stat::SFlag::S_IFBLK
                 };
-                let made = nix::sys::stat::mknod(
-                    on_disk,
-                    kind,
-                    nix::sys::stat::Mode::from_bits_truncate(0o600),
-                    *rdev,
-                );
+                let made = create_or_replace(on_disk, || {
+                    nix::sys::stat::mknod(
+                        on_disk,
+                        kind,
+                        nix::sys::stat::Mode::from_bits_truncate(0o600),
+                        *rdev,
+                    )
+                    .map_err(io::Error::from)
+                });
                 if let Err(e) = made {
                     // Only root may create devices; the rest of the restore
                     // is still worth having.
-                    self.progress
+                    self.files
+                        .progress
                         .warning(on_disk, &format!("cannot create device: {e}"));
                     return Ok(());
                 }
             }
             NodeKind::Directory { .. } => unreachable!("directories are handled above"),
         }
-        self.count(node);
-        self.apply_metadata(node, on_disk)
+        self.count(&node);
+        self.files.apply_metadata(&node, on_disk)
+    }
+
+    /// Hands a regular file to the writer threads, waiting while the queue
+    /// is full.
+    fn queue_file(&mut self, node: Node, path: EntryPath) -> Result<()> {
+        self.collect_outcomes(false);
+        let job = FileJob {
+            node,
+            on_disk: path.on_disk,
+            in_restore: path.in_restore,
+        };
+        let jobs = self
+            .jobs
+            .as_ref()
+            .expect("the queue is open during the walk");
+        jobs.send(job).map_err(|_| {
+            Error::io(
+                &self.options.target,
+                io::Error::other("the file writers stopped"),
+            )
+        })
+    }
+
+    /// Applies the metadata of every restored directory, children first,
+    /// now that nothing more is written into them.
+    fn apply_directory_metadata(&mut self) {
+        for dir in std::mem::take(&mut self.finished_dirs) {
+            if let Err(error) = self.files.apply_metadata(&dir.node, &dir.on_disk) {
+                self.report(&dir.in_restore, &error);
+            }
+        }
     }
 
     fn count(&mut self, node: &Node) {
@@ -441,7 +546,8 @@ impl Restorer<'_> {
                 return Ok(true);
             }
             if let NodeKind::Directory { subtree } = &node.kind {
-                if self.has_selected_descendant(&self.repository.read_tree(subtree)?, &path)? {
+                let subtree = self.files.repository.read_tree(subtree)?;
+                if self.has_selected_descendant(&subtree, &path)? {
                     return Ok(true);
                 }
             }
@@ -449,37 +555,77 @@ impl Restorer<'_> {
         Ok(false)
     }
 
+    /// Creates a directory, owner-writable while entries are restored into
+    /// it (its real mode is applied last), or keeps a real one in the way.
     fn make_dir(&self, path: &Path) -> Result<()> {
         if self.options.dry_run {
             return Ok(());
         }
-        if !clear_for(path, true).map_err(|e| Error::io(path, e))? {
-            fs::create_dir(path).map_err(|e| Error::io(path, e))?;
+        let create = || fs::DirBuilder::new().mode(0o700).create(path);
+        match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if clear_for(path, true).map_err(|e| Error::io(path, e))? {
+                    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+                } else {
+                    create()
+                }
+            }
+            other => other,
         }
-        // Owner-writable while entries are restored into it; the real mode
-        // is applied afterwards.
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(path, e))
+        .map_err(|e| Error::io(path, e))
+    }
+}
+
+impl FileRestorer<'_> {
+    /// Writes a regular file, verifies it if asked, and applies its
+    /// metadata through the open file.
+    fn restore_file(&self, node: &Node, path: &Path, in_restore: &Path) -> Result<RestoredFile> {
+        let NodeKind::File {
+            size,
+            content,
+            sparse,
+        } = &node.kind
+        else {
+            unreachable!("only regular files are restored here");
+        };
+        self.progress.restored(in_restore);
+        let file = self.write_file(path, *size, content, *sparse)?;
+        if self.verify {
+            self.verify_file(path, *size, content)?;
+        }
+        self.apply_file_metadata(node, &file, path)?;
+        Ok(RestoredFile {
+            bytes: *size,
+            verified: self.verify,
+        })
     }
 
-    fn write_file(&self, path: &Path, size: u64, content: &[BlobId], sparse: bool) -> Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
+    fn write_file(&self, path: &Path, size: u64, content: &[BlobId], sparse: bool) -> Result<File> {
+        let open = || {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(path)
+        };
+        let mut file = create_or_replace(path, open).map_err(|e| Error::io(path, e))?;
         let mut written = 0u64;
+        let mut ends_in_hole = false;
         // Blobs are fetched and opened a batch at a time in parallel, and
         // written in order.
         for batch in content.chunks(BLOBS_PER_BATCH) {
-            let blobs: Vec<Result<Vec<u8>>> = batch
-                .par_iter()
-                .map(|id| self.repository.read_blob(id, BlobType::Data))
-                .collect();
+            let blobs: Vec<Result<Vec<u8>>> = if batch.len() == 1 {
+                vec![self.repository.read_blob(&batch[0], BlobType::Data)]
+            } else {
+                batch
+                    .par_iter()
+                    .map(|id| self.repository.read_blob(id, BlobType::Data))
+                    .collect()
+            };
             for data in blobs {
                 let data = data?;
-                self.write_blob(&mut file, path, &data, size, written, sparse)?;
+                ends_in_hole = self.write_blob(&mut file, path, &data, size, written, sparse)?;
                 written += data.len() as u64;
             }
         }
@@ -489,13 +635,15 @@ impl Restorer<'_> {
                 format!("snapshot records {size} bytes but its blobs hold {written}"),
             ));
         }
-        // Trailing holes need the length set; it is a no-op otherwise.
-        file.set_len(size).map_err(|e| Error::io(path, e))?;
-        Ok(())
+        if ends_in_hole {
+            // A trailing hole was skipped, not written: set the length.
+            file.set_len(size).map_err(|e| Error::io(path, e))?;
+        }
+        Ok(file)
     }
 
     /// Writes one blob at the file's position (`written` bytes in), or
-    /// seeks past it to leave a hole.
+    /// seeks past it to leave a hole. Returns whether it left a hole.
     fn write_blob(
         &self,
         file: &mut File,
@@ -504,7 +652,7 @@ impl Restorer<'_> {
         size: u64,
         written: u64,
         sparse: bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         // Checked per blob, so a hostile content list cannot fill the disk
         // before the total is compared.
         if written.saturating_add(data.len() as u64) > size {
@@ -516,10 +664,10 @@ impl Restorer<'_> {
         if sparse && data.iter().all(|&b| b == 0) {
             file.seek(SeekFrom::Current(data.len() as i64))
                 .map_err(|e| Error::io(path, e))?;
-        } else {
-            file.write_all(data).map_err(|e| Error::io(path, e))?;
+            return Ok(true);
         }
-        Ok(())
+        file.write_all(data).map_err(|e| Error::io(path, e))?;
+        Ok(false)
     }
 
     fn verify_file(&self, path: &Path, size: u64, content: &[BlobId]) -> Result<()> {
@@ -545,12 +693,43 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    /// [`FileRestorer::apply_metadata`] through an open regular file: no
+    /// path is looked up again.
+    fn apply_file_metadata(&self, node: &Node, file: &File, path: &Path) -> Result<()> {
+        if self.is_root {
+            if let Err(e) = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid)) {
+                self.progress
+                    .warning(path, &format!("cannot set owner: {e}"));
+            }
+        }
+        file.set_permissions(fs::Permissions::from_mode(node.mode))
+            .map_err(|e| Error::io(path, e))?;
+        for attr in &node.xattrs {
+            if let Err(e) = file.set_xattr(OsStr::from_bytes(&attr.name), &attr.value) {
+                self.warn_xattr(path, &attr.name, &e);
+            }
+        }
+        filetime::set_file_handle_times(
+            file,
+            Some(file_time(node.atime)),
+            Some(file_time(node.mtime)),
+        )
+        .map_err(|e| Error::io(path, e))
+    }
+
+    fn warn_xattr(&self, path: &Path, name: &[u8], error: &io::Error) {
+        self.progress.warning(
+            path,
+            &format!(
+                "cannot set extended attribute {}: {error}",
+                String::from_utf8_lossy(name)
+            ),
+        );
+    }
+
     /// Applies owner, mode, extended attributes and times, in that order:
     /// chown clears setuid bits, so mode comes after it.
     fn apply_metadata(&self, node: &Node, path: &Path) -> Result<()> {
-        if self.options.dry_run {
-            return Ok(());
-        }
         let is_symlink = matches!(node.kind, NodeKind::Symlink { .. });
         if self.is_root {
             if let Err(e) = nix::unistd::fchownat(
@@ -570,13 +749,7 @@ impl Restorer<'_> {
         }
         for attr in &node.xattrs {
             if let Err(e) = xattr::set(path, OsStr::from_bytes(&attr.name), &attr.value) {
-                self.progress.warning(
-                    path,
-                    &format!(
-                        "cannot set extended attribute {}: {e}",
-                        String::from_utf8_lossy(&attr.name)
-                    ),
-                );
+                self.warn_xattr(path, &attr.name, &e);
             }
         }
         filetime::set_symlink_file_times(path, file_time(node.atime), file_time(node.mtime))
