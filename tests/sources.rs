@@ -249,3 +249,88 @@ fn force_reads_everything_and_parent_can_be_chosen() {
         serde_json::json!(first)
     );
 }
+
+#[test]
+fn a_file_written_to_during_the_backup_is_reported_and_stored_as_read() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let env = Env::new();
+    env.init();
+    let dir = env.path("d");
+    fs::create_dir(&dir).unwrap();
+    let file = dir.join("growing.log");
+    let original = noise(16 << 20, 5);
+    fs::write(&file, &original).unwrap();
+    fs::write(dir.join("quiet"), b"left alone").unwrap();
+    // A writer appends for as long as the backup runs, so the file changes
+    // between the walk's look at it and the end of its read.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let file = file.clone();
+        std::thread::spawn(move || {
+            let mut log = fs::OpenOptions::new().append(true).open(file).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                log.write_all(b"another line\n").unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = env.run(&["backup", dir.to_str().unwrap()]);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warnings = stderr(&out);
+    assert_eq!(
+        warnings.matches("changed while being read").count(),
+        1,
+        "{warnings}"
+    );
+    assert!(warnings.contains("growing.log"), "{warnings}");
+
+    // The snapshot holds a consistent prefix: what was read.
+    let target = env.restore("latest", "t", &[]);
+    let stored = fs::read(restored(&target, &dir).join("growing.log")).unwrap();
+    let now = fs::read(&file).unwrap();
+    assert!(stored.len() >= original.len());
+    assert!(stored.len() <= now.len());
+    assert_eq!(&now[..stored.len()], &stored[..]);
+}
+
+#[test]
+fn summary_counts_new_changed_and_unmodified_files_and_directories() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("d");
+    fs::create_dir_all(dir.join("a")).unwrap();
+    fs::create_dir_all(dir.join("b")).unwrap();
+    fs::write(dir.join("a/x"), noise(3000, 1)).unwrap();
+    fs::write(dir.join("b/y"), noise(3000, 2)).unwrap();
+    let first = env.backup(&[&dir], &[]);
+    let dirs = first["dirs_new"].as_u64().unwrap();
+    assert!(dirs >= 3, "d, a, b and the directories above d: {first}");
+    assert_eq!(first["files_new"], 2);
+
+    let again = env.backup(&[&dir], &[]);
+    assert_eq!(again["dirs_unmodified"], dirs, "{again}");
+    assert_eq!(again["dirs_new"], 0);
+    assert_eq!(again["dirs_changed"], 0);
+    assert_eq!(again["files_unmodified"], 2);
+    assert_eq!(again["bytes_read"], 0);
+
+    fs::write(dir.join("a/x"), noise(3000, 3)).unwrap();
+    fs::create_dir(dir.join("c")).unwrap();
+    fs::write(dir.join("c/z"), noise(3000, 4)).unwrap();
+    let third = env.backup(&[&dir], &[]);
+    assert_eq!(third["files_new"], 1, "{third}");
+    assert_eq!(third["files_changed"], 1);
+    assert_eq!(third["files_unmodified"], 1);
+    assert_eq!(third["dirs_new"], 1);
+    assert_eq!(third["dirs_unmodified"], 1, "b");
+    // a, d and everything above d hold a changed entry.
+    assert_eq!(third["dirs_changed"], dirs - 1);
+    assert_eq!(third["bytes_read"], 6000);
+}

@@ -252,7 +252,12 @@ pub fn backup(
                 }
                 nodes.push(node);
             }
-            archiver.store_tree(root_dir, Tree { nodes }, parent_root_node.as_ref())?
+            archiver.store_tree(
+                root_dir,
+                Tree { nodes },
+                parent_root_node.as_ref(),
+                parent_root.as_ref(),
+            )?
         }
     };
     let Archiver {
@@ -670,9 +675,25 @@ impl Archiver<'_, '_> {
     }
 
     /// Stores a tree and returns its id, counting the directory as new,
-    /// changed or unmodified against its parent entry.
-    fn store_tree(&mut self, dir: &Path, mut tree: Tree, parent: Option<&Node>) -> Result<BlobId> {
+    /// changed or unmodified against its parent entry. A tree equal to the
+    /// parent's (`parent_tree`, read from `parent`) is not encoded again:
+    /// its id is the parent's.
+    fn store_tree(
+        &mut self,
+        dir: &Path,
+        mut tree: Tree,
+        parent: Option<&Node>,
+        parent_tree: Option<&Tree>,
+    ) -> Result<BlobId> {
         tree.sort();
+        if let (Some(NodeKind::Directory { subtree }), Some(previous)) =
+            (parent.map(|p| &p.kind), parent_tree)
+        {
+            if previous.nodes == tree.nodes {
+                self.summary.dirs_unmodified += 1;
+                return Ok(*subtree);
+            }
+        }
         let encoded = tree.encode();
         if encoded.len() > MAX_BLOB_LEN as usize {
             return Err(Error::InvalidArgument(format!(
@@ -741,7 +762,12 @@ impl Archiver<'_, '_> {
             } else {
                 let parent_subtree = self.parent_subtree(&path, parent);
                 let children = self.layout_children(&path, child, parent_subtree.as_ref())?;
-                let subtree = self.store_tree(&path, Tree { nodes: children }, parent)?;
+                let subtree = self.store_tree(
+                    &path,
+                    Tree { nodes: children },
+                    parent,
+                    parent_subtree.as_ref(),
+                )?;
                 Some(self.node(name, &path, &meta, NodeKind::Directory { subtree }))
             };
             nodes.extend(node);
@@ -876,7 +902,7 @@ impl Archiver<'_, '_> {
             let child_parent = parent_tree.as_ref().and_then(|t| t.find(name.as_bytes()));
             let node = if self.excluder.stops_at(&meta, self.source_device) {
                 // A mount point: recorded, but not descended into.
-                let subtree = self.store_tree(&child_path, Tree::default(), child_parent)?;
+                let subtree = self.store_tree(&child_path, Tree::default(), child_parent, None)?;
                 Some(self.node(
                     name.as_bytes(),
                     &child_path,
@@ -888,7 +914,7 @@ impl Archiver<'_, '_> {
             };
             tree.nodes.extend(node);
         }
-        self.store_tree(path, tree, parent)
+        self.store_tree(path, tree, parent, parent_tree.as_ref())
     }
 
     /// Archives a regular file's content, reusing the parent's when the file
@@ -932,7 +958,7 @@ impl Archiver<'_, '_> {
             .flatten();
         let (size, content) = match known_link {
             Some((size, content)) => (*size, content.clone()),
-            None => match self.read_content(path)? {
+            None => match self.read_content(path, meta)? {
                 Ok(read) => read,
                 Err(e) => {
                     self.mark_unreadable(path, &e);
@@ -958,7 +984,14 @@ impl Archiver<'_, '_> {
 
     /// Reads, chunks and stores a file. The outer error is the repository's
     /// (fatal); the inner one is the source file's (the file is skipped).
-    fn read_content(&mut self, path: &Path) -> Result<io::Result<(u64, Vec<BlobId>)>> {
+    /// A file whose size or mtime differs after the read from what the walk
+    /// saw (`meta`) was written to meanwhile: that is reported, and what
+    /// was read is stored.
+    fn read_content(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+    ) -> Result<io::Result<(u64, Vec<BlobId>)>> {
         let file = match open_source(path) {
             Ok(file) => file,
             Err(e) => return Ok(Err(e)),
@@ -968,7 +1001,7 @@ impl Archiver<'_, '_> {
         let mut batch = Vec::with_capacity(CHUNKS_PER_BATCH);
         let repository = self.repository;
         let buffer = std::mem::take(&mut self.chunk_buffer);
-        let mut chunks = repository.chunker().stream_with_buffer(file, buffer);
+        let mut chunks = repository.chunker().stream_with_buffer(&file, buffer);
         for chunk in chunks.by_ref() {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
@@ -989,6 +1022,25 @@ impl Archiver<'_, '_> {
         let batch_bytes = batch.iter().map(|c| c.len() as u64).sum();
         content.extend(lock(self.writer).add_blobs(BlobType::Data, batch)?);
         self.progress.bytes_processed(batch_bytes);
+        let after = match file.metadata() {
+            Ok(after) => after,
+            Err(e) => return Ok(Err(e)),
+        };
+        let unchanged = size == meta.len()
+            && after.len() == meta.len()
+            && (after.mtime(), after.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec());
+        if !unchanged {
+            self.progress.warning(
+                path,
+                &format!(
+                    "changed while being read ({} bytes when listed, {} read, {} now); \
+                     the snapshot holds what was read",
+                    meta.len(),
+                    size,
+                    after.len()
+                ),
+            );
+        }
         Ok(Ok((size, content)))
     }
 }

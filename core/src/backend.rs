@@ -5,9 +5,10 @@
 //! never modified in place; names other than `config` are content hashes, so
 //! a second put of an existing name has nothing to do.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -93,12 +94,63 @@ pub trait ObjectWriter: Write + Send {
 /// A repository in a local directory.
 pub struct LocalBackend {
     root: PathBuf,
+    /// Packs recently read from, kept open: a restore reads thousands of
+    /// blobs from each pack, and opening it per blob costs a path lookup
+    /// each time. Objects never change under their name, so a handle
+    /// stays valid.
+    open_packs: Mutex<VecDeque<OpenPack>>,
 }
+
+/// A pack file kept open by [`LocalBackend`], with its length.
+struct OpenPack {
+    name: String,
+    file: Arc<File>,
+    len: u64,
+}
+
+/// Packs kept open at once.
+const OPEN_PACKS: usize = 16;
 
 impl LocalBackend {
     /// A backend rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            open_packs: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// An open handle on a pack and its length, from the cache or opened
+    /// and cached.
+    fn open_pack(&self, name: &str) -> io::Result<(Arc<File>, u64)> {
+        let cached = |packs: &VecDeque<OpenPack>| {
+            packs
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| (Arc::clone(&p.file), p.len))
+        };
+        if let Some(found) = cached(&self.lock_open_packs()) {
+            return Ok(found);
+        }
+        let file = File::open(self.path(ObjectKind::Pack, name))?;
+        let len = file.metadata()?.len();
+        let file = Arc::new(file);
+        let mut packs = self.lock_open_packs();
+        if packs.len() == OPEN_PACKS {
+            packs.pop_front();
+        }
+        packs.push_back(OpenPack {
+            name: name.to_string(),
+            file: Arc::clone(&file),
+            len,
+        });
+        Ok((file, len))
+    }
+
+    fn lock_open_packs(&self) -> std::sync::MutexGuard<'_, VecDeque<OpenPack>> {
+        self.open_packs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The repository directory.
@@ -237,17 +289,21 @@ impl Backend for LocalBackend {
         offset: u64,
         len: u64,
     ) -> io::Result<Vec<u8>> {
-        let mut file = File::open(self.path(kind, name))?;
-        let size = file.metadata()?.len();
+        let (file, size) = if kind == ObjectKind::Pack {
+            self.open_pack(name)?
+        } else {
+            let file = File::open(self.path(kind, name))?;
+            let size = file.metadata()?.len();
+            (Arc::new(file), size)
+        };
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("range {offset}+{len} beyond object length {size}"),
             ));
         }
-        file.seek(SeekFrom::Start(offset))?;
         let mut out = vec![0; len as usize];
-        file.read_exact(&mut out)?;
+        file.read_exact_at(&mut out, offset)?;
         Ok(out)
     }
 
@@ -319,6 +375,7 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()> {
+        self.lock_open_packs().retain(|p| p.name != name);
         fs::remove_file(self.path(kind, name))
     }
 
