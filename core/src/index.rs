@@ -106,6 +106,12 @@ fn decode_location(id: BlobId, bytes: &[u8; LOCATION_LEN]) -> BlobLocation {
     }
 }
 
+/// Memory redb may use for its page cache and write buffer. redb's default
+/// (1 GiB) would let memory grow with the repository; with this bound a
+/// lookup in a large index reads pages through the operating system's
+/// cache instead.
+const CACHE_BYTES: usize = 16 << 20;
+
 /// The local redb cache of the repository's index.
 pub struct IndexCache {
     db: Database,
@@ -125,7 +131,8 @@ impl IndexCache {
             path: path.to_path_buf(),
             reason,
         };
-        match Database::create(path) {
+        let create = |path: &Path| Database::builder().set_cache_size(CACHE_BYTES).create(path);
+        match create(path) {
             Ok(db) => return IndexCache::ready(db, path.to_path_buf(), None),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 let temp = tempfile::Builder::new()
@@ -133,14 +140,14 @@ impl IndexCache {
                     .suffix(".redb")
                     .tempfile_in(dir)
                     .map_err(|e| Error::io(dir, e))?;
-                let db = Database::create(temp.path()).map_err(|e| cache_error(e.to_string()))?;
+                let db = create(temp.path()).map_err(|e| cache_error(e.to_string()))?;
                 return IndexCache::ready(db, temp.path().to_path_buf(), Some(temp));
             }
             Err(_) => {}
         }
         // Damaged: the cache holds nothing that the segments do not.
         std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-        let db = Database::create(path).map_err(|e| cache_error(e.to_string()))?;
+        let db = create(path).map_err(|e| cache_error(e.to_string()))?;
         IndexCache::ready(db, path.to_path_buf(), None)
     }
 

@@ -607,7 +607,7 @@ pub struct BlobWriter<'r> {
     packer: Option<Packer>,
     unindexed: Vec<IndexedPack>,
     unindexed_entries: usize,
-    /// Blobs this session stored or queued: the index does not know them yet.
+    /// Blobs this session queued or stored that no index segment lists yet.
     written: HashSet<BlobId>,
     /// Final counts, once flushed.
     bytes_added: u64,
@@ -728,7 +728,13 @@ impl BlobWriter<'_> {
             .backend
             .put(ObjectKind::Index, &name, &bytes)
             .map_err(|e| self.repository.storage_error(ObjectKind::Index, &name, e))?;
-        self.repository.index.absorb(id, &segment)
+        self.repository.index.absorb(id, &segment)?;
+        // The index finds these now: forgetting them keeps memory flat
+        // however many blobs one session writes.
+        for entry in segment.packs.iter().flat_map(|p| &p.entries) {
+            self.written.remove(&entry.id);
+        }
+        Ok(())
     }
 
     /// Waits until every queued blob is stored, then indexes the packs.
