@@ -195,6 +195,18 @@ fn build_rich_tree(root: &Path) {
     fs::create_dir_all(&deep).unwrap();
     fs::write(deep.join("bottom"), b"deep down").unwrap();
 
+    // Read-only directories full of files: their mode and mtime must be
+    // applied only once every file in them is written, however the writes
+    // are spread over threads.
+    let read_only = root.join("read-only");
+    fs::create_dir_all(read_only.join("inner")).unwrap();
+    for i in 0..300u64 {
+        fs::write(read_only.join(format!("f{i:03}")), noise(2000, 100 + i)).unwrap();
+    }
+    fs::write(read_only.join("inner/last"), b"inside").unwrap();
+    fs::set_permissions(read_only.join("inner"), fs::Permissions::from_mode(0o500)).unwrap();
+    fs::set_permissions(&read_only, fs::Permissions::from_mode(0o555)).unwrap();
+
     // A sparse file: data, a hole, data, and a trailing hole.
     let sparse = fs::File::create(root.join("sparse")).unwrap();
     use std::os::unix::fs::FileExt;
@@ -247,6 +259,8 @@ fn build_rich_tree(root: &Path) {
     set_times(&root.join("link-dangling"), (1_000_000_000, 5), (-1, 7));
     set_times(&root.join("empty/nested-empty"), (86_400, 0), (-86_400, 42));
     set_times(&root.join("empty"), (100, 0), (200, 300));
+    set_times(&read_only.join("inner"), (300, 0), (400, 500));
+    set_times(&read_only, (500, 0), (600, 700));
 }
 
 #[test]

@@ -1002,10 +1002,14 @@ impl Archiver<'_, '_> {
         let repository = self.repository;
         let buffer = std::mem::take(&mut self.chunk_buffer);
         let mut chunks = repository.chunker().stream_with_buffer(&file, buffer);
+        let mut failure = None;
         for chunk in chunks.by_ref() {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
-                Err(e) => return Ok(Err(e)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             };
             size += chunk.len() as u64;
             self.summary.bytes_read += chunk.len() as u64;
@@ -1019,6 +1023,9 @@ impl Archiver<'_, '_> {
             }
         }
         self.chunk_buffer = chunks.into_buffer();
+        if let Some(e) = failure {
+            return Ok(Err(e));
+        }
         let batch_bytes = batch.iter().map(|c| c.len() as u64).sum();
         content.extend(lock(self.writer).add_blobs(BlobType::Data, batch)?);
         self.progress.bytes_processed(batch_bytes);

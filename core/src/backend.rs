@@ -94,10 +94,11 @@ pub trait ObjectWriter: Write + Send {
 /// A repository in a local directory.
 pub struct LocalBackend {
     root: PathBuf,
-    /// Packs recently read from, kept open: a restore reads thousands of
-    /// blobs from each pack, and opening it per blob costs a path lookup
-    /// each time. Objects never change under their name, so a handle
-    /// stays valid.
+    /// The last packs opened for reading, kept open: a restore reads
+    /// thousands of blobs from each pack, and opening it per blob costs a
+    /// path lookup each time. A pack's bytes never change under its name;
+    /// if a read through a kept handle fails (the pack was deleted and put
+    /// again, say), the handle is dropped and the pack opened afresh.
     open_packs: Mutex<VecDeque<OpenPack>>,
 }
 
@@ -120,22 +121,21 @@ impl LocalBackend {
         }
     }
 
-    /// An open handle on a pack and its length, from the cache or opened
-    /// and cached.
+    /// A kept handle on a pack and its length, if there is one.
+    fn kept_pack(&self, name: &str) -> Option<(Arc<File>, u64)> {
+        self.lock_open_packs()
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| (Arc::clone(&p.file), p.len))
+    }
+
+    /// Opens a pack and keeps the handle, in place of any kept before.
     fn open_pack(&self, name: &str) -> io::Result<(Arc<File>, u64)> {
-        let cached = |packs: &VecDeque<OpenPack>| {
-            packs
-                .iter()
-                .find(|p| p.name == name)
-                .map(|p| (Arc::clone(&p.file), p.len))
-        };
-        if let Some(found) = cached(&self.lock_open_packs()) {
-            return Ok(found);
-        }
         let file = File::open(self.path(ObjectKind::Pack, name))?;
         let len = file.metadata()?.len();
         let file = Arc::new(file);
         let mut packs = self.lock_open_packs();
+        packs.retain(|p| p.name != name);
         if packs.len() == OPEN_PACKS {
             packs.pop_front();
         }
@@ -159,19 +159,37 @@ impl LocalBackend {
     }
 
     fn path(&self, kind: ObjectKind, name: &str) -> PathBuf {
-        match kind {
-            ObjectKind::Config => self.root.join("config"),
-            ObjectKind::Pack => {
-                let shard = name.get(..2).unwrap_or("__");
-                self.root.join("data").join(shard).join(name)
-            }
-            _ => self.root.join(kind.dir_name()).join(name),
-        }
+        object_path(&self.root, kind, name)
     }
+}
+
+/// Reads `len` bytes at `offset` of a file `size` bytes long.
+fn read_range(file: &File, size: u64, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("range {offset}+{len} beyond object length {size}"),
+        ));
+    }
+    let mut out = vec![0; len as usize];
+    file.read_exact_at(&mut out, offset)?;
+    Ok(out)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Where an object lives below a local repository's `root`.
+fn object_path(root: &Path, kind: ObjectKind, name: &str) -> PathBuf {
+    match kind {
+        ObjectKind::Config => root.join("config"),
+        ObjectKind::Pack => {
+            let shard = name.get(..2).unwrap_or("__");
+            root.join("data").join(shard).join(name)
+        }
+        _ => root.join(kind.dir_name()).join(name),
+    }
 }
 
 /// Creates a pack's shard folder if it is missing.
@@ -201,7 +219,7 @@ const WRITE_BUFFER: usize = 256 << 10;
 struct LocalObjectWriter {
     file: io::BufWriter<File>,
     tmp: PathBuf,
-    backend: LocalBackend,
+    root: PathBuf,
     kind: ObjectKind,
     finished: bool,
 }
@@ -222,17 +240,25 @@ impl Write for LocalObjectWriter {
 
 impl ObjectWriter for LocalObjectWriter {
     fn finish(mut self: Box<Self>, name: &str) -> io::Result<()> {
-        self.file.flush()?;
-        self.file.get_ref().sync_all()?;
-        let path = self.backend.path(self.kind, name);
+        let path = object_path(&self.root, self.kind, name);
         if path.symlink_metadata().is_ok() {
-            // Same name, same bytes: the stored copy stands.
+            // Same name, same bytes: the stored copy stands, and dropping
+            // the writer removes the temporary file.
             return Ok(());
         }
+        self.file.flush()?;
+        self.file.get_ref().sync_all()?;
         ensure_shard(self.kind, &path)?;
         fs::rename(&self.tmp, &path)?;
         self.finished = true;
-        sync_dir(path.parent().expect("object paths have a parent"))
+        // The new name, and the temporary name gone from the kind's folder.
+        let folder = path.parent().expect("object paths have a parent");
+        sync_dir(folder)?;
+        let tmp_folder = self.tmp.parent().expect("temporary paths have a parent");
+        if tmp_folder != folder {
+            sync_dir(tmp_folder)?;
+        }
+        Ok(())
     }
 }
 
@@ -289,22 +315,18 @@ impl Backend for LocalBackend {
         offset: u64,
         len: u64,
     ) -> io::Result<Vec<u8>> {
-        let (file, size) = if kind == ObjectKind::Pack {
-            self.open_pack(name)?
-        } else {
-            let file = File::open(self.path(kind, name))?;
-            let size = file.metadata()?.len();
-            (Arc::new(file), size)
-        };
-        if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("range {offset}+{len} beyond object length {size}"),
-            ));
+        if kind == ObjectKind::Pack {
+            if let Some((file, size)) = self.kept_pack(name) {
+                if let Ok(bytes) = read_range(&file, size, offset, len) {
+                    return Ok(bytes);
+                }
+            }
+            let (file, size) = self.open_pack(name)?;
+            return read_range(&file, size, offset, len);
         }
-        let mut out = vec![0; len as usize];
-        file.read_exact_at(&mut out, offset)?;
-        Ok(out)
+        let file = File::open(self.path(kind, name))?;
+        let size = file.metadata()?.len();
+        read_range(&file, size, offset, len)
     }
 
     fn size(&self, kind: ObjectKind, name: &str) -> io::Result<u64> {
@@ -341,7 +363,7 @@ impl Backend for LocalBackend {
         Ok(Box::new(LocalObjectWriter {
             file: io::BufWriter::with_capacity(WRITE_BUFFER, file),
             tmp,
-            backend: LocalBackend::new(self.root.clone()),
+            root: self.root.clone(),
             kind,
             finished: false,
         }))

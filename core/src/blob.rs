@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use crate::crypto::{IdKey, Sealer, SEAL_OVERHEAD};
+use crate::crypto::{IdKey, Sealer, NONCE_LEN, SEAL_OVERHEAD};
 use crate::id::BlobId;
 
 /// Largest plaintext blob this build writes or reads, in bytes.
@@ -109,7 +109,8 @@ pub fn associated_data(id: &BlobId, blob_type: BlobType, compression: Compressio
 
 /// Compresses `plaintext` with zstd at `level` (0 = store raw) and seals it.
 /// `plaintext` must not exceed [`MAX_BLOB_LEN`]; its id is given by the
-/// caller, who has already computed it to look it up in the index.
+/// caller, who has already computed it to look it up in the index. For one
+/// blob: this creates a zstd context, which an [`Encoder`] keeps for many.
 pub fn seal(
     id: BlobId,
     blob_type: BlobType,
@@ -193,23 +194,29 @@ impl Encoder {
 }
 
 /// Opens a stored blob and checks that its plaintext hashes to `id`.
-/// `raw_len` (from the index, already bounded) caps decompression.
+/// `raw_len` (from the index, already bounded) caps decompression. The
+/// blob is decrypted where it lies in `stored`.
 pub fn open(
     id: &BlobId,
     blob_type: BlobType,
     compression: Compression,
     raw_len: u32,
-    stored: &[u8],
+    mut stored: Vec<u8>,
     sealer: &Sealer,
     id_key: &IdKey,
 ) -> Result<Vec<u8>, BlobError> {
     let payload = sealer
-        .open(stored, &associated_data(id, blob_type, compression))
+        .open_in_place(&mut stored, &associated_data(id, blob_type, compression))
         .map_err(|_| BlobError::Authentication)?;
     let plaintext = match compression {
-        Compression::None => payload,
+        Compression::None => {
+            let len = payload.len();
+            stored.truncate(NONCE_LEN + len);
+            stored.drain(..NONCE_LEN);
+            stored
+        }
         Compression::Zstd => {
-            decompress(&payload, raw_len as usize).map_err(BlobError::Decompression)?
+            decompress(payload, raw_len as usize).map_err(BlobError::Decompression)?
         }
     };
     if plaintext.len() != raw_len as usize || id_key.blob_id(blob_type.to_byte(), &plaintext) != *id
@@ -264,7 +271,7 @@ mod tests {
                 BlobType::Data,
                 sealed.compression,
                 sealed.raw_len,
-                &sealed.bytes,
+                sealed.bytes.clone(),
                 &sealer,
                 &key,
             )
@@ -276,7 +283,7 @@ mod tests {
                 BlobType::Tree,
                 sealed.compression,
                 sealed.raw_len,
-                &sealed.bytes,
+                sealed.bytes.clone(),
                 &sealer,
                 &key
             )
@@ -287,7 +294,7 @@ mod tests {
                 BlobType::Data,
                 sealed.compression,
                 sealed.raw_len,
-                &sealed.bytes,
+                sealed.bytes.clone(),
                 &sealer,
                 &key
             )

@@ -85,6 +85,30 @@ impl Sealer {
         out
     }
 
+    /// Opens `nonce || ciphertext || tag` where it lies, checking it against
+    /// `aad`, and returns the plaintext: the part of `sealed` between the
+    /// nonce and the tag. Saves the copy [`Sealer::open`] makes.
+    pub fn open_in_place<'a>(
+        &self,
+        sealed: &'a mut [u8],
+        aad: &[u8],
+    ) -> Result<&'a [u8], OpenError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(OpenError);
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        self.cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                aad,
+                ciphertext,
+                aes_gcm_siv::Tag::from_slice(tag),
+            )
+            .map_err(|_| OpenError)?;
+        Ok(ciphertext)
+    }
+
     /// Opens `nonce || ciphertext || tag`, checking it against `aad`.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, OpenError> {
         if sealed.len() < SEAL_OVERHEAD {
@@ -148,6 +172,15 @@ mod tests {
             assert!(sealer.open(&flipped, b"aad").is_err(), "flip at {i}");
         }
         assert!(sealer.open(&sealed[..10], b"aad").is_err());
+        let mut in_place = sealed.clone();
+        assert_eq!(
+            sealer.open_in_place(&mut in_place, b"aad").unwrap(),
+            b"hello"
+        );
+        let mut flipped = sealed.clone();
+        flipped[NONCE_LEN] ^= 1;
+        assert!(sealer.open_in_place(&mut flipped, b"aad").is_err());
+        assert!(sealer.open_in_place(&mut [0u8; 10], b"aad").is_err());
         let other = Sealer::new(&SecretKey::random());
         assert!(other.open(&sealed, b"aad").is_err());
     }

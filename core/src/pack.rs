@@ -75,7 +75,8 @@ pub struct PackWriter<W> {
 pub struct FinishedPack<W> {
     /// Its name.
     pub id: PackId,
-    /// The sink it was written to, flushed by the caller.
+    /// The sink it was written to, holding the whole pack; the caller
+    /// makes it durable (for a backend, [`crate::backend::ObjectWriter::finish`]).
     pub sink: W,
     /// What it holds.
     pub entries: Vec<PackEntry>,
@@ -101,15 +102,17 @@ impl<W: Write> PackWriter<W> {
 
     /// Appends a blob.
     pub fn add(&mut self, blob: &SealedBlob) -> io::Result<()> {
+        let offset = self.len as u32;
+        self.write(&blob.bytes)?;
         self.entries.push(PackEntry {
             id: blob.id,
             blob_type: blob.blob_type.to_byte(),
             compression: blob.compression.to_byte(),
-            offset: self.len as u32,
+            offset,
             stored_len: blob.bytes.len() as u32,
             raw_len: blob.raw_len,
         });
-        self.write(&blob.bytes)
+        Ok(())
     }
 
     /// Bytes of blobs added so far.
@@ -120,11 +123,6 @@ impl<W: Write> PackWriter<W> {
     /// Number of blobs added so far.
     pub fn entry_count(&self) -> usize {
         self.entries.len()
-    }
-
-    /// Whether no blob was added.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Appends the trailer sealed under `session` and the footer.
@@ -244,7 +242,8 @@ mod tests {
         let entries = open_trailer(trailer, offset, &sealer).unwrap();
         assert_eq!(entries, pack.entries);
         let second = &entries[1];
-        let stored = &bytes[second.offset as usize..(second.offset + second.stored_len) as usize];
+        let stored =
+            bytes[second.offset as usize..(second.offset + second.stored_len) as usize].to_vec();
         let plain = blob::open(
             &second.id,
             BlobType::Data,

@@ -145,8 +145,10 @@ impl Packer {
             })
     }
 
-    /// Queues a blob, waiting while the queue is full. Errors if the
-    /// pipeline stopped on a storage failure.
+    /// Adds a blob to the batch being gathered. A full batch is handed to
+    /// the workers, waiting while their queue is full; that hand-over errors
+    /// if the pipeline stopped on a storage failure (so a failure shows at
+    /// the next full batch, or at [`Packer::finish`]).
     pub fn submit(&mut self, job: Job) -> Result<()> {
         self.batch_bytes += job.plaintext.len();
         self.batch.push(job);

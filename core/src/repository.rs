@@ -457,7 +457,7 @@ impl Repository {
             expected,
             compression,
             entry.raw_len,
-            &stored,
+            stored,
             &sealer,
             &self.keys.id_key,
         )

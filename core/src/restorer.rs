@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use filetime::FileTime;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -141,11 +141,12 @@ impl EntryPath {
 
 /// Restores `snapshot` (or part of it) as `options` say.
 ///
-/// One thread walks the trees and creates directories, links and special
-/// files; regular files go to writer threads through a bounded queue, so
-/// files in different directories are written at once and memory stays
-/// flat. Directory metadata is applied last, deepest first, once nothing
-/// more is written into them.
+/// One thread walks the trees, creates directories, links and special
+/// files, and writes the first name of each hard-linked file; other regular
+/// files go to writer threads through a bounded queue, so files in
+/// different directories are written at once. A directory's metadata is
+/// applied as soon as everything in it is written, so memory holds only
+/// the directories still being filled.
 pub fn restore(
     repository: &Repository,
     snapshot: &Snapshot,
@@ -161,6 +162,8 @@ pub fn restore(
         in_restore: PathBuf::from("/"),
         on_disk: options.target.clone(),
     };
+    let includes = Patterns::new(&options.includes)?;
+    let excludes = Patterns::new(&options.excludes)?;
     if !options.dry_run {
         fs::create_dir_all(&options.target).map_err(|e| Error::io(&options.target, e))?;
     }
@@ -170,30 +173,28 @@ pub fn restore(
         progress,
         is_root: nix::unistd::geteuid().is_root(),
     };
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (jobs, job_queue) = mpsc::sync_channel::<FileJob>(FILE_QUEUE);
-    let job_queue = Mutex::new(job_queue);
-    let (outcomes_tx, outcomes) = mpsc::channel::<FileOutcome>();
-    let mut restorer = Restorer {
-        files: &files,
-        options,
-        includes: Patterns::new(&options.includes)?,
-        excludes: Patterns::new(&options.excludes)?,
-        summary: RestoreSummary::default(),
-        hardlinks: HashMap::new(),
-        jobs: Some(jobs),
-        outcomes,
-        finished_dirs: Vec::new(),
+    let workers = if options.dry_run {
+        0
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
     };
-    std::thread::scope(|scope| {
+    // Everything that connects the walk and the writers lives inside the
+    // scope: if either side panics, its end of a channel is dropped while
+    // unwinding, the other side stops, and the panic is not a hang.
+    let summary = std::thread::scope(|scope| {
+        let (jobs, job_queue) = mpsc::sync_channel::<FileJob>(FILE_QUEUE);
+        let job_queue = Arc::new(Mutex::new(job_queue));
+        let (outcomes_tx, outcomes) = mpsc::channel::<FileOutcome>();
         for _ in 0..workers {
             let outcomes = outcomes_tx.clone();
-            let (files, job_queue) = (&files, &job_queue);
+            let job_queue = Arc::clone(&job_queue);
+            let files = &files;
             scope.spawn(move || loop {
                 let job = job_queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
                 let Ok(job) = job else { return };
                 let result = files.restore_file(&job.node, &job.on_disk, &job.in_restore);
                 let outcome = FileOutcome {
+                    dir: job.dir,
                     in_restore: job.in_restore,
                     result,
                 };
@@ -202,9 +203,21 @@ pub fn restore(
                 }
             });
         }
-        drop(outcomes_tx);
+        drop((job_queue, outcomes_tx));
+        let mut restorer = Restorer {
+            files: &files,
+            options,
+            includes,
+            excludes,
+            summary: RestoreSummary::default(),
+            hardlinks: HashMap::new(),
+            jobs: Some(jobs),
+            outcomes,
+            open_dirs: HashMap::new(),
+            next_dir: 0,
+        };
         match start_node {
-            None => restorer.restore_tree(tree, &base, false),
+            None => restorer.restore_tree(tree, &base, false, None),
             Some(node) => {
                 let base = EntryPath {
                     in_snapshot: base
@@ -214,17 +227,18 @@ pub fn restore(
                         .to_path_buf(),
                     ..base
                 };
-                if let Err(error) = restorer.restore_node(node, &base, false) {
-                    restorer.report(&base.in_restore, &error);
+                let name = node.name.clone();
+                if let Err(error) = restorer.restore_node(node, &base, false, None) {
+                    restorer.report(&base.child(&name).in_restore, &error);
                 }
             }
         }
         // Closing the queue lets the writers finish and stop.
         restorer.jobs = None;
+        restorer.collect_outcomes(true);
+        restorer.summary
     });
-    restorer.collect_outcomes(true);
-    restorer.apply_directory_metadata();
-    Ok(restorer.summary)
+    Ok(summary)
 }
 
 /// Finds the tree to restore from: the root, or the entry at `subpath`.
@@ -277,19 +291,32 @@ struct FileJob {
     node: Node,
     on_disk: PathBuf,
     in_restore: PathBuf,
+    /// The directory it is in, if its metadata waits for it.
+    dir: Option<DirKey>,
 }
 
 /// What a writer thread did with a [`FileJob`].
 struct FileOutcome {
+    dir: Option<DirKey>,
     in_restore: PathBuf,
     result: Result<RestoredFile>,
 }
 
-/// A directory whose metadata waits until everything in it is written.
-struct FinishedDir {
+/// Names an [`OpenDir`] for the life of one restore.
+type DirKey = u64;
+
+/// A restored directory whose metadata waits until everything in it is
+/// written: its own entries, the files queued for the writers, and its
+/// subdirectories.
+struct OpenDir {
     node: Node,
     on_disk: PathBuf,
     in_restore: PathBuf,
+    parent: Option<DirKey>,
+    /// Files queued in it plus subdirectories not finished yet.
+    pending: usize,
+    /// Whether the walk has been through all its entries.
+    walked: bool,
 }
 
 /// Writes regular files, with their metadata. Shared by the writer threads.
@@ -312,8 +339,10 @@ struct Restorer<'a, 'r> {
     /// Open while the walk runs.
     jobs: Option<SyncSender<FileJob>>,
     outcomes: Receiver<FileOutcome>,
-    /// Directories restored, children before parents.
-    finished_dirs: Vec<FinishedDir>,
+    /// Directories whose metadata is not applied yet: those the walk is in,
+    /// and those with files still queued.
+    open_dirs: HashMap<DirKey, OpenDir>,
+    next_dir: DirKey,
 }
 
 /// Removes whatever is at `path` unless it is a real directory, so nothing
@@ -375,6 +404,70 @@ impl Restorer<'_, '_> {
                 }
                 Err(error) => self.report(&outcome.in_restore, &error),
             }
+            if let Some(dir) = outcome.dir {
+                self.settle(dir);
+            }
+        }
+    }
+
+    /// Records a restored directory whose metadata must wait for what is
+    /// written into it; `None` in a dry run, which applies no metadata.
+    fn open_dir(&mut self, node: Node, path: &EntryPath, parent: Option<DirKey>) -> Option<DirKey> {
+        if self.options.dry_run {
+            return None;
+        }
+        if let Some(parent) = parent.and_then(|p| self.open_dirs.get_mut(&p)) {
+            parent.pending += 1;
+        }
+        let key = self.next_dir;
+        self.next_dir += 1;
+        self.open_dirs.insert(
+            key,
+            OpenDir {
+                node,
+                on_disk: path.on_disk.clone(),
+                in_restore: path.in_restore.clone(),
+                parent,
+                pending: 0,
+                walked: false,
+            },
+        );
+        Some(key)
+    }
+
+    /// Marks a directory walked, and applies its metadata if nothing in it
+    /// is pending.
+    fn close_dir(&mut self, key: DirKey) {
+        if let Some(dir) = self.open_dirs.get_mut(&key) {
+            dir.walked = true;
+        }
+        self.finish_dir_if_done(key);
+    }
+
+    /// One thing pending in a directory is done.
+    fn settle(&mut self, key: DirKey) {
+        if let Some(dir) = self.open_dirs.get_mut(&key) {
+            dir.pending -= 1;
+        }
+        self.finish_dir_if_done(key);
+    }
+
+    /// Applies a directory's metadata once it is walked and nothing in it is
+    /// pending; then its parent has one thing less to wait for.
+    fn finish_dir_if_done(&mut self, key: DirKey) {
+        let done = self
+            .open_dirs
+            .get(&key)
+            .is_some_and(|dir| dir.walked && dir.pending == 0);
+        if !done {
+            return;
+        }
+        let dir = self.open_dirs.remove(&key).expect("checked above");
+        if let Err(error) = self.files.apply_metadata(&dir.node, &dir.on_disk) {
+            self.report(&dir.in_restore, &error);
+        }
+        if let Some(parent) = dir.parent {
+            self.settle(parent);
         }
     }
 
@@ -383,10 +476,16 @@ impl Restorer<'_, '_> {
     /// reported and counted, and the rest are still restored: on a bad day,
     /// everything that can be had back matters more than stopping at the
     /// first error.
-    fn restore_tree(&mut self, tree: Tree, dir: &EntryPath, selected: bool) {
+    fn restore_tree(
+        &mut self,
+        tree: Tree,
+        dir: &EntryPath,
+        selected: bool,
+        dir_key: Option<DirKey>,
+    ) {
         for node in tree.nodes {
             let name = node.name.clone();
-            if let Err(error) = self.restore_node(node, dir, selected) {
+            if let Err(error) = self.restore_node(node, dir, selected, dir_key) {
                 self.report(&dir.child(&name).in_restore, &error);
             }
         }
@@ -397,7 +496,15 @@ impl Restorer<'_, '_> {
         selected || self.includes.is_empty() || self.includes.matches(path)
     }
 
-    fn restore_node(&mut self, node: Node, dir: &EntryPath, selected: bool) -> Result<()> {
+    /// Restores one entry of the directory `dir` (whose metadata waits as
+    /// `dir_key`, if it does).
+    fn restore_node(
+        &mut self,
+        node: Node,
+        dir: &EntryPath,
+        selected: bool,
+        dir_key: Option<DirKey>,
+    ) -> Result<()> {
         let path = dir.child(&node.name);
         if self.excludes.matches(&path) {
             return Ok(());
@@ -409,15 +516,12 @@ impl Restorer<'_, '_> {
                 return Ok(());
             }
             self.make_dir(&path.on_disk)?;
-            self.restore_tree(tree, &path, selected);
             self.summary.dirs += 1;
             self.files.progress.restored(&path.in_restore);
-            if !self.options.dry_run {
-                self.finished_dirs.push(FinishedDir {
-                    node,
-                    on_disk: path.on_disk,
-                    in_restore: path.in_restore,
-                });
+            let key = self.open_dir(node, &path, dir_key);
+            self.restore_tree(tree, &path, selected, key);
+            if let Some(key) = key {
+                self.close_dir(key);
             }
             return Ok(());
         }
@@ -430,7 +534,7 @@ impl Restorer<'_, '_> {
             return Ok(());
         }
         if matches!(node.kind, NodeKind::File { .. }) && !node.is_hardlinked() {
-            return self.queue_file(node, path);
+            return self.queue_file(node, path, dir_key);
         }
         self.files.progress.restored(&path.in_restore);
         let on_disk = &path.on_disk;
@@ -495,12 +599,13 @@ impl Restorer<'_, '_> {
 
     /// Hands a regular file to the writer threads, waiting while the queue
     /// is full.
-    fn queue_file(&mut self, node: Node, path: EntryPath) -> Result<()> {
+    fn queue_file(&mut self, node: Node, path: EntryPath, dir: Option<DirKey>) -> Result<()> {
         self.collect_outcomes(false);
         let job = FileJob {
             node,
             on_disk: path.on_disk,
             in_restore: path.in_restore,
+            dir,
         };
         let jobs = self
             .jobs
@@ -511,17 +616,11 @@ impl Restorer<'_, '_> {
                 &self.options.target,
                 io::Error::other("the file writers stopped"),
             )
-        })
-    }
-
-    /// Applies the metadata of every restored directory, children first,
-    /// now that nothing more is written into them.
-    fn apply_directory_metadata(&mut self) {
-        for dir in std::mem::take(&mut self.finished_dirs) {
-            if let Err(error) = self.files.apply_metadata(&dir.node, &dir.on_disk) {
-                self.report(&dir.in_restore, &error);
-            }
+        })?;
+        if let Some(dir) = dir.and_then(|d| self.open_dirs.get_mut(&d)) {
+            dir.pending += 1;
         }
+        Ok(())
     }
 
     fn count(&mut self, node: &Node) {
@@ -555,8 +654,9 @@ impl Restorer<'_, '_> {
         Ok(false)
     }
 
-    /// Creates a directory, owner-writable while entries are restored into
-    /// it (its real mode is applied last), or keeps a real one in the way.
+    /// Creates a directory, or keeps a real one in the way, and makes it
+    /// mode 0700 (whatever the umask) while entries are restored into it;
+    /// its real mode is applied once they are.
     fn make_dir(&self, path: &Path) -> Result<()> {
         if self.options.dry_run {
             return Ok(());
@@ -565,13 +665,14 @@ impl Restorer<'_, '_> {
         match create() {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if clear_for(path, true).map_err(|e| Error::io(path, e))? {
-                    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+                    Ok(())
                 } else {
                     create()
                 }
             }
             other => other,
         }
+        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o700)))
         .map_err(|e| Error::io(path, e))
     }
 }
