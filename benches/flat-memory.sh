@@ -3,7 +3,7 @@
 # repository to about ten million blobs and, at checkpoints along the way,
 # measures the peak RSS of everyday commands against it.
 #
-#   benches/flat-memory.sh                 # checkpoints at 1, 4 and 12 parts
+#   benches/flat-memory.sh                 # checkpoints at 0, 1, 4 and 12 parts
 #   CHECKPOINTS="1 12" benches/flat-memory.sh
 #
 # The repository uses the smallest chunks FastCDC allows (64 / 256 / 1024
@@ -18,12 +18,13 @@
 #   unchanged  the same backup again (parent lookup, nothing read)
 #   restore    restore of the sample from the latest snapshot
 #   snapshots  snapshots --json
-# Prints a Markdown table on standard output; progress on standard error.
+# Each cell is "peak RSS MB / seconds". Prints a Markdown table on standard
+# output; progress on standard error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${WORK:-/tmp/cairn-flat}
-CHECKPOINTS=${CHECKPOINTS:-1 4 12}
+CHECKPOINTS=${CHECKPOINTS:-0 1 4 12}
 CAIRN=$PWD/target/release/cairn
 export CAIRN_PASSWORD=${CAIRN_PASSWORD:-bench} CAIRN_CACHE_DIR=$WORK/cache
 REPO=$WORK/repo
@@ -47,12 +48,12 @@ blobs() {
         python3 -c 'import json,sys; print(sum(s["summary"]["blobs_added"] for s in json.load(sys.stdin)))'
 }
 
-# peak_kib CMD...: runs CMD quietly, prints its peak RSS in KiB.
-peak_kib() {
+# measure CMD...: runs CMD quietly, prints "peak RSS in MB / seconds".
+measure() {
     local stats
     stats=$(mktemp)
-    /usr/bin/time -f '%M' -o "$stats" "$@" >/dev/null
-    cat "$stats"
+    /usr/bin/time -f '%M %e' -o "$stats" "$@" >/dev/null
+    awk '{printf "%.0f / %.2f", $1 / 1024, $2}' "$stats"
     rm -f "$stats"
 }
 
@@ -71,7 +72,7 @@ for d in range(20):
 EOF
 }
 
-echo "| parts | blobs in repository | backup peak RSS MB | unchanged backup peak RSS MB | restore peak RSS MB | snapshots peak RSS MB |"
+echo "| parts | blobs in repository | backup | unchanged backup | restore | snapshots |"
 echo "|---|---|---|---|---|---|"
 for checkpoint in $CHECKPOINTS; do
     have=$(parts)
@@ -84,15 +85,14 @@ for checkpoint in $CHECKPOINTS; do
     count=$(blobs)
     sample=$WORK/sample-$checkpoint
     make_sample "$sample"
-    backup=$(peak_kib "$CAIRN" --repo "$REPO" backup -q "$sample")
-    unchanged=$(peak_kib "$CAIRN" --repo "$REPO" backup -q "$sample")
+    backup=$(measure "$CAIRN" --repo "$REPO" backup -q "$sample")
+    unchanged=$(measure "$CAIRN" --repo "$REPO" backup -q "$sample")
     rm -rf "$WORK/restored"
-    restore=$(peak_kib "$CAIRN" --repo "$REPO" restore -q latest --target "$WORK/restored")
+    restore=$(measure "$CAIRN" --repo "$REPO" restore -q latest --target "$WORK/restored")
     diff -r "$sample" "$WORK/restored$sample" >&2
-    listing=$(peak_kib "$CAIRN" --repo "$REPO" snapshots --json)
-    log "  $checkpoint parts, $count blobs: backup $backup KiB, unchanged $unchanged, restore $restore, snapshots $listing"
-    printf '| %s | %s | %.0f | %.0f | %.0f | %.0f |\n' "$checkpoint" "$count" \
-        "$(echo "$backup / 1024" | bc -l)" "$(echo "$unchanged / 1024" | bc -l)" \
-        "$(echo "$restore / 1024" | bc -l)" "$(echo "$listing / 1024" | bc -l)"
+    listing=$(measure "$CAIRN" --repo "$REPO" snapshots --json)
+    log "  $checkpoint parts, $count blobs: backup $backup, unchanged $unchanged, restore $restore, snapshots $listing"
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$checkpoint" "$count" \
+        "$backup" "$unchanged" "$restore" "$listing"
     rm -rf "$sample" "$WORK/restored"
 done

@@ -64,7 +64,7 @@ enum Command {
 #[derive(Args)]
 struct InitArgs {
     /// Default zstd level for new data, 0 (store raw) to 22.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = cairn_core::config::DEFAULT_COMPRESSION_LEVEL)]
     compression: i32,
     /// Target packfile size in MiB.
     #[arg(long, default_value_t = 16)]

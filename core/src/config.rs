@@ -47,6 +47,9 @@ pub const DEFAULT_PACK_TARGET_BYTES: u32 = 16 << 20;
 pub const PACK_TARGET_RANGE: std::ops::RangeInclusive<u32> = (1 << 20)..=(1 << 30);
 /// zstd levels accepted; 0 means no compression.
 pub const COMPRESSION_LEVELS: std::ops::RangeInclusive<i32> = 0..=22;
+/// The zstd level of new repositories: the smallest that keeps a
+/// repository no larger than borg's at twice restic's speed (SPEC.md §8).
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 4;
 
 impl Config {
     /// The bytes stored under `config`.

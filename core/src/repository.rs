@@ -44,7 +44,7 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             chunker: ChunkerParams::DEFAULT,
-            compression_level: 3,
+            compression_level: crate::config::DEFAULT_COMPRESSION_LEVEL,
             pack_target_bytes: DEFAULT_PACK_TARGET_BYTES,
             kdf: KdfParams::DEFAULT,
         }
