@@ -4,6 +4,8 @@
 #
 #   benches/compare.sh            # everything, 3 runs of each timing
 #   RUNS=1 benches/compare.sh     # quicker, noisier
+#   ONLY="cairn restic" benches/compare.sh   # some tools only
+#   CORPORA=1 benches/compare.sh  # only corpus 1 (or 2)
 #
 # Corpus 1: the Rust toolchain directory (real files, ~1.3 GB). For each
 # tool: first backup (time, throughput, peak RSS), a second backup with
@@ -42,8 +44,12 @@ need() {
 }
 
 CAIRN=$PWD/target/release/cairn
-TOOLS=(cairn "cairn@${CAIRN_FAST_LEVEL:-1}" restic borg)
-command -v rustic >/dev/null && TOOLS+=(rustic)
+if [ -n "${ONLY:-}" ]; then
+    read -r -a TOOLS <<<"$ONLY"   # e.g. ONLY="cairn restic"
+else
+    TOOLS=(cairn "cairn@${CAIRN_FAST_LEVEL:-1}" restic borg)
+    command -v rustic >/dev/null && TOOLS+=(rustic)
+fi
 
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench RUSTIC_PASSWORD=bench
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
@@ -181,5 +187,5 @@ echo "## $(date -u +%Y-%m-%d): $(nproc) cores, $(free -g | awk '/Mem:/ {print $2
 echo
 echo "cairn $(git rev-parse --short HEAD), $(restic version | cut -d' ' -f1-2), $(borg --version)$(command -v rustic >/dev/null && echo ", $(rustic --version)")"
 echo
-corpus_one
-corpus_two
+case " ${CORPORA:-1 2} " in *" 1 "*) corpus_one ;; esac
+case " ${CORPORA:-1 2} " in *" 2 "*) corpus_two ;; esac
