@@ -134,7 +134,7 @@ fn compute() -> BTreeMap<String, (String, String)> {
         blob::Encoder::new(3).seal_with_nonce(blob_id, BlobType::Data, &text, &sealer, nonce(0x55));
     put(
         "sealed_blob",
-        "blob_plaintext as a data blob, configured level 3 (so zstd level 5: it is under 64 KiB), data key 0x33*32, nonce 0x55*12",
+        "blob_plaintext as a data blob, configured level 3 (so zstd level 4: it is under 64 KiB), data key 0x33*32, nonce 0x55*12",
         &sealed.bytes,
     );
     let raw = pseudo_random(64, 1);
