@@ -15,7 +15,8 @@
 # unpacked one after another into one evolving directory (rsync, so
 # unchanged files keep their metadata) and backed up after each: total
 # time and final repository size.
-# All tools use zstd at their default level and the page cache is warm.
+# All tools use zstd at their default level. Before every timed step the
+# page cache is dropped and what the step reads is read back (prepare).
 # cairn also runs a second time at a faster level (the row "cairn@1"; set
 # CAIRN_FAST_LEVEL to change it), to document what speed costs in size.
 # Prints a Markdown report on standard output; progress on standard error.
@@ -97,6 +98,23 @@ timed() {
     rm -f "$stats"
 }
 
+# prepare PATH...: the same memory state before every timed step. The page
+# cache is dropped (when allowed), then PATHs are read back into it, so each
+# step starts warm on what it reads and with free memory to write into. On
+# a VM, writes into never-used memory cost far more than into memory the
+# guest has used before, and a growing page cache made later tools pay for
+# earlier ones' restores.
+prepare() {
+    sync
+    if [ -w /proc/sys/vm/drop_caches ]; then
+        echo 3 >/proc/sys/vm/drop_caches
+    fi
+    local path
+    for path in "$@"; do
+        find "$path" -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
+    done
+}
+
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 size_mb() { du -sb "$1" | awk '{printf "%.0f", $1/1e6}'; }
@@ -105,7 +123,6 @@ corpus_one() {
     local corpus_mb
     corpus_mb=$(du -sb "$CORPUS" | awk '{print $1/1e6}')
     log "corpus 1: $CORPUS ($corpus_mb MB), $RUNS runs"
-    find "$CORPUS" -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
     echo "### Corpus 1: $CORPUS ($(printf '%.0f' "$corpus_mb") MB, $(find "$CORPUS" -type f | wc -l) files)"
     echo
     echo "| tool | first backup s | MB/s | peak RSS MB | unchanged backup s | peak RSS MB | restore s | peak RSS MB | repo MB |"
@@ -116,8 +133,11 @@ corpus_one() {
             local repo=$WORK/$tool-$run target=$WORK/$tool-$run.restore t
             rm -rf "$repo" "$repo.cache"
             tool_init "$tool" "$repo"
+            prepare "$CORPUS"
             timed t tool_backup "$tool" "$repo" "$CORPUS"; first+=("${t% *}"); first_rss+=("${t#* }")
+            prepare "$CORPUS" "$repo" "$repo.cache"
             timed t tool_backup "$tool" "$repo" "$CORPUS"; again+=("${t% *}"); again_rss+=("${t#* }")
+            prepare "$repo" "$repo.cache"
             timed t tool_restore "$tool" "$repo" "$target"; restore+=("${t% *}"); restore_rss+=("${t#* }")
             size=$(size_mb "$repo")
             log "  $tool run $run: first ${first[-1]} s, again ${again[-1]} s, restore ${restore[-1]} s, repo $size MB"
@@ -138,6 +158,18 @@ corpus_one() {
             "$(printf '%s\n' "${again_rss[@]}" | median | awk '{print $1/1024}')" "$r" \
             "$(printf '%s\n' "${restore_rss[@]}" | median | awk '{print $1/1024}')" "$size"
     done
+    echo
+    # The floor for any restore: the file system's own cost of creating
+    # this tree, with no reading, decryption or decompression at all.
+    local copies=() t
+    for run in $(seq "$RUNS"); do
+        local target=$WORK/cp-$run
+        prepare "$CORPUS"
+        timed t cp -a "$CORPUS" "$target"
+        copies+=("${t% *}")
+        RESTORED+=("$target")
+    done
+    echo "Reference: \`cp -a\` of the corpus into a fresh directory on the same file system takes $(printf '%s\n' "${copies[@]}" | median) s (median of $RUNS): the floor for any restore."
     echo
 }
 
@@ -163,6 +195,7 @@ corpus_two() {
             rm -rf "$unpacked" && mkdir -p "$unpacked"
             tar -xzf "$sdists/pip-$version.tar.gz" -C "$unpacked"
             rsync -a --delete "$unpacked/pip-$version/" "$src/"
+            prepare "$src" "$repo" "$repo.cache"
             timed t tool_backup "$tool" "$repo" "$src"
             total=$(echo "$total + ${t% *}" | bc -l)
             [ "${t#* }" -gt "$peak" ] && peak=${t#* }
