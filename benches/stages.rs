@@ -46,17 +46,17 @@ fn stages(c: &mut Criterion) {
             }
         })
     });
-    for level in [1, 3] {
+    for level in [1, 3, 4] {
+        let mut encoder = blob::Encoder::new(level);
         group.bench_function(
             format!("compress + seal (zstd {level}, AES-256-GCM-SIV)"),
             |b| {
                 b.iter(|| {
                     for chunk in &chunks {
-                        black_box(blob::seal(
+                        black_box(encoder.seal(
                             id_key.blob_id(0, chunk),
                             BlobType::Data,
                             chunk,
-                            level,
                             &sealer,
                         ));
                     }
@@ -100,7 +100,9 @@ fn stages(c: &mut Criterion) {
                     (cache, repo)
                 },
                 |(_cache, repo)| {
-                    let mut writer = repo.start_write(3).expect("writer");
+                    let mut writer = repo
+                        .start_write(cairn_core::config::DEFAULT_COMPRESSION_LEVEL)
+                        .expect("writer");
                     for batch in repo
                         .chunker()
                         .stream(&input[..])
