@@ -299,6 +299,14 @@ impl IndexCache {
         txn.commit().map_err(|e| self.error(e))
     }
 
+    /// Whether `id` is indexed: [`IndexCache::lookup`] without reading its
+    /// pack's row, for deduplication.
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let blobs = txn.open_table(BLOBS).map_err(|e| self.error(e))?;
+        Ok(blobs.get(id.0 .0).map_err(|e| self.error(e))?.is_some())
+    }
+
     /// Where `id` is stored, if anywhere.
     pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;
@@ -386,6 +394,8 @@ mod tests {
         assert_eq!(found.session, SessionId(Id([2; 32])));
         assert_eq!(found.entry, entry(4));
         assert!(cache.lookup(&BlobId(Id([9; 32]))).unwrap().is_none());
+        assert!(cache.contains(&BlobId(Id([4; 32]))).unwrap());
+        assert!(!cache.contains(&BlobId(Id([9; 32]))).unwrap());
         assert_eq!(cache.blob_count().unwrap(), 2);
         assert_eq!(cache.known_segments().unwrap().len(), 1);
         drop(cache);

@@ -617,7 +617,7 @@ pub struct BlobWriter<'r> {
 impl BlobWriter<'_> {
     /// Whether `id` is stored already or queued in this session.
     fn is_known(&self, id: &BlobId) -> Result<bool> {
-        Ok(self.written.contains(id) || self.repository.index.lookup(id)?.is_some())
+        Ok(self.written.contains(id) || self.repository.index.contains(id)?)
     }
 
     /// Whether every blob of `ids` is stored or queued in this session.
