@@ -229,7 +229,7 @@ fn one_file_system_records_the_mount_point_but_not_its_contents() {
         cache = env.cache.display(),
         cairn = cairn.display(),
     );
-    let out = Command::new("unshare")
+    let out = crate::util::without_cairn_env(&mut Command::new("unshare"))
         .args(["-m", "sh", "-c", &script])
         .output()
         .unwrap();

@@ -264,6 +264,7 @@ fn one_missing_source_among_several_is_an_incomplete_snapshot() {
 /// a mode-000 file is unreadable even in a root CI container.
 fn cairn_without_read_override(env: &Env) -> Command {
     let mut cmd = Command::new("setpriv");
+    crate::util::without_cairn_env(&mut cmd);
     cmd.args(["--bounding-set", "-dac_override,-dac_read_search", "--"]);
     cmd.arg(assert_cmd::cargo::cargo_bin("cairn"));
     cmd.env("CAIRN_REPO", &env.repo)
@@ -355,7 +356,7 @@ find '{repo}' -name '.tmp-*' | wc -l
         target = target.display(),
         err = env.path("err").display(),
     );
-    let out = Command::new("unshare")
+    let out = crate::util::without_cairn_env(&mut Command::new("unshare"))
         .args(["-m", "sh", "-c", &script])
         .output()
         .unwrap();

@@ -110,6 +110,17 @@ impl Env {
     }
 }
 
+/// Removes every `CAIRN_*` variable from a command's environment, so that
+/// the caller's settings cannot leak into a test.
+pub fn without_cairn_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CAIRN_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 /// `cairn` with no `CAIRN_*` variables at all.
 pub fn bare_cairn() -> Command {
     let mut cmd = Command::cargo_bin("cairn").expect("cairn binary");

@@ -5,20 +5,24 @@ use std::io::IsTerminal;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+use zeroize::Zeroizing;
 
 use crate::Cli;
 
-/// Reads the password; with `confirm`, a prompt asks twice.
-pub fn read(cli: &Cli, confirm: bool) -> Result<String> {
+/// Reads the password; with `confirm`, a prompt asks twice. Every copy is
+/// wiped from memory when dropped.
+pub fn read(cli: &Cli, confirm: bool) -> Result<Zeroizing<String>> {
     // A file or command named on the command line (or in its variables)
     // wins over CAIRN_PASSWORD; naming both is a mistake worth reporting.
     if cli.password_file.is_some() && cli.password_command.is_some() {
         bail!("give either a password file or a password command, not both");
     }
     if let Some(path) = &cli.password_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading password file {}", path.display()))?;
-        let first = text.lines().next().unwrap_or("").to_string();
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading password file {}", path.display()))?,
+        );
+        let first = Zeroizing::new(text.lines().next().unwrap_or("").to_string());
         return non_empty(first, &format!("password file {}", path.display()));
     }
     if let Some(command) = &cli.password_command {
@@ -32,21 +36,25 @@ pub fn read(cli: &Cli, confirm: bool) -> Result<String> {
         if !output.status.success() {
             bail!("password command {command:?} failed: {}", output.status);
         }
-        let text =
-            String::from_utf8(output.stdout).context("password command printed non-UTF-8")?;
-        let first = text.lines().next().unwrap_or("").to_string();
+        let text = Zeroizing::new(
+            String::from_utf8(output.stdout).context("password command printed non-UTF-8")?,
+        );
+        let first = Zeroizing::new(text.lines().next().unwrap_or("").to_string());
         return non_empty(first, "password command");
     }
     if let Ok(password) = std::env::var("CAIRN_PASSWORD") {
-        return non_empty(password, "CAIRN_PASSWORD");
+        return non_empty(Zeroizing::new(password), "CAIRN_PASSWORD");
     }
     if !std::io::stdin().is_terminal() {
         bail!("no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or use --password-file or --password-command");
     }
-    let password =
-        rpassword::prompt_password("enter repository password: ").context("reading password")?;
+    let password = Zeroizing::new(
+        rpassword::prompt_password("enter repository password: ").context("reading password")?,
+    );
     if confirm {
-        let again = rpassword::prompt_password("enter it again: ").context("reading password")?;
+        let again = Zeroizing::new(
+            rpassword::prompt_password("enter it again: ").context("reading password")?,
+        );
         if again != password {
             bail!("the passwords do not match");
         }
@@ -54,7 +62,7 @@ pub fn read(cli: &Cli, confirm: bool) -> Result<String> {
     non_empty(password, "the prompt")
 }
 
-fn non_empty(password: String, source: &str) -> Result<String> {
+fn non_empty(password: Zeroizing<String>, source: &str) -> Result<Zeroizing<String>> {
     if password.is_empty() {
         bail!("empty password from {source}");
     }

@@ -186,6 +186,13 @@ mod tests {
     }
 
     #[test]
+    fn aes_key_schedules_are_wiped_on_drop() {
+        // Fails to compile if aes's zeroize feature is lost.
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<aes::Aes256>();
+    }
+
+    #[test]
     fn nonces_are_fresh() {
         let sealer = Sealer::new(&SecretKey::random());
         assert_ne!(sealer.seal(b"x", b""), sealer.seal(b"x", b""));
