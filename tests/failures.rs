@@ -290,6 +290,7 @@ fn unreadable_source_file_exits_3_and_saves_an_incomplete_snapshot() {
         cairn_without_read_override(&env)
     } else {
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("cairn"));
+        crate::util::without_cairn_env(&mut cmd);
         cmd.env("CAIRN_REPO", &env.repo)
             .env("CAIRN_PASSWORD", "correct horse")
             .env("CAIRN_CACHE_DIR", &env.cache);

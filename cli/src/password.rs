@@ -33,12 +33,12 @@ pub fn read(cli: &Cli, confirm: bool) -> Result<Zeroizing<String>> {
             .stderr(Stdio::inherit())
             .output()
             .with_context(|| format!("running password command {command:?}"))?;
+        let stdout = Zeroizing::new(output.stdout);
         if !output.status.success() {
             bail!("password command {command:?} failed: {}", output.status);
         }
-        let text = Zeroizing::new(
-            String::from_utf8(output.stdout).context("password command printed non-UTF-8")?,
-        );
+        let text = std::str::from_utf8(&stdout)
+            .map_err(|_| anyhow::anyhow!("password command printed non-UTF-8"))?;
         let first = Zeroizing::new(text.lines().next().unwrap_or("").to_string());
         return non_empty(first, "password command");
     }

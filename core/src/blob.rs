@@ -122,7 +122,7 @@ pub fn seal(
 }
 
 /// Blobs shorter than this (whole small files, most trees) are compressed
-/// [`SMALL_BLOB_EXTRA_LEVELS`] level higher than the rest.
+/// [`SMALL_BLOB_EXTRA_LEVELS`] levels higher than the rest.
 pub const SMALL_BLOB_LEN: usize = 64 << 10;
 /// How many zstd levels higher small blobs are compressed (capped at 22).
 /// At the default level 4, on the Rust toolchain (52,000 files, 1.3 GB),

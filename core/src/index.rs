@@ -154,7 +154,12 @@ impl IndexCache {
         };
         let create = |path: &Path| Database::builder().set_cache_size(CACHE_BYTES).create(path);
         match create(path) {
-            Ok(db) => return IndexCache::ready(db, path.to_path_buf(), None),
+            Ok(db) => {
+                // A table that cannot be opened is damage like any other.
+                if let Ok(cache) = IndexCache::ready(db, path.to_path_buf(), None) {
+                    return Ok(cache);
+                }
+            }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 let temp = tempfile::Builder::new()
                     .prefix("index-")
@@ -251,9 +256,16 @@ impl IndexCache {
             let number = match known {
                 Some(number) => number,
                 None => {
-                    let count = packs.len().map_err(|e| self.error(e))?;
-                    let number =
-                        u32::try_from(count).map_err(|_| self.error("more than 2^32 packs"))?;
+                    // One past the highest, so that a number is never reused
+                    // even if rows are one day deleted.
+                    let last = packs.last().map_err(|e| self.error(e))?;
+                    let number = match last {
+                        None => 0,
+                        Some((key, _)) => key
+                            .value()
+                            .checked_add(1)
+                            .ok_or_else(|| self.error("more than 2^32 packs"))?,
+                    };
                     numbers
                         .insert(pack.pack.0 .0, number)
                         .map_err(|e| self.error(e))?;
@@ -438,6 +450,32 @@ mod tests {
         }
         let txn = cache.db.begin_read().unwrap();
         assert_eq!(txn.open_table(PACKS).unwrap().len().unwrap(), 3);
+        drop(txn);
+
+        // One blob in two packs of a segment: the later entry wins; and
+        // across segments, the segment absorbed last.
+        let twice = IndexSegment {
+            packs: vec![pack(4, vec![entry(40)]), pack(5, vec![entry(40)])],
+        };
+        cache.absorb(SegmentId(Id([3; 32])), &twice).unwrap();
+        let found = cache.lookup(&BlobId(Id([40; 32]))).unwrap().unwrap();
+        assert_eq!(found.pack, PackId(Id([5; 32])));
+        let moved = IndexSegment {
+            packs: vec![pack(6, vec![entry(10)])],
+        };
+        cache.absorb(SegmentId(Id([4; 32])), &moved).unwrap();
+        let found = cache.lookup(&BlobId(Id([10; 32]))).unwrap().unwrap();
+        assert_eq!(found.pack, PackId(Id([6; 32])));
+        assert_eq!(found.session, SessionId(Id([106; 32])));
+
+        // After a clear, numbering starts again and lookups still agree.
+        cache.clear().unwrap();
+        assert!(cache.lookup(&BlobId(Id([10; 32]))).unwrap().is_none());
+        cache.absorb(SegmentId(Id([2; 32])), &second).unwrap();
+        let found = cache.lookup(&BlobId(Id([30; 32]))).unwrap().unwrap();
+        assert_eq!(found.pack, PackId(Id([3; 32])));
+        assert_eq!(found.session, SessionId(Id([103; 32])));
+        assert!(!cache.contains(&BlobId(Id([10; 32]))).unwrap());
     }
 
     #[test]
@@ -475,6 +513,22 @@ mod tests {
             names,
             ["blobs.v2", "pack_numbers.v2", "packs.v2", "segments.v2"]
         );
+    }
+
+    #[test]
+    fn a_table_of_the_wrong_type_is_damage_and_the_cache_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        {
+            let wrong: TableDefinition<u64, u64> = TableDefinition::new("blobs.v2");
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(wrong).unwrap().insert(1, 2).unwrap();
+            txn.commit().unwrap();
+        }
+        let cache = IndexCache::open(&path).unwrap();
+        assert_eq!(cache.blob_count().unwrap(), 0);
+        assert!(cache.known_segments().unwrap().is_empty());
     }
 
     #[test]
