@@ -776,30 +776,7 @@ impl BlobWriter<'_> {
 mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
-
-    fn fast_options() -> InitOptions {
-        InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..InitOptions::default()
-        }
-    }
-
-    /// A new repository in memory, with its cache directory.
-    fn memory_repository() -> (tempfile::TempDir, Repository) {
-        let cache = tempfile::tempdir().unwrap();
-        let repo = Repository::init(
-            Box::new(MemoryBackend::default()),
-            b"pw",
-            &fast_options(),
-            cache.path(),
-        )
-        .unwrap();
-        (cache, repo)
-    }
+    use crate::testing::{fast_options, memory_repository};
 
     fn sample_snapshot(tree: BlobId) -> Snapshot {
         Snapshot {

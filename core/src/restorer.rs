@@ -857,3 +857,48 @@ impl FileRestorer<'_> {
             .map_err(|e| Error::io(path, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::memory_repository;
+
+    #[test]
+    fn verify_catches_a_file_that_differs_from_its_blobs() {
+        let (_cache, repository) = memory_repository();
+        let content = b"what the snapshot holds, chunk one".to_vec();
+        let more = b" and chunk two".to_vec();
+        let mut writer = repository.start_write(3).unwrap();
+        let ids = writer
+            .add_blobs(BlobType::Data, vec![content.clone(), more.clone()])
+            .unwrap();
+        writer.flush().unwrap();
+        let files = FileRestorer {
+            repository: &repository,
+            verify: true,
+            progress: &crate::progress::Silent,
+            is_root: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let whole = [content.clone(), more.clone()].concat();
+        let size = whole.len() as u64;
+        fs::write(&path, &whole).unwrap();
+        files.verify_file(&path, size, &ids).unwrap();
+
+        let mut flipped = whole.clone();
+        flipped[3] ^= 0x20;
+        let short = whole[..whole.len() - 1].to_vec();
+        let long = [whole.clone(), b"!".to_vec()].concat();
+        let swapped = [more, content].concat();
+        for bad in [flipped, short, long, swapped] {
+            fs::write(&path, &bad).unwrap();
+            let result = files.verify_file(&path, size, &ids);
+            assert!(
+                matches!(result, Err(Error::VerifyMismatch { .. })),
+                "{:?}: {result:?}",
+                String::from_utf8_lossy(&bad)
+            );
+        }
+    }
+}

@@ -14,3 +14,28 @@ pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Repository settings that open fast: the cheapest key derivation.
+pub(crate) fn fast_options() -> crate::InitOptions {
+    crate::InitOptions {
+        kdf: crate::keys::KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..crate::InitOptions::default()
+    }
+}
+
+/// A new repository in memory, with its cache directory.
+pub(crate) fn memory_repository() -> (tempfile::TempDir, crate::Repository) {
+    let cache = tempfile::tempdir().unwrap();
+    let repo = crate::Repository::init(
+        Box::new(crate::backend::MemoryBackend::default()),
+        b"pw",
+        &fast_options(),
+        cache.path(),
+    )
+    .unwrap();
+    (cache, repo)
+}
