@@ -47,8 +47,8 @@ pub const DEFAULT_PACK_TARGET_BYTES: u32 = 16 << 20;
 pub const PACK_TARGET_RANGE: std::ops::RangeInclusive<u32> = (1 << 20)..=(1 << 30);
 /// zstd levels accepted; 0 means no compression.
 pub const COMPRESSION_LEVELS: std::ops::RangeInclusive<i32> = 0..=22;
-/// The zstd level of new repositories: the smallest that keeps a
-/// repository no larger than borg's at twice restic's speed (SPEC.md §8).
+/// The zstd level of new repositories: with small blobs one level higher,
+/// the cheapest measured that stores less than borg (SPEC.md §8).
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 4;
 
 impl Config {
