@@ -110,13 +110,18 @@ impl Env {
     }
 }
 
+/// The names of the `CAIRN_*` variables in this process's environment.
+fn cairn_variables() -> impl Iterator<Item = std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(key, _)| key)
+        .filter(|key| key.to_string_lossy().starts_with("CAIRN_"))
+}
+
 /// Removes every `CAIRN_*` variable from a command's environment, so that
 /// the caller's settings cannot leak into a test.
 pub fn without_cairn_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("CAIRN_") {
-            cmd.env_remove(key);
-        }
+    for key in cairn_variables() {
+        cmd.env_remove(key);
     }
     cmd
 }
@@ -124,10 +129,8 @@ pub fn without_cairn_env(cmd: &mut std::process::Command) -> &mut std::process::
 /// `cairn` with no `CAIRN_*` variables at all.
 pub fn bare_cairn() -> Command {
     let mut cmd = Command::cargo_bin("cairn").expect("cairn binary");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("CAIRN_") {
-            cmd.env_remove(key);
-        }
+    for key in cairn_variables() {
+        cmd.env_remove(key);
     }
     cmd.env("HOME", std::env::temp_dir());
     cmd
