@@ -8,5 +8,6 @@ mod cli;
 mod excludes;
 mod failures;
 mod fidelity;
+mod integrity;
 mod safety;
 mod sources;

@@ -187,6 +187,7 @@ struct RestoreArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    clean_up_on_signals();
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
@@ -206,6 +207,23 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&error))
         }
     }
+}
+
+/// On SIGINT or SIGTERM, removes the temporary files of objects being
+/// written (a pack half streamed, say), then ends the process as the
+/// signal would have. Without a handler, they would stay in the repository.
+fn clean_up_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            cairn_core::backend::remove_temporary_files();
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -256,10 +274,20 @@ fn open_repository(cli: &Cli) -> Result<Repository> {
     let password = password::read(cli, false)?;
     let repository = Repository::open(Box::new(backend), password.as_bytes(), &cache_dir(cli)?)?;
     let reporter = output::Reporter::new(cli);
+    report_notices(cli, &repository);
     for damaged in repository.damaged_segments() {
         reporter.warning(Path::new(&repository.location()), &damaged.to_string());
     }
     Ok(repository)
+}
+
+/// Prints what the repository has to say about its index cache (rebuilt,
+/// or a temporary one used), as warnings.
+fn report_notices(cli: &Cli, repository: &Repository) {
+    let reporter = output::Reporter::new(cli);
+    for notice in repository.take_notices() {
+        reporter.warning(Path::new(&repository.location()), &notice);
+    }
 }
 
 fn init(cli: &Cli, args: &InitArgs) -> Result<u8> {
@@ -306,6 +334,7 @@ fn backup(cli: &Cli, args: &BackupArgs) -> Result<u8> {
     let reporter = output::Reporter::for_backup(cli);
     let outcome = archiver::backup(&repository, options, &reporter);
     reporter.finish();
+    report_notices(cli, &repository);
     let outcome = outcome?;
     output::backup_summary(cli, args.json, &outcome)?;
     Ok(if outcome.snapshot.is_incomplete() {
@@ -344,7 +373,7 @@ fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
     };
     let repository = open_repository(cli)?;
     let reporter = output::Reporter::new(cli).listing(args.dry_run);
-    let (id, snapshot) = repository.resolve_snapshot(reference, &reporter)?;
+    let (id, snapshot) = repository.resolve_snapshot(reference)?;
     let options = RestoreOptions {
         target: args.target.clone(),
         subpath,
@@ -353,8 +382,9 @@ fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
         dry_run: args.dry_run,
         verify: args.verify,
     };
-    let summary = restorer::restore(&repository, &snapshot, &options, &reporter)
-        .with_context(|| format!("restoring snapshot {}", id.0.short()))?;
+    let summary = restorer::restore(&repository, &snapshot, &options, &reporter);
+    report_notices(cli, &repository);
+    let summary = summary.with_context(|| format!("restoring snapshot {}", id.0.short()))?;
     let verb = if args.dry_run {
         "would restore"
     } else {

@@ -334,6 +334,21 @@ pub fn snapshots_json(snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
     Ok(())
 }
 
+/// `text` with control characters (escape sequences, newlines) shown as
+/// escapes: host names, tags and paths come from the repository, and must
+/// not drive the terminal or break the table's lines.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Prints snapshots as a table, oldest first.
 pub fn snapshots_table(snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
     let rows: Vec<[String; 5]> = snapshots
@@ -342,11 +357,15 @@ pub fn snapshots_table(snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
             [
                 id.0.short(),
                 time_of(s.time_ns).format("%Y-%m-%d %H:%M:%S").to_string(),
-                s.hostname.clone(),
-                s.tags.join(","),
+                printable(&s.hostname),
+                s.tags
+                    .iter()
+                    .map(|t| printable(t))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 s.paths
                     .iter()
-                    .map(|p| lossy(p))
+                    .map(|p| printable(&lossy(p)))
                     .collect::<Vec<_>>()
                     .join(" ")
                     + if s.is_incomplete() {

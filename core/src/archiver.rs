@@ -165,7 +165,7 @@ pub fn backup(
     snapshot_paths
         .sort_by(|a, b| Path::new(OsStr::from_bytes(a)).cmp(Path::new(OsStr::from_bytes(b))));
     let parent = match &options.parent {
-        Some(reference) => Some(repository.resolve_snapshot(reference, progress)?),
+        Some(reference) => Some(repository.resolve_snapshot(reference)?),
         None => find_parent(repository, &hostname, &snapshot_paths, progress)?,
     };
     let parent_root = parent.as_ref().and_then(|(id, snapshot)| {
@@ -184,7 +184,9 @@ pub fn backup(
     let level = options
         .compression_level
         .unwrap_or(repository.config().compression_level);
-    let writer = Mutex::new(repository.start_write(level)?);
+    let mut writer = repository.start_write(level)?;
+    warn_all(repository, progress, writer.take_warnings());
+    let writer = Mutex::new(writer);
     let mut archiver = Archiver {
         repository,
         writer: &writer,
@@ -267,6 +269,7 @@ pub fn backup(
     } = archiver;
     let mut writer = writer.into_inner().unwrap_or_else(|p| p.into_inner());
     writer.flush()?;
+    warn_all(repository, progress, writer.take_warnings());
     summary.bytes_added = writer.bytes_added();
     summary.blobs_added = writer.blobs_added();
     summary.duration_ns = started.elapsed().as_nanos() as u64;
@@ -526,6 +529,13 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// Reports each of `warnings` about the repository through `progress`.
+fn warn_all(repository: &Repository, progress: &dyn Progress, warnings: Vec<String>) {
+    for warning in warnings {
+        progress.warning(Path::new(&repository.location()), &warning);
+    }
+}
+
 /// The latest snapshot from `hostname` of exactly `paths`.
 fn find_parent(
     repository: &Repository,
@@ -533,7 +543,16 @@ fn find_parent(
     paths: &[Vec<u8>],
     progress: &dyn Progress,
 ) -> Result<Option<(SnapshotId, Snapshot)>> {
-    let list = repository.snapshots()?;
+    let mut list = repository.snapshots()?;
+    // A snapshot sealed under another key: this key may not be the one
+    // the repository's readers use, so nothing must be written with it.
+    if let Some(at) = list
+        .damaged
+        .iter()
+        .position(|e| matches!(e, Error::Unauthenticated { .. }))
+    {
+        return Err(list.damaged.swap_remove(at));
+    }
     for damaged in &list.damaged {
         progress.warning(Path::new(&repository.location()), &damaged.to_string());
     }

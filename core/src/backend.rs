@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -80,7 +80,9 @@ pub trait Backend: Send + Sync {
     fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>>;
     /// Removes an object.
     fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()>;
-    /// Creates the empty layout. Errors if a config already exists.
+    /// Creates the empty layout. Errors with `AlreadyExists` if a config
+    /// already exists, and with [`LocationNotEmpty`] inside if the location
+    /// holds anything a repository's layout does not.
     fn create(&self) -> io::Result<()>;
 }
 
@@ -153,6 +155,29 @@ impl LocalBackend {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether the root holds anything but a repository's folders (as an
+    /// init that stopped half-way leaves them) and a file system's
+    /// `lost+found`: `init` must not turn, say, the source directory into
+    /// a repository.
+    fn holds_strays(&self) -> io::Result<bool> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let name = entry?.file_name();
+            let expected = name == "lost+found"
+                || ObjectKind::FOLDERS
+                    .iter()
+                    .any(|kind| name == kind.dir_name());
+            if !expected {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The repository directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -192,12 +217,49 @@ fn object_path(root: &Path, kind: ObjectKind, name: &str) -> PathBuf {
     }
 }
 
+/// Mode of every folder a local repository creates: the repository is
+/// its owner's alone, whatever the umask.
+const DIR_MODE: u32 = 0o700;
+/// Mode of every file a local repository creates: key files above all must
+/// not be readable by other users, who could attack the password offline.
+const FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and any missing parents with [`DIR_MODE`].
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
+
+/// Creates a new file at `path` with [`FILE_MODE`], failing if one exists.
+fn create_private_file(path: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// The marker inside the error [`Backend::create`] returns for a location
+/// that holds something other than a repository.
+#[derive(Debug, thiserror::Error)]
+#[error("the location is not empty and holds no repository")]
+pub struct LocationNotEmpty;
+
+/// Whether `error` is [`Backend::create`]'s refusal of a non-empty location.
+pub fn is_location_not_empty(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<LocationNotEmpty>())
+}
+
 /// Creates a pack's shard folder if it is missing.
 fn ensure_shard(kind: ObjectKind, path: &Path) -> io::Result<()> {
     if kind == ObjectKind::Pack {
         let shard = path.parent().expect("pack paths have a shard");
         if !shard.is_dir() {
-            fs::create_dir_all(shard)?;
+            create_private_dir(shard)?;
             sync_dir(shard.parent().expect("shards have a parent"))?;
         }
     }
@@ -209,6 +271,58 @@ fn ensure_shard(kind: ObjectKind, path: &Path) -> io::Result<()> {
 fn temporary_path(dir: &Path) -> PathBuf {
     let suffix: [u8; 8] = crate::crypto::random_bytes();
     dir.join(format!(".tmp-{}", hex::encode(suffix)))
+}
+
+/// The temporary files this process is writing into repositories, so that
+/// a run stopped by a signal can remove them on its way out.
+struct TemporaryFiles {
+    paths: Vec<PathBuf>,
+    /// Set once they were removed: the process is ending, and a file
+    /// created after that would be left behind, so none may be.
+    stopping: bool,
+}
+
+static TEMPORARY_FILES: Mutex<TemporaryFiles> = Mutex::new(TemporaryFiles {
+    paths: Vec::new(),
+    stopping: false,
+});
+
+fn temporary_files() -> std::sync::MutexGuard<'static, TemporaryFiles> {
+    TEMPORARY_FILES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Notes a temporary file just created. Once the process is stopping, the
+/// file is removed instead and this errors.
+fn track_temporary(path: &Path) -> io::Result<()> {
+    let mut files = temporary_files();
+    if files.stopping {
+        let _ = fs::remove_file(path);
+        return Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the process is stopping",
+        ));
+    }
+    files.paths.push(path.to_path_buf());
+    Ok(())
+}
+
+/// Forgets a temporary file that was moved into place or removed.
+fn untrack_temporary(path: &Path) {
+    temporary_files().paths.retain(|p| p != path);
+}
+
+/// Removes every temporary file this process is writing into a local
+/// repository (a pack being streamed, an object being put), and refuses
+/// new ones. For a signal handler that is about to end the process:
+/// whatever was being written is incomplete, and nothing refers to it.
+pub fn remove_temporary_files() {
+    let mut files = temporary_files();
+    files.stopping = true;
+    for path in files.paths.drain(..) {
+        let _ = fs::remove_file(path);
+    }
 }
 
 /// Bytes gathered before each write to a file being streamed.
@@ -251,6 +365,7 @@ impl ObjectWriter for LocalObjectWriter {
         ensure_shard(self.kind, &path)?;
         fs::rename(&self.tmp, &path)?;
         self.finished = true;
+        untrack_temporary(&self.tmp);
         // The new name, and the temporary name gone from the kind's folder.
         let folder = path.parent().expect("object paths have a parent");
         sync_dir(folder)?;
@@ -266,6 +381,7 @@ impl Drop for LocalObjectWriter {
     fn drop(&mut self) {
         if !self.finished {
             let _ = fs::remove_file(&self.tmp);
+            untrack_temporary(&self.tmp);
         }
     }
 }
@@ -278,10 +394,8 @@ fn write_atomically(path: &Path, bytes: &[u8], exclusive: bool) -> io::Result<()
     let dir = path.parent().expect("object paths have a parent");
     let tmp = temporary_path(dir);
     let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let mut file = create_private_file(&tmp)?;
+        track_temporary(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -296,6 +410,7 @@ fn write_atomically(path: &Path, bytes: &[u8], exclusive: bool) -> io::Result<()
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
+    untrack_temporary(&tmp);
     result
 }
 
@@ -356,10 +471,8 @@ impl Backend for LocalBackend {
             ));
         }
         let tmp = temporary_path(&self.root.join(kind.dir_name()));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let file = create_private_file(&tmp)?;
+        track_temporary(&tmp)?;
         Ok(Box::new(LocalObjectWriter {
             file: io::BufWriter::with_capacity(WRITE_BUFFER, file),
             tmp,
@@ -402,20 +515,26 @@ impl Backend for LocalBackend {
     }
 
     fn create(&self) -> io::Result<()> {
-        fs::create_dir_all(&self.root)?;
-        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
-        }
         if self.path(ObjectKind::Config, "").exists() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "config exists",
             ));
         }
+        if self.holds_strays()? {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                LocationNotEmpty,
+            ));
+        }
+        create_private_dir(&self.root)?;
+        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         for kind in ObjectKind::FOLDERS {
             let dir = self.root.join(kind.dir_name());
             if !dir.is_dir() {
-                fs::create_dir(&dir)?;
+                fs::DirBuilder::new().mode(DIR_MODE).create(&dir)?;
             }
         }
         sync_dir(&self.root)

@@ -46,6 +46,46 @@ pub enum Error {
         /// What was wrong with it.
         reason: String,
     },
+    /// A stored object is intact (its bytes match its name) but the
+    /// repository's keys do not open it: it was sealed under another key,
+    /// or forged. Writing commands refuse to go on past one.
+    #[error(
+        "{object}: intact, but this repository's key does not open it \
+         (written under another key, or forged)"
+    )]
+    Unauthenticated {
+        /// The object, as `kind/id`, and what led to it.
+        object: String,
+    },
+    /// A key file opens with the password but holds another repository's
+    /// keys: the repository's own objects do not open with them.
+    #[error(
+        "{key} opens with this password but is not this repository's key: \
+         {object} does not open with it"
+    )]
+    ForeignKey {
+        /// The key file, as `keys/id`.
+        key: String,
+        /// An intact object of the repository that the key does not open.
+        object: String,
+    },
+    /// `latest` cannot be decided because a snapshot cannot be read: it
+    /// might be the newest.
+    #[error(
+        "cannot tell which snapshot is the latest: {error}; \
+         name a snapshot by id (see `cairn snapshots`)"
+    )]
+    LatestUnknown {
+        /// Why the unreadable snapshot could not be read; it names it.
+        error: Box<Error>,
+    },
+    /// `init` was pointed at a location that holds something other than a
+    /// repository.
+    #[error("{location} is not empty and is not a cairn repository; init needs a new or empty directory")]
+    LocationNotEmpty {
+        /// The location.
+        location: String,
+    },
     /// The repository uses a format version this build cannot read.
     #[error("{object}: unsupported format version {version}")]
     UnsupportedVersion {

@@ -9,7 +9,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+use redb::{
+    Database, MultimapTableDefinition, MultimapTableHandle, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, TableHandle,
+};
 
 use crate::codec;
 use crate::crypto::Sealer;
@@ -74,17 +77,28 @@ const LOCATION_LEN: usize = 4 + 1 + 1 + 4 + 4 + 4;
 // The cache's tables. The suffix is the layout's version: tables of any
 // other name (an older layout) are deleted on open, and the cache refilled
 // from the segments.
-/// Blob id → [`LOCATION_LEN`] bytes.
-const BLOBS: TableDefinition<[u8; 32], [u8; LOCATION_LEN]> = TableDefinition::new("blobs.v2");
+/// Blob id → [`LOCATION_LEN`] bytes: the location absorbed last.
+const BLOBS: TableDefinition<[u8; 32], [u8; LOCATION_LEN]> = TableDefinition::new("blobs.v3");
+/// Blob id → its other locations, in packs other than its `blobs.v3` row's.
+/// A blob stored again (because its first pack went missing, say) keeps
+/// both, so that whichever is readable serves it.
+const DUPLICATES: MultimapTableDefinition<[u8; 32], [u8; LOCATION_LEN]> =
+    MultimapTableDefinition::new("duplicates.v3");
 /// Pack number → pack id (32) || session id (32). Numbering packs keeps
 /// 64 bytes out of every blob's row, which halves the cache on disk.
-const PACKS: TableDefinition<u32, [u8; 64]> = TableDefinition::new("packs.v2");
+const PACKS: TableDefinition<u32, [u8; 64]> = TableDefinition::new("packs.v3");
 /// Pack id → pack number.
-const PACK_NUMBERS: TableDefinition<[u8; 32], u32> = TableDefinition::new("pack_numbers.v2");
+const PACK_NUMBERS: TableDefinition<[u8; 32], u32> = TableDefinition::new("pack_numbers.v3");
 /// Segment id → entries absorbed from it.
-const SEGMENTS: TableDefinition<[u8; 32], u64> = TableDefinition::new("segments.v2");
+const SEGMENTS: TableDefinition<[u8; 32], u64> = TableDefinition::new("segments.v3");
 /// The names of the tables above.
-const TABLE_NAMES: [&str; 4] = ["blobs.v2", "packs.v2", "pack_numbers.v2", "segments.v2"];
+const TABLE_NAMES: [&str; 5] = [
+    "blobs.v3",
+    "duplicates.v3",
+    "packs.v3",
+    "pack_numbers.v3",
+    "segments.v3",
+];
 
 fn encode_location(pack_number: u32, entry: &PackEntry) -> [u8; LOCATION_LEN] {
     let mut out = [0u8; LOCATION_LEN];
@@ -95,6 +109,11 @@ fn encode_location(pack_number: u32, entry: &PackEntry) -> [u8; LOCATION_LEN] {
     out[10..14].copy_from_slice(&entry.stored_len.to_le_bytes());
     out[14..18].copy_from_slice(&entry.raw_len.to_le_bytes());
     out
+}
+
+/// The pack number of a blob's row.
+fn location_pack_number(bytes: &[u8; LOCATION_LEN]) -> u32 {
+    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
 /// The pack number and the entry of a blob's row.
@@ -109,7 +128,7 @@ fn decode_location(id: BlobId, bytes: &[u8; LOCATION_LEN]) -> (u32, PackEntry) {
         stored_len: u32_at(10),
         raw_len: u32_at(14),
     };
-    (u32_at(0), entry)
+    (location_pack_number(bytes), entry)
 }
 
 fn encode_pack(pack: &IndexedPack) -> [u8; 64] {
@@ -133,79 +152,299 @@ fn decode_pack(bytes: &[u8; 64]) -> (PackId, SessionId) {
 /// cache instead.
 const CACHE_BYTES: usize = 16 << 20;
 
+/// Where an open cache's database lives.
+enum Storage {
+    /// The cache file itself.
+    File,
+    /// A private temporary file, deleted when the cache is dropped.
+    Temporary {
+        /// Held only so that the file lives as long as the cache.
+        _file: tempfile::NamedTempFile,
+    },
+    /// Memory only: nothing on disk could be used.
+    Memory,
+}
+
 /// The local redb cache of the repository's index.
+///
+/// Every call into redb goes through [`IndexCache::guarded`]: a damaged
+/// file can make redb panic as well as fail, and either way the caller gets
+/// an [`Error::IndexCache`], which the repository answers by rebuilding.
 pub struct IndexCache {
     db: Database,
     path: PathBuf,
-    /// Kept so a fallback database in a temporary file lives as long as we do.
-    _temp: Option<tempfile::NamedTempFile>,
+    storage: Storage,
+}
+
+/// An opened cache, and what the user should be told about how it was
+/// opened (a rebuild, or a fallback to a temporary database).
+pub struct OpenedCache {
+    /// The cache, ready for the sync.
+    pub cache: IndexCache,
+    /// One line for the user, if the cache is not the usual file.
+    pub notice: Option<String>,
+}
+
+thread_local! {
+    /// Set while this thread is inside redb, so that the panic hook keeps
+    /// quiet about a panic that [`IndexCache::guarded`] turns into an error.
+    static IN_REDB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs (once) a panic hook that stays silent for panics inside redb
+/// calls and hands every other panic to the hook that was there before.
+fn quiet_redb_panics() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_REDB.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `op` on redb, turning a panic into `Err` with its message.
+fn catch_redb<T>(op: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    quiet_redb_panics();
+    let was_inside = IN_REDB.with(|inside| inside.replace(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op));
+    IN_REDB.with(|inside| inside.set(was_inside));
+    outcome.map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        format!("the database is damaged (redb: {message})")
+    })
+}
+
+/// Why the cache file could not be opened.
+enum OpenFailure {
+    /// Another process has it open.
+    Busy,
+    /// The file is not a usable database: replace it.
+    Damaged(String),
+    /// The folder or file cannot be created or written.
+    Unusable(String),
+}
+
+/// Creates the cache's folder (0700) and opens or creates its file (0600),
+/// whatever the umask: the cache tells which blobs a repository holds.
+fn open_cache_file(path: &Path) -> std::result::Result<std::fs::File, OpenFailure> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| OpenFailure::Unusable(format!("{}: {e}", dir.display())))?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| OpenFailure::Unusable(format!("{}: {e}", path.display())))
+}
+
+/// Opens a redb database in `file`.
+fn open_database(file: std::fs::File) -> std::result::Result<Database, OpenFailure> {
+    let opened = catch_redb(|| {
+        let backend = redb::backends::FileBackend::new(file)?;
+        Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(backend)
+    });
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(OpenFailure::Busy),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))) => {
+            Err(OpenFailure::Unusable(e.to_string()))
+        }
+        Ok(Err(e)) => Err(OpenFailure::Damaged(e.to_string())),
+        Err(panic) => Err(OpenFailure::Damaged(panic)),
+    }
 }
 
 impl IndexCache {
-    /// Opens (or creates) the cache at `path`. A damaged file is replaced;
-    /// one held by another process is left alone and a private temporary
-    /// cache is used instead.
-    pub fn open(path: &Path) -> Result<IndexCache> {
-        let dir = path.parent().expect("cache paths have a parent");
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let cache_error = |reason: String| Error::IndexCache {
+    /// Opens (or creates) the cache at `path`, never failing for the
+    /// cache's sake. A damaged file is replaced (and the sync refills it);
+    /// a file held by another process is left alone and a private
+    /// temporary database used instead; if nothing can be created at
+    /// `path`, a temporary database elsewhere (or in memory) is used.
+    pub fn open(path: &Path) -> Result<OpenedCache> {
+        let first = open_cache_file(path).and_then(open_database);
+        let db = match first {
+            Ok(db) => IndexCache::ready(db, path, Storage::File),
+            Err(failure) => Err(failure),
+        };
+        let failure = match db {
+            Ok(cache) => {
+                return Ok(OpenedCache {
+                    cache,
+                    notice: None,
+                })
+            }
+            Err(failure) => failure,
+        };
+        match failure {
+            OpenFailure::Busy => {
+                let cache = IndexCache::temporary(path, path.parent())?;
+                Ok(OpenedCache {
+                    cache,
+                    notice: None,
+                })
+            }
+            OpenFailure::Damaged(reason) => IndexCache::recreate(path, &reason),
+            OpenFailure::Unusable(reason) => IndexCache::fallback(path, &reason),
+        }
+    }
+
+    /// Deletes the cache file at `path` and creates it afresh (to be
+    /// refilled by a sync), or falls back to a temporary database if that
+    /// fails. `reason` says what was wrong with the old one.
+    pub fn recreate(path: &Path, reason: &str) -> Result<OpenedCache> {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return IndexCache::fallback(path, &format!("{reason}; removing it: {e}")),
+        }
+        let fresh = open_cache_file(path)
+            .and_then(open_database)
+            .and_then(|db| IndexCache::ready(db, path, Storage::File));
+        match fresh {
+            Ok(cache) => Ok(OpenedCache {
+                cache,
+                notice: Some(format!(
+                    "index cache {}: {reason}; rebuilt from the repository's index",
+                    path.display()
+                )),
+            }),
+            Err(OpenFailure::Busy) => IndexCache::fallback(path, reason),
+            Err(OpenFailure::Damaged(again) | OpenFailure::Unusable(again)) => {
+                IndexCache::fallback(path, &format!("{reason}; then {again}"))
+            }
+        }
+    }
+
+    /// A fresh, empty cache in place of this one, which failed for
+    /// `reason`: the file recreated, or for a temporary stand-in, another.
+    pub fn rebuilt(&self, reason: &str) -> Result<OpenedCache> {
+        match self.storage {
+            Storage::File => IndexCache::recreate(&self.path, reason),
+            Storage::Temporary { .. } | Storage::Memory => IndexCache::fallback(&self.path, reason),
+        }
+    }
+
+    /// A temporary database in place of the cache at `path`, which cannot
+    /// be used for `reason`: in the system's temporary folder, or in memory.
+    fn fallback(path: &Path, reason: &str) -> Result<OpenedCache> {
+        let notice = Some(format!(
+            "index cache {}: {reason}; using a temporary index for this run (slower)",
+            path.display()
+        ));
+        let cache = IndexCache::temporary(path, Some(&std::env::temp_dir()))
+            .or_else(|_| IndexCache::in_memory(path))?;
+        Ok(OpenedCache { cache, notice })
+    }
+
+    /// A private temporary database in `dir`, deleted on drop; in memory if
+    /// no file can be created there.
+    fn temporary(path: &Path, dir: Option<&Path>) -> Result<IndexCache> {
+        let temp = dir.and_then(|dir| {
+            tempfile::Builder::new()
+                .prefix("cairn-index-")
+                .suffix(".redb")
+                .tempfile_in(dir)
+                .ok()
+        });
+        let Some(temp) = temp else {
+            return IndexCache::in_memory(path);
+        };
+        let file = temp.reopen().map_err(|e| Error::io(temp.path(), e))?;
+        match open_database(file) {
+            Ok(db) => IndexCache::ready(db, path, Storage::Temporary { _file: temp })
+                .or_else(|_| IndexCache::in_memory(path)),
+            Err(_) => IndexCache::in_memory(path),
+        }
+    }
+
+    /// A database in memory, for when no file can be used.
+    fn in_memory(path: &Path) -> Result<IndexCache> {
+        let error = |reason: String| Error::IndexCache {
             path: path.to_path_buf(),
             reason,
         };
-        let create = |path: &Path| Database::builder().set_cache_size(CACHE_BYTES).create(path);
-        match create(path) {
-            Ok(db) => {
-                // A table that cannot be opened is damage like any other.
-                if let Ok(cache) = IndexCache::ready(db, path.to_path_buf(), None) {
-                    return Ok(cache);
-                }
-            }
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                let temp = tempfile::Builder::new()
-                    .prefix("index-")
-                    .suffix(".redb")
-                    .tempfile_in(dir)
-                    .map_err(|e| Error::io(dir, e))?;
-                let db = create(temp.path()).map_err(|e| cache_error(e.to_string()))?;
-                return IndexCache::ready(db, temp.path().to_path_buf(), Some(temp));
-            }
-            Err(_) => {}
-        }
-        // Damaged: the cache holds nothing that the segments do not.
-        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-        let db = create(path).map_err(|e| cache_error(e.to_string()))?;
-        IndexCache::ready(db, path.to_path_buf(), None)
+        let db = catch_redb(|| {
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(redb::backends::InMemoryBackend::new())
+        })
+        .map_err(error)?
+        .map_err(|e| error(e.to_string()))?;
+        IndexCache::ready(db, path, Storage::Memory).map_err(|failure| match failure {
+            OpenFailure::Busy => error("busy".into()),
+            OpenFailure::Damaged(reason) | OpenFailure::Unusable(reason) => error(reason),
+        })
     }
 
     /// Makes sure the tables exist. Tables of an older layout are deleted
     /// (the sync then refills the cache) and their space compacted away.
     fn ready(
         db: Database,
-        path: PathBuf,
-        temp: Option<tempfile::NamedTempFile>,
-    ) -> Result<IndexCache> {
+        path: &Path,
+        storage: Storage,
+    ) -> std::result::Result<IndexCache, OpenFailure> {
         let mut cache = IndexCache {
             db,
-            path,
-            _temp: temp,
+            path: path.to_path_buf(),
+            storage,
         };
-        let txn = cache.db.begin_write().map_err(|e| cache.error(e))?;
-        let stale: Vec<_> = txn
-            .list_tables()
-            .map_err(|e| cache.error(e))?
-            .filter(|table| !TABLE_NAMES.contains(&table.name()))
-            .collect();
-        let migrated = !stale.is_empty();
-        for table in stale {
-            txn.delete_table(table).map_err(|e| cache.error(e))?;
-        }
-        open_tables(&txn).map_err(|e| cache.error(e))?;
-        txn.commit().map_err(|e| cache.error(e))?;
+        let migrated = cache
+            .guarded(|db| {
+                let txn = db.begin_write()?;
+                let stale: Vec<_> = txn
+                    .list_tables()?
+                    .filter(|table| !TABLE_NAMES.contains(&table.name()))
+                    .collect();
+                let stale_multimaps: Vec<_> = txn
+                    .list_multimap_tables()?
+                    .filter(|table| !TABLE_NAMES.contains(&table.name()))
+                    .collect();
+                let migrated = !stale.is_empty() || !stale_multimaps.is_empty();
+                for table in stale {
+                    txn.delete_table(table)?;
+                }
+                for table in stale_multimaps {
+                    txn.delete_multimap_table(table)?;
+                }
+                open_tables(&txn)?;
+                txn.commit()?;
+                Ok(migrated)
+            })
+            .map_err(|e| OpenFailure::Damaged(e.to_string()))?;
         if migrated {
             // Best effort: a cache that keeps the old space still works.
-            let _ = cache.db.compact();
+            let _ = catch_redb(|| cache.db.compact());
         }
         Ok(cache)
+    }
+
+    /// Runs `op` on the database. A redb error or a panic inside redb (which
+    /// a damaged file can cause) becomes an [`Error::IndexCache`].
+    fn guarded<T>(
+        &self,
+        op: impl FnOnce(&Database) -> std::result::Result<T, redb::Error>,
+    ) -> Result<T> {
+        match catch_redb(|| op(&self.db)) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.error(e)),
+            Err(panic) => Err(self.error(panic)),
+        }
     }
 
     fn error(&self, e: impl std::fmt::Display) -> Error {
@@ -215,69 +454,44 @@ impl IndexCache {
         }
     }
 
+    /// Whether this cache is the file at its path, rather than a temporary
+    /// stand-in.
+    pub fn is_persistent(&self) -> bool {
+        matches!(self.storage, Storage::File)
+    }
+
+    /// The cache file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Segments the cache has absorbed.
     pub fn known_segments(&self) -> Result<HashSet<SegmentId>> {
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = txn.open_table(SEGMENTS).map_err(|e| self.error(e))?;
-        let mut out = HashSet::new();
-        for row in table.iter().map_err(|e| self.error(e))? {
-            let (key, _) = row.map_err(|e| self.error(e))?;
-            out.insert(SegmentId(Id(key.value())));
-        }
-        Ok(out)
+        self.guarded(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(SEGMENTS)?;
+            let mut out = HashSet::new();
+            for row in table.iter()? {
+                let (key, _) = row?;
+                out.insert(SegmentId(Id(key.value())));
+            }
+            Ok(out)
+        })
     }
 
     /// Empties the cache, before a rebuild.
     pub fn clear(&self) -> Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        txn.delete_table(BLOBS).map_err(|e| self.error(e))?;
-        txn.delete_table(PACKS).map_err(|e| self.error(e))?;
-        txn.delete_table(PACK_NUMBERS).map_err(|e| self.error(e))?;
-        txn.delete_table(SEGMENTS).map_err(|e| self.error(e))?;
-        open_tables(&txn).map_err(|e| self.error(e))?;
-        txn.commit().map_err(|e| self.error(e))
-    }
-
-    /// The numbers of a segment's packs, numbering those not seen before.
-    /// A pack seen before takes the session given last.
-    fn number_packs(
-        &self,
-        txn: &redb::WriteTransaction,
-        segment: &IndexSegment,
-    ) -> Result<Vec<u32>> {
-        let mut packs = txn.open_table(PACKS).map_err(|e| self.error(e))?;
-        let mut numbers = txn.open_table(PACK_NUMBERS).map_err(|e| self.error(e))?;
-        let mut out = Vec::with_capacity(segment.packs.len());
-        for pack in &segment.packs {
-            let known = numbers
-                .get(pack.pack.0 .0)
-                .map_err(|e| self.error(e))?
-                .map(|n| n.value());
-            let number = match known {
-                Some(number) => number,
-                None => {
-                    // One past the highest, so that a number is never reused
-                    // even if rows are one day deleted.
-                    let last = packs.last().map_err(|e| self.error(e))?;
-                    let number = match last {
-                        None => 0,
-                        Some((key, _)) => key
-                            .value()
-                            .checked_add(1)
-                            .ok_or_else(|| self.error("more than 2^32 packs"))?,
-                    };
-                    numbers
-                        .insert(pack.pack.0 .0, number)
-                        .map_err(|e| self.error(e))?;
-                    number
-                }
-            };
-            packs
-                .insert(number, encode_pack(pack))
-                .map_err(|e| self.error(e))?;
-            out.push(number);
-        }
-        Ok(out)
+        self.guarded(|db| {
+            let txn = db.begin_write()?;
+            txn.delete_table(BLOBS)?;
+            txn.delete_multimap_table(DUPLICATES)?;
+            txn.delete_table(PACKS)?;
+            txn.delete_table(PACK_NUMBERS)?;
+            txn.delete_table(SEGMENTS)?;
+            open_tables(&txn)?;
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Adds a segment's entries in one transaction, and records the segment.
@@ -294,67 +508,165 @@ impl IndexCache {
             .flat_map(|(p, pack)| (0..pack.entries.len()).map(move |e| (p as u32, e as u32)))
             .collect();
         order.sort_by_key(|&(p, e)| segment.packs[p as usize].entries[e as usize].id.0 .0);
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        {
-            let numbers = self.number_packs(&txn, segment)?;
-            let mut blobs = txn.open_table(BLOBS).map_err(|e| self.error(e))?;
-            for &(p, e) in &order {
-                let blob = &segment.packs[p as usize].entries[e as usize];
-                blobs
-                    .insert(blob.id.0 .0, encode_location(numbers[p as usize], blob))
-                    .map_err(|e| self.error(e))?;
+        self.guarded(|db| {
+            let txn = db.begin_write()?;
+            {
+                let numbers = number_packs(&txn, segment)?;
+                let mut blobs = txn.open_table(BLOBS)?;
+                let mut duplicates = txn.open_multimap_table(DUPLICATES)?;
+                for &(p, e) in &order {
+                    let blob = &segment.packs[p as usize].entries[e as usize];
+                    let row = encode_location(numbers[p as usize], blob);
+                    let replaced = blobs.insert(blob.id.0 .0, row)?.map(|old| old.value());
+                    // The same blob in another pack: keep the old location
+                    // too, so a read can fall back to it.
+                    if let Some(old) = replaced {
+                        if location_pack_number(&old) != location_pack_number(&row) {
+                            duplicates.insert(blob.id.0 .0, old)?;
+                            duplicates.remove(blob.id.0 .0, row)?;
+                        }
+                    }
+                }
+                let count = order.len() as u64;
+                let mut segments = txn.open_table(SEGMENTS)?;
+                segments.insert(id.0 .0, count)?;
             }
-            let count = order.len() as u64;
-            let mut segments = txn.open_table(SEGMENTS).map_err(|e| self.error(e))?;
-            segments.insert(id.0 .0, count).map_err(|e| self.error(e))?;
-        }
-        txn.commit().map_err(|e| self.error(e))
+            txn.commit()?;
+            Ok(())
+        })
     }
 
-    /// Whether `id` is indexed: [`IndexCache::lookup`] without reading its
-    /// pack's row, for deduplication.
-    pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
-        let blobs = txn.open_table(BLOBS).map_err(|e| self.error(e))?;
-        Ok(blobs.get(id.0 .0).map_err(|e| self.error(e))?.is_some())
+    /// The pack number of the location absorbed last for `id`, if it is
+    /// indexed: [`IndexCache::lookup`] without reading its pack's row, for
+    /// deduplication.
+    pub fn pack_number(&self, id: &BlobId) -> Result<Option<u32>> {
+        self.guarded(|db| {
+            let txn = db.begin_read()?;
+            let blobs = txn.open_table(BLOBS)?;
+            Ok(blobs
+                .get(id.0 .0)?
+                .map(|row| location_pack_number(&row.value())))
+        })
     }
 
-    /// Where `id` is stored, if anywhere.
+    /// The pack and session a pack number stands for.
+    pub fn pack(&self, number: u32) -> Result<Option<(PackId, SessionId)>> {
+        self.guarded(|db| {
+            let txn = db.begin_read()?;
+            let packs = txn.open_table(PACKS)?;
+            Ok(packs.get(number)?.map(|row| decode_pack(&row.value())))
+        })
+    }
+
+    /// Calls `visit` with every pack the cache knows: its number, id and
+    /// session.
+    pub fn for_each_pack(&self, mut visit: impl FnMut(u32, PackId, SessionId)) -> Result<()> {
+        self.guarded(|db| {
+            let txn = db.begin_read()?;
+            let packs = txn.open_table(PACKS)?;
+            for row in packs.iter()? {
+                let (number, pack) = row?;
+                let (pack, session) = decode_pack(&pack.value());
+                visit(number.value(), pack, session);
+            }
+            Ok(())
+        })
+    }
+
+    /// Where `id` is stored, if anywhere: the location absorbed last.
     pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
-        let blobs = txn.open_table(BLOBS).map_err(|e| self.error(e))?;
-        let Some(row) = blobs.get(id.0 .0).map_err(|e| self.error(e))? else {
-            return Ok(None);
-        };
-        let (number, entry) = decode_location(*id, &row.value());
-        let packs = txn.open_table(PACKS).map_err(|e| self.error(e))?;
-        let pack = packs
-            .get(number)
-            .map_err(|e| self.error(e))?
-            .ok_or_else(|| {
+        Ok(self
+            .locations(id, false)?
+            .into_iter()
+            .next()
+            .map(|(_, l)| l))
+    }
+
+    /// Every location of `id` with its pack number, the one absorbed last
+    /// first; with `all` false, only that one.
+    pub fn locations(&self, id: &BlobId, all: bool) -> Result<Vec<(u32, BlobLocation)>> {
+        let rows = self.guarded(|db| {
+            let txn = db.begin_read()?;
+            let blobs = txn.open_table(BLOBS)?;
+            let Some(row) = blobs.get(id.0 .0)? else {
+                return Ok(Vec::new());
+            };
+            let mut rows = vec![row.value()];
+            if all {
+                let duplicates = txn.open_multimap_table(DUPLICATES)?;
+                for other in duplicates.get(id.0 .0)? {
+                    rows.push(other?.value());
+                }
+            }
+            Ok(rows)
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (number, entry) = decode_location(*id, &row);
+            let (pack, session) = self.pack(number)?.ok_or_else(|| {
                 self.error(format!(
                     "blob {id} names pack number {number}, which is unknown"
                 ))
             })?;
-        let (pack, session) = decode_pack(&pack.value());
-        Ok(Some(BlobLocation {
-            pack,
-            session,
-            entry,
-        }))
+            out.push((
+                number,
+                BlobLocation {
+                    pack,
+                    session,
+                    entry,
+                },
+            ));
+        }
+        Ok(out)
     }
 
     /// Number of blobs indexed.
     pub fn blob_count(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = txn.open_table(BLOBS).map_err(|e| self.error(e))?;
-        table.len().map_err(|e| self.error(e))
+        self.guarded(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(BLOBS)?;
+            Ok(table.len()?)
+        })
     }
+}
+
+/// The numbers of a segment's packs, numbering those not seen before.
+/// A pack seen before takes the session given last.
+fn number_packs(
+    txn: &redb::WriteTransaction,
+    segment: &IndexSegment,
+) -> std::result::Result<Vec<u32>, redb::Error> {
+    let mut packs = txn.open_table(PACKS)?;
+    let mut numbers = txn.open_table(PACK_NUMBERS)?;
+    let mut out = Vec::with_capacity(segment.packs.len());
+    for pack in &segment.packs {
+        let known = numbers.get(pack.pack.0 .0)?.map(|n| n.value());
+        let number = match known {
+            Some(number) => number,
+            None => {
+                // One past the highest, so that a number is never reused
+                // even if rows are one day deleted.
+                let last = packs.last()?.map(|(key, _)| key.value());
+                let number = match last {
+                    None => 0,
+                    Some(last) => last
+                        .checked_add(1)
+                        .ok_or_else(|| redb::Error::Corrupted("more than 2^32 packs".into()))?,
+                };
+                numbers.insert(pack.pack.0 .0, number)?;
+                number
+            }
+        };
+        packs.insert(number, encode_pack(pack))?;
+        out.push(number);
+    }
+    Ok(out)
 }
 
 /// Opens (creating if needed) every table of the cache.
 fn open_tables(txn: &redb::WriteTransaction) -> std::result::Result<(), redb::TableError> {
     txn.open_table(BLOBS)?;
+    txn.open_multimap_table(DUPLICATES)?;
     txn.open_table(PACKS)?;
     txn.open_table(PACK_NUMBERS)?;
     txn.open_table(SEGMENTS)?;
@@ -390,7 +702,7 @@ mod tests {
     fn absorb_lookup_clear() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/index.redb");
-        let cache = IndexCache::open(&path).unwrap();
+        let cache = IndexCache::open(&path).unwrap().cache;
         let segment = IndexSegment {
             packs: vec![IndexedPack {
                 pack: PackId(Id([1; 32])),
@@ -406,15 +718,18 @@ mod tests {
         assert_eq!(found.session, SessionId(Id([2; 32])));
         assert_eq!(found.entry, entry(4));
         assert!(cache.lookup(&BlobId(Id([9; 32]))).unwrap().is_none());
-        assert!(cache.contains(&BlobId(Id([4; 32]))).unwrap());
-        assert!(!cache.contains(&BlobId(Id([9; 32]))).unwrap());
+        assert!(cache.pack_number(&BlobId(Id([4; 32]))).unwrap().is_some());
+        assert!(cache.pack_number(&BlobId(Id([9; 32]))).unwrap().is_none());
         assert_eq!(cache.blob_count().unwrap(), 2);
         assert_eq!(cache.known_segments().unwrap().len(), 1);
         drop(cache);
         // Reopening keeps the data; a damaged file is replaced.
-        assert_eq!(IndexCache::open(&path).unwrap().blob_count().unwrap(), 2);
+        assert_eq!(
+            IndexCache::open(&path).unwrap().cache.blob_count().unwrap(),
+            2
+        );
         std::fs::write(&path, b"not a database at all").unwrap();
-        let cache = IndexCache::open(&path).unwrap();
+        let cache = IndexCache::open(&path).unwrap().cache;
         assert_eq!(cache.blob_count().unwrap(), 0);
         cache.absorb(SegmentId(Id([5; 32])), &segment).unwrap();
         cache.clear().unwrap();
@@ -424,7 +739,9 @@ mod tests {
     #[test]
     fn packs_are_numbered_once_and_lookups_name_the_right_pack() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = IndexCache::open(&dir.path().join("index.redb")).unwrap();
+        let cache = IndexCache::open(&dir.path().join("index.redb"))
+            .unwrap()
+            .cache;
         let pack = |n: u8, entries| IndexedPack {
             pack: PackId(Id([n; 32])),
             session: SessionId(Id([n + 100; 32])),
@@ -475,7 +792,7 @@ mod tests {
         let found = cache.lookup(&BlobId(Id([30; 32]))).unwrap().unwrap();
         assert_eq!(found.pack, PackId(Id([3; 32])));
         assert_eq!(found.session, SessionId(Id([103; 32])));
-        assert!(!cache.contains(&BlobId(Id([10; 32]))).unwrap());
+        assert!(cache.pack_number(&BlobId(Id([10; 32]))).unwrap().is_none());
     }
 
     #[test]
@@ -483,13 +800,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.redb");
         {
-            let old_blobs: TableDefinition<[u8; 32], [u8; 78]> = TableDefinition::new("blobs");
-            let old_segments: TableDefinition<[u8; 32], u64> = TableDefinition::new("segments");
+            let old_blobs: TableDefinition<[u8; 32], [u8; 18]> = TableDefinition::new("blobs.v2");
+            let old_segments: TableDefinition<[u8; 32], u64> = TableDefinition::new("segments.v2");
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
             txn.open_table(old_blobs)
                 .unwrap()
-                .insert([3; 32], [0; 78])
+                .insert([3; 32], [0; 18])
                 .unwrap();
             txn.open_table(old_segments)
                 .unwrap()
@@ -497,7 +814,7 @@ mod tests {
                 .unwrap();
             txn.commit().unwrap();
         }
-        let cache = IndexCache::open(&path).unwrap();
+        let cache = IndexCache::open(&path).unwrap().cache;
         assert!(
             cache.known_segments().unwrap().is_empty(),
             "so sync absorbs every segment"
@@ -507,12 +824,16 @@ mod tests {
             .list_tables()
             .unwrap()
             .map(|t| t.name().to_string())
+            .chain(
+                txn.list_multimap_tables()
+                    .unwrap()
+                    .map(|t| t.name().to_string()),
+            )
             .collect();
         names.sort();
-        assert_eq!(
-            names,
-            ["blobs.v2", "pack_numbers.v2", "packs.v2", "segments.v2"]
-        );
+        let mut expected = TABLE_NAMES.map(String::from).to_vec();
+        expected.sort();
+        assert_eq!(names, expected);
     }
 
     #[test]
@@ -520,23 +841,83 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.redb");
         {
-            let wrong: TableDefinition<u64, u64> = TableDefinition::new("blobs.v2");
+            let wrong: TableDefinition<u64, u64> = TableDefinition::new("blobs.v3");
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
             txn.open_table(wrong).unwrap().insert(1, 2).unwrap();
             txn.commit().unwrap();
         }
-        let cache = IndexCache::open(&path).unwrap();
+        let cache = IndexCache::open(&path).unwrap().cache;
         assert_eq!(cache.blob_count().unwrap(), 0);
         assert!(cache.known_segments().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_blob_stored_again_keeps_every_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = IndexCache::open(&dir.path().join("index.redb"))
+            .unwrap()
+            .cache;
+        let pack = |n: u8| IndexedPack {
+            pack: PackId(Id([n; 32])),
+            session: SessionId(Id([n + 100; 32])),
+            entries: vec![entry(7)],
+        };
+        let blob = BlobId(Id([7; 32]));
+        for (segment, n) in [(1, 1), (2, 2), (3, 2), (4, 3)] {
+            cache
+                .absorb(
+                    SegmentId(Id([segment; 32])),
+                    &IndexSegment {
+                        packs: vec![pack(n)],
+                    },
+                )
+                .unwrap();
+        }
+        let found: Vec<PackId> = cache
+            .locations(&blob, true)
+            .unwrap()
+            .into_iter()
+            .map(|(_, location)| location.pack)
+            .collect();
+        assert_eq!(
+            found[0],
+            PackId(Id([3; 32])),
+            "the last absorbed comes first"
+        );
+        let mut others = found[1..].to_vec();
+        others.sort_by_key(|p| p.0 .0);
+        assert_eq!(others, [PackId(Id([1; 32])), PackId(Id([2; 32]))]);
+        assert_eq!(cache.locations(&blob, false).unwrap().len(), 1);
+        assert_eq!(
+            cache
+                .pack(cache.pack_number(&blob).unwrap().unwrap())
+                .unwrap(),
+            Some((PackId(Id([3; 32])), SessionId(Id([103; 32]))))
+        );
+    }
+
+    #[test]
+    fn an_unusable_cache_folder_falls_back_to_a_temporary_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, b"").unwrap();
+        let opened = IndexCache::open(&blocked.join("index.redb")).unwrap();
+        assert!(!opened.cache.is_persistent());
+        assert!(opened.notice.unwrap().contains("temporary"));
+        opened
+            .cache
+            .absorb(SegmentId(Id([1; 32])), &IndexSegment::default())
+            .unwrap();
+        assert_eq!(opened.cache.known_segments().unwrap().len(), 1);
     }
 
     #[test]
     fn a_second_opener_gets_a_private_cache() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.redb");
-        let first = IndexCache::open(&path).unwrap();
-        let second = IndexCache::open(&path).unwrap();
+        let first = IndexCache::open(&path).unwrap().cache;
+        let second = IndexCache::open(&path).unwrap().cache;
         assert_eq!(second.blob_count().unwrap(), 0);
         drop(first);
     }

@@ -8,7 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use rayon::prelude::*;
 
@@ -18,9 +19,10 @@ use crate::chunker::{Chunker, ChunkerParams};
 use crate::config::{Config, ConfigError, DEFAULT_PACK_TARGET_BYTES, REPOSITORY_VERSION};
 use crate::crypto::{self, Sealer};
 use crate::error::{Error, Result};
-use crate::id::{BlobId, Id, SegmentId, SessionId, SnapshotId};
+use crate::id::{BlobId, Id, PackId, SegmentId, SessionId, SnapshotId};
 use crate::index::{self, BlobLocation, IndexCache, IndexSegment, IndexedPack, MAX_SEGMENT_LEN};
 use crate::keys::{self, KdfParams, KeyFileError, MasterKeys};
+use crate::object::ObjectError;
 use crate::object::{self, SealedKind};
 use crate::packer::{Job, Packer, PackerConfig};
 use crate::session::{self, Session, SESSION_LEN};
@@ -58,9 +60,55 @@ pub struct Repository {
     keys: MasterKeys,
     index_sealer: Sealer,
     chunker: Chunker,
-    index: IndexCache,
+    /// Behind a lock so that a damaged cache can be swapped for a rebuilt
+    /// one while other threads read through the repository.
+    index: RwLock<IndexCache>,
+    /// How many times the cache was rebuilt since open.
+    index_rebuilds: AtomicU64,
     sessions: Mutex<HashMap<SessionId, Sealer>>,
     damaged_segments: Vec<Error>,
+    /// Lines for the user about the cache (rebuilt, or a stand-in used).
+    notices: Mutex<Vec<String>>,
+}
+
+/// Rebuilds of the index cache allowed per open repository, after the one
+/// that opening may do: enough to heal a cache damaged under us, without
+/// rebuilding it again and again for data that is really missing.
+const MAX_INDEX_REBUILDS: u64 = 1;
+
+/// Sessions a key is tried against to tell whether it is this repository's.
+const KEY_CHECK_SESSIONS: usize = 8;
+
+/// What trying a key against a repository's sessions showed.
+enum KeyCheck {
+    /// It opened one of them.
+    Confirmed,
+    /// There was nothing intact to try it on (a new repository).
+    Unknown,
+    /// Intact sessions exist and it opened none of them: this one, say.
+    Refuted(String),
+}
+
+/// Whether a failed blob read could come from a cache that disagrees with
+/// the repository's segments, so that rebuilding the cache might help.
+fn may_be_stale_cache(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::BlobNotIndexed { .. }
+            | Error::Corrupted { .. }
+            | Error::MissingObject { .. }
+            | Error::Unauthenticated { .. }
+            | Error::IndexCache { .. }
+    )
+}
+
+/// The error for a sealed object that did not open: unauthenticated if it
+/// failed authentication (its bytes matched its name), damaged otherwise.
+fn open_error(object: String, error: ObjectError) -> Error {
+    match error {
+        ObjectError::Authentication => Error::Unauthenticated { object },
+        ObjectError::Malformed(_) => Error::corrupted(object, error),
+    }
 }
 
 /// Snapshots as listed: those that could be read, and why others could not.
@@ -148,6 +196,9 @@ impl Repository {
             Err(e) => return Err(Error::io(location.join("config"), e)),
         }
         backend.create().map_err(|e| match e.kind() {
+            _ if crate::backend::is_location_not_empty(&e) => Error::LocationNotEmpty {
+                location: backend.location(),
+            },
             io::ErrorKind::AlreadyExists => Error::RepositoryExists {
                 path: location.clone(),
             },
@@ -248,6 +299,7 @@ impl Repository {
             .list(ObjectKind::Key)
             .map_err(|e| Error::io(PathBuf::from(backend.location()).join("keys"), e))?;
         let mut damaged = None;
+        let mut foreign = None;
         let mut well_formed = 0;
         for name in names {
             let object = object_name(ObjectKind::Key, &name);
@@ -264,12 +316,25 @@ impl Repository {
                 .get(ObjectKind::Key, &name)
                 .map_err(|e| Error::io(PathBuf::from(backend.location()).join(&object), e))?;
             match keys::open_key_file(&bytes, password) {
-                Ok(keys) => return Ok(keys),
+                Ok(keys) => match Repository::check_key(backend, &keys)? {
+                    KeyCheck::Confirmed | KeyCheck::Unknown => return Ok(keys),
+                    // Another repository's key under the same password: try
+                    // the other key files before saying so.
+                    KeyCheck::Refuted(refuting) => {
+                        foreign.get_or_insert(Error::ForeignKey {
+                            key: object,
+                            object: refuting,
+                        });
+                    }
+                },
                 Err(KeyFileError::WrongPassword) => well_formed += 1,
                 Err(e @ KeyFileError::Malformed(_)) => {
                     damaged.get_or_insert_with(|| Error::corrupted(&object, e));
                 }
             }
+        }
+        if let Some(foreign) = foreign {
+            return Err(foreign);
         }
         if damaged.is_none() && well_formed == 0 {
             return Err(Error::corrupted("keys/", "the repository has no key files"));
@@ -278,6 +343,38 @@ impl Repository {
             Some(error) if well_formed == 0 => Err(error),
             _ => Err(Error::WrongPassword),
         }
+    }
+
+    /// Tries `keys` on up to [`KEY_CHECK_SESSIONS`] of the repository's
+    /// sessions: every writing command stores one first, so a repository
+    /// that was ever written to has one its own key opens. Damaged
+    /// sessions (bytes that do not match their name) prove nothing and are
+    /// passed over.
+    fn check_key(backend: &dyn Backend, keys: &MasterKeys) -> Result<KeyCheck> {
+        let names = backend
+            .list(ObjectKind::Session)
+            .map_err(|e| storage_error(backend, ObjectKind::Session, "", e))?;
+        let mut refuting = None;
+        for name in names
+            .iter()
+            .filter(|n| parse_name(n).is_some())
+            .take(KEY_CHECK_SESSIONS)
+        {
+            let Ok(bytes) = backend.get(ObjectKind::Session, name) else {
+                continue;
+            };
+            if Id::of_bytes(&bytes).to_hex() != *name {
+                continue;
+            }
+            match session::open(&bytes, &keys.private) {
+                Ok(_) => return Ok(KeyCheck::Confirmed),
+                Err(session::SessionError::Authentication) => {
+                    refuting.get_or_insert_with(|| object_name(ObjectKind::Session, name));
+                }
+                Err(session::SessionError::Malformed(_)) => {}
+            }
+        }
+        Ok(refuting.map_or(KeyCheck::Unknown, KeyCheck::Refuted))
     }
 
     fn assemble(
@@ -291,18 +388,88 @@ impl Repository {
         // share (and so trust) that repository's index cache.
         let cache_name = blake3::keyed_hash(&keys.id_key.0, &config.id.0).to_hex();
         let index_path = cache_dir.join(cache_name.as_str()).join("index.redb");
+        let opened = IndexCache::open(&index_path)?;
         let mut repository = Repository {
             damaged_segments: Vec::new(),
             chunker: Chunker::new(config.chunker, keys.chunker_seed),
             index_sealer: Sealer::new(&keys.index_key),
-            index: IndexCache::open(&index_path)?,
+            index: RwLock::new(opened.cache),
+            index_rebuilds: AtomicU64::new(0),
             sessions: Mutex::new(HashMap::new()),
             backend: Arc::from(backend),
             config,
             keys,
+            notices: Mutex::new(opened.notice.into_iter().collect()),
         };
-        repository.damaged_segments = repository.sync_index()?;
+        let synced = repository.sync_index(&repository.index());
+        repository.damaged_segments = match synced {
+            Ok(damaged) => damaged,
+            // The cache failed while being filled: start it afresh once.
+            Err(Error::IndexCache { reason, .. }) => {
+                let opened = repository.index().rebuilt(&reason)?;
+                let damaged = repository.sync_index(&opened.cache)?;
+                *repository.index.write().unwrap_or_else(|p| p.into_inner()) = opened.cache;
+                repository.notices_lock().extend(opened.notice);
+                damaged
+            }
+            Err(e) => return Err(e),
+        };
         Ok(repository)
+    }
+
+    fn index(&self) -> RwLockReadGuard<'_, IndexCache> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notices_lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.notices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lines for the user gathered since the last call: the index cache was
+    /// rebuilt, or a temporary one used in its place.
+    pub fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notices_lock())
+    }
+
+    /// Runs `op` on the index cache. If the cache fails (a redb error, or a
+    /// damaged file), it is rebuilt from the segments and `op` runs again.
+    fn with_index<T>(&self, mut op: impl FnMut(&IndexCache) -> Result<T>) -> Result<T> {
+        let seen = self.index_rebuilds.load(Ordering::SeqCst);
+        match op(&self.index()) {
+            Err(Error::IndexCache { reason, .. }) => match self.rebuild_index(seen, &reason)? {
+                Some(notice) => {
+                    self.notices_lock().extend(notice);
+                    op(&self.index())
+                }
+                None => Err(Error::IndexCache {
+                    path: self.index().path().to_path_buf(),
+                    reason,
+                }),
+            },
+            other => other,
+        }
+    }
+
+    /// Replaces the cache by one rebuilt from the stored segments, unless
+    /// another thread did so since it saw `seen` rebuilds, or the rebuilds
+    /// allowed are used up. Returns `None` if trying again is not worth
+    /// it, else the line to tell the user, if any.
+    fn rebuild_index(&self, seen: u64, reason: &str) -> Result<Option<Option<String>>> {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let done = self.index_rebuilds.load(Ordering::SeqCst);
+        if done != seen {
+            return Ok(Some(None));
+        }
+        if done >= MAX_INDEX_REBUILDS {
+            return Ok(None);
+        }
+        self.index_rebuilds.fetch_add(1, Ordering::SeqCst);
+        let opened = index.rebuilt(reason)?;
+        // Segments that cannot be read were reported when the repository
+        // was opened; their blobs stay unknown, as they were.
+        self.sync_index(&opened.cache)?;
+        *index = opened.cache;
+        Ok(Some(opened.notice))
     }
 
     fn object_path(&self, kind: ObjectKind, name: &str) -> PathBuf {
@@ -341,7 +508,7 @@ impl Repository {
 
     /// Adds new index segments to the cache; rebuilds it if one vanished.
     /// Returns the segments that could not be read.
-    fn sync_index(&self) -> Result<Vec<Error>> {
+    fn sync_index(&self, cache: &IndexCache) -> Result<Vec<Error>> {
         let stored: HashSet<SegmentId> = self
             .backend
             .list(ObjectKind::Index)
@@ -349,19 +516,25 @@ impl Repository {
             .iter()
             .filter_map(|name| parse_name(name).map(SegmentId))
             .collect();
-        let mut known = self.index.known_segments()?;
+        let mut known = cache.known_segments()?;
         if !known.is_subset(&stored) {
-            self.index.clear()?;
+            cache.clear()?;
             known.clear();
         }
         let mut damaged = Vec::new();
         for id in stored.difference(&known) {
             match self.read_segment(*id) {
-                Ok(segment) => self.index.absorb(*id, &segment)?,
+                Ok(segment) => cache.absorb(*id, &segment)?,
                 // The blobs it lists are then unknown: a backup stores them
                 // again, a restore that needs them names them. Neither is
-                // worse than refusing to open the repository at all.
-                Err(e @ (Error::Corrupted { .. } | Error::MissingObject { .. })) => damaged.push(e),
+                // worse than refusing to open the repository at all. (A
+                // segment this key cannot open makes writing refuse: see
+                // `start_write`.)
+                Err(
+                    e @ (Error::Corrupted { .. }
+                    | Error::MissingObject { .. }
+                    | Error::Unauthenticated { .. }),
+                ) => damaged.push(e),
                 Err(e) => return Err(e),
             }
         }
@@ -373,7 +546,7 @@ impl Repository {
         let bytes = self.get_verified(ObjectKind::Index, &name, MAX_SEGMENT_LEN)?;
         let object = object_name(ObjectKind::Index, &name);
         let plain = object::open(SealedKind::IndexSegment, &self.index_sealer, &bytes)
-            .map_err(|e| Error::corrupted(&object, e))?;
+            .map_err(|e| open_error(object.clone(), e))?;
         IndexSegment::decode(&plain).map_err(|e| Error::corrupted(&object, e))
     }
 
@@ -405,7 +578,7 @@ impl Repository {
 
     /// Where a blob is stored, if it is.
     pub fn locate(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
-        self.index.lookup(id)
+        self.with_index(|index| index.lookup(id))
     }
 
     fn session_sealer(&self, id: SessionId) -> Result<Sealer> {
@@ -415,18 +588,65 @@ impl Repository {
         }
         let name = id.to_string();
         let bytes = self.get_verified(ObjectKind::Session, &name, SESSION_LEN as u64)?;
-        let opened = session::open(&bytes, &self.keys.private)
-            .map_err(|e| Error::corrupted(object_name(ObjectKind::Session, &name), e))?;
+        let object = object_name(ObjectKind::Session, &name);
+        let opened = session::open(&bytes, &self.keys.private).map_err(|e| match e {
+            session::SessionError::Authentication => Error::Unauthenticated { object },
+            session::SessionError::Malformed(_) => Error::corrupted(object, e),
+        })?;
         sessions.insert(id, opened.sealer.clone());
         Ok(opened.sealer)
     }
 
-    /// Reads, authenticates and checks one blob.
+    /// Reads, authenticates and checks one blob. If its location fails,
+    /// any other location the index has for it is tried; if all fail in a
+    /// way a stale cache could explain, the cache is rebuilt (once per
+    /// open repository) and the read tried again.
     pub fn read_blob(&self, id: &BlobId, expected: BlobType) -> Result<Vec<u8>> {
-        let location = self
-            .index
-            .lookup(id)?
-            .ok_or_else(|| Error::BlobNotIndexed { id: id.to_string() })?;
+        let seen = self.index_rebuilds.load(Ordering::SeqCst);
+        match self.read_blob_anywhere(id, expected) {
+            Err(e) if may_be_stale_cache(&e) => {
+                let reason = format!("out of step with the repository (blob {id}: {e})");
+                let Some(notice) = self.rebuild_index(seen, &reason)? else {
+                    return Err(e);
+                };
+                let again = self.read_blob_anywhere(id, expected);
+                // Only worth saying if the rebuild is what made it readable:
+                // data really missing is reported as such by the caller.
+                if again.is_ok() {
+                    self.notices_lock().extend(notice);
+                }
+                again
+            }
+            other => other,
+        }
+    }
+
+    /// [`Repository::read_blob`] from the locations the cache has now.
+    fn read_blob_anywhere(&self, id: &BlobId, expected: BlobType) -> Result<Vec<u8>> {
+        let primary = self.with_index(|index| index.locations(id, false))?;
+        let Some((_, location)) = primary.first() else {
+            return Err(Error::BlobNotIndexed { id: id.to_string() });
+        };
+        let first_error = match self.read_blob_at(id, expected, location) {
+            Ok(plaintext) => return Ok(plaintext),
+            Err(e) => e,
+        };
+        let all = self.with_index(|index| index.locations(id, true))?;
+        for (_, other) in all.iter().skip(1) {
+            if let Ok(plaintext) = self.read_blob_at(id, expected, other) {
+                return Ok(plaintext);
+            }
+        }
+        Err(first_error)
+    }
+
+    /// Reads one blob from one location.
+    fn read_blob_at(
+        &self,
+        id: &BlobId,
+        expected: BlobType,
+        location: &BlobLocation,
+    ) -> Result<Vec<u8>> {
         let what = format!("blob {id} in pack {}", location.pack);
         let entry = location.entry;
         if entry.blob_type() != Some(expected) || !entry.is_plausible() {
@@ -484,9 +704,11 @@ impl Repository {
             };
             match self.read_snapshot(&name) {
                 Ok(snapshot) => list.snapshots.push((SnapshotId(id), snapshot)),
-                Err(e @ (Error::Corrupted { .. } | Error::MissingObject { .. })) => {
-                    list.damaged.push(e)
-                }
+                Err(
+                    e @ (Error::Corrupted { .. }
+                    | Error::MissingObject { .. }
+                    | Error::Unauthenticated { .. }),
+                ) => list.damaged.push(e),
                 Err(e) => return Err(e),
             }
         }
@@ -499,36 +721,45 @@ impl Repository {
         let bytes = self.get_verified(ObjectKind::Snapshot, name, MAX_SNAPSHOT_LEN)?;
         let session = object::session_of(SealedKind::Snapshot, &bytes)
             .map_err(|e| Error::corrupted(&object, e))?;
-        let sealer = self.session_sealer(session)?;
+        // Named as the snapshot's failure, so that a listing says which
+        // snapshot is lost, not only which session.
+        let sealer = self.session_sealer(session).map_err(|e| match e {
+            Error::Unauthenticated { object: session } => Error::Unauthenticated {
+                object: format!("{object} (through its session {session})"),
+            },
+            Error::MissingObject { object: session } => {
+                Error::corrupted(&object, format!("its session {session} is missing"))
+            }
+            Error::Corrupted {
+                object: session,
+                reason,
+            } => Error::corrupted(
+                &object,
+                format!("its session {session} is damaged: {reason}"),
+            ),
+            other => other,
+        })?;
         let plain = object::open(SealedKind::Snapshot, &sealer, &bytes)
-            .map_err(|e| Error::corrupted(&object, e))?;
+            .map_err(|e| open_error(object.clone(), e))?;
         Snapshot::decode(&plain).map_err(|e| Error::corrupted(&object, e))
     }
 
-    /// Finds a snapshot by full id, unique id prefix, or `latest`. For
-    /// `latest`, damaged snapshots are reported through `progress`: the
-    /// newest readable one might not be the newest there is.
-    pub fn resolve_snapshot(
-        &self,
-        reference: &str,
-        progress: &dyn crate::progress::Progress,
-    ) -> Result<(SnapshotId, Snapshot)> {
+    /// Finds a snapshot by full id, unique id prefix, or `latest`, over
+    /// every snapshot object. Errors if the one selected cannot be read;
+    /// for `latest`, if any snapshot cannot be read, since its time (sealed
+    /// inside it) is unknown and it might be the newest: a restore of
+    /// "latest" must never quietly restore an older one.
+    pub fn resolve_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
         if reference == "latest" {
             let mut list = self.snapshots()?;
-            // If none is readable but some are damaged, say what is damaged
-            // rather than "no snapshot".
-            return match list.snapshots.pop() {
-                Some(found) => {
-                    for damaged in &list.damaged {
-                        progress.warning(Path::new(&self.location()), &damaged.to_string());
-                    }
-                    Ok(found)
-                }
-                None if !list.damaged.is_empty() => Err(list.damaged.remove(0)),
-                None => Err(Error::SnapshotNotFound {
-                    reference: reference.into(),
-                }),
-            };
+            if !list.damaged.is_empty() {
+                return Err(Error::LatestUnknown {
+                    error: Box::new(list.damaged.remove(0)),
+                });
+            }
+            return list.snapshots.pop().ok_or_else(|| Error::SnapshotNotFound {
+                reference: reference.into(),
+            });
         }
         let wanted = reference.to_ascii_lowercase();
         if wanted.is_empty() || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -570,6 +801,19 @@ impl Repository {
                 "compression level {compression_level} out of range 0..=22"
             )));
         }
+        // A segment intact but sealed under another key means this key may
+        // not be the one the repository's readers hold: writing under it
+        // could store what they cannot read back.
+        if let Some(Error::Unauthenticated { object }) = self
+            .damaged_segments
+            .iter()
+            .find(|e| matches!(e, Error::Unauthenticated { .. }))
+        {
+            return Err(Error::Unauthenticated {
+                object: object.clone(),
+            });
+        }
+        let (check, warnings) = self.check_packs()?;
         let (session, bytes) = session::create(&self.keys.public());
         let name = session.id.to_string();
         self.backend
@@ -595,8 +839,76 @@ impl Repository {
             written: HashSet::new(),
             bytes_added: 0,
             blobs_added: 0,
+            check,
+            warnings,
         })
     }
+
+    /// Which indexed packs a backup may deduplicate against: lists `data/`
+    /// and `sessions/` once, and marks the packs the cache knows that are
+    /// missing, or whose session is. Returns the check and a warning for
+    /// each missing object (at most [`MAX_MISSING_WARNINGS`], then a count).
+    fn check_packs(&self) -> Result<(PackCheck, Vec<String>)> {
+        let listed = |kind: ObjectKind| {
+            self.backend
+                .list(kind)
+                .map_err(|e| Error::io(self.object_path(kind, ""), e))
+        };
+        let packs: HashSet<Id> = listed(ObjectKind::Pack)?
+            .iter()
+            .filter_map(|n| parse_name(n))
+            .collect();
+        let sessions: HashSet<Id> = listed(ObjectKind::Session)?
+            .iter()
+            .filter_map(|n| parse_name(n))
+            .collect();
+        let mut check = PackCheck::default();
+        let mut missing = Vec::new();
+        self.with_index(|index| {
+            index.for_each_pack(|_, pack, session| {
+                if !packs.contains(&pack.0) && check.missing_packs.insert(pack) {
+                    missing.push(object_name(ObjectKind::Pack, &pack.to_string()));
+                }
+                if !sessions.contains(&session.0) && check.bad_sessions.insert(session) {
+                    missing.push(object_name(ObjectKind::Session, &session.to_string()));
+                }
+            })
+        })?;
+        let mut warnings: Vec<String> = missing
+            .iter()
+            .take(MAX_MISSING_WARNINGS)
+            .map(|object| {
+                format!("{object} is missing from the repository: the blobs the index places there are stored again")
+            })
+            .collect();
+        if missing.len() > MAX_MISSING_WARNINGS {
+            warnings.push(format!(
+                "{} more packs and sessions are missing from the repository: their blobs are stored again",
+                missing.len() - MAX_MISSING_WARNINGS
+            ));
+        }
+        check.rebuilds = self.index_rebuilds.load(Ordering::SeqCst);
+        Ok((check, warnings))
+    }
+}
+
+/// Warnings given one by one for missing packs and sessions; beyond this
+/// many, one line counts the rest.
+const MAX_MISSING_WARNINGS: usize = 20;
+
+/// What a writer knows about which indexed packs it may deduplicate
+/// against: a blob is only reused if it could be read back.
+#[derive(Default)]
+struct PackCheck {
+    /// Indexed packs missing from `data/` when the writer started.
+    missing_packs: HashSet<PackId>,
+    /// Sessions missing from `sessions/`, or that failed to open.
+    bad_sessions: HashSet<SessionId>,
+    /// Verdicts by the cache's pack number, valid while the cache is not
+    /// rebuilt (which renumbers packs).
+    verdicts: HashMap<u32, bool>,
+    /// The cache rebuilds counted when `verdicts` were made.
+    rebuilds: u64,
 }
 
 /// Adds blobs and finally a snapshot within one session.
@@ -612,16 +924,79 @@ pub struct BlobWriter<'r> {
     /// Final counts, once flushed.
     bytes_added: u64,
     blobs_added: u64,
+    /// Which packs deduplication may rely on.
+    check: PackCheck,
+    /// Warnings not yet taken by the caller.
+    warnings: Vec<String>,
 }
 
 impl BlobWriter<'_> {
-    /// Whether `id` is stored already or queued in this session.
-    fn is_known(&self, id: &BlobId) -> Result<bool> {
-        Ok(self.written.contains(id) || self.repository.index.contains(id)?)
+    /// Whether `id` is queued in this session, or stored in a pack that is
+    /// present and whose session opens: a snapshot must never name a blob
+    /// that cannot be read back. Errors if a session is intact but does
+    /// not open with this repository's key.
+    fn is_known(&mut self, id: &BlobId) -> Result<bool> {
+        if self.written.contains(id) {
+            return Ok(true);
+        }
+        let repository = self.repository;
+        let Some(number) = repository.with_index(|index| index.pack_number(id))? else {
+            return Ok(false);
+        };
+        if self.is_usable(number)? {
+            return Ok(true);
+        }
+        // Stored again since, perhaps: any readable copy will do.
+        let all = repository.with_index(|index| index.locations(id, true))?;
+        for (number, _) in all.iter().skip(1) {
+            if self.is_usable(*number)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
-    /// Whether every blob of `ids` is stored or queued in this session.
-    pub fn contains_all(&self, ids: &[BlobId]) -> Result<bool> {
+    /// Whether the pack the cache numbers `number` may be deduplicated
+    /// against.
+    fn is_usable(&mut self, number: u32) -> Result<bool> {
+        let repository = self.repository;
+        let rebuilds = repository.index_rebuilds.load(Ordering::SeqCst);
+        if rebuilds != self.check.rebuilds {
+            self.check.verdicts.clear();
+            self.check.rebuilds = rebuilds;
+        }
+        if let Some(verdict) = self.check.verdicts.get(&number) {
+            return Ok(*verdict);
+        }
+        let verdict = match repository.with_index(|index| index.pack(number))? {
+            None => false,
+            Some((pack, _)) if self.check.missing_packs.contains(&pack) => false,
+            Some((_, session)) if self.check.bad_sessions.contains(&session) => false,
+            Some((_, session)) => match repository.session_sealer(session) {
+                Ok(_) => true,
+                Err(e @ Error::Unauthenticated { .. }) => return Err(e),
+                Err(e) => {
+                    self.check.bad_sessions.insert(session);
+                    self.warnings.push(format!(
+                        "{e}: the blobs in the packs it sealed are stored again"
+                    ));
+                    false
+                }
+            },
+        };
+        self.check.verdicts.insert(number, verdict);
+        Ok(verdict)
+    }
+
+    /// Warnings gathered since the last call: packs or sessions missing or
+    /// damaged, whose blobs are therefore stored again.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Whether every blob of `ids` is stored (readably) or queued in this
+    /// session.
+    pub fn contains_all(&mut self, ids: &[BlobId]) -> Result<bool> {
         for id in ids {
             if !self.is_known(id)? {
                 return Ok(false);
@@ -728,7 +1103,8 @@ impl BlobWriter<'_> {
             .backend
             .put(ObjectKind::Index, &name, &bytes)
             .map_err(|e| self.repository.storage_error(ObjectKind::Index, &name, e))?;
-        self.repository.index.absorb(id, &segment)?;
+        self.repository
+            .with_index(|index| index.absorb(id, &segment))?;
         // The index finds these now: forgetting them keeps memory flat
         // however many blobs one session writes.
         for entry in segment.packs.iter().flat_map(|p| &p.entries) {
@@ -906,27 +1282,20 @@ mod tests {
     fn snapshot_references_resolve() {
         let (cache, repo) = memory_repository();
         assert!(matches!(
-            repo.resolve_snapshot("latest", &crate::progress::Silent),
+            repo.resolve_snapshot("latest"),
             Err(Error::SnapshotNotFound { .. })
         ));
         write_one(&repo, b"a");
-        let (id, _) = repo
-            .resolve_snapshot("latest", &crate::progress::Silent)
-            .unwrap();
+        let (id, _) = repo.resolve_snapshot("latest").unwrap();
+        assert_eq!(repo.resolve_snapshot(&id.0.short()).unwrap().0, id);
         assert_eq!(
-            repo.resolve_snapshot(&id.0.short(), &crate::progress::Silent)
-                .unwrap()
-                .0,
-            id
-        );
-        assert_eq!(
-            repo.resolve_snapshot(&id.to_string().to_uppercase(), &crate::progress::Silent)
+            repo.resolve_snapshot(&id.to_string().to_uppercase())
                 .unwrap()
                 .0,
             id
         );
         assert!(matches!(
-            repo.resolve_snapshot("not-hex", &crate::progress::Silent),
+            repo.resolve_snapshot("not-hex"),
             Err(Error::SnapshotNotFound { .. })
         ));
         assert!(matches!(
