@@ -392,6 +392,20 @@ impl IndexCache {
         })
     }
 
+    /// A cache without its tables, so that every lookup fails: for tests of
+    /// what the repository does when the cache breaks under it.
+    #[cfg(test)]
+    pub(crate) fn without_tables(path: &Path) -> IndexCache {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        IndexCache {
+            db,
+            path: path.to_path_buf(),
+            storage: Storage::Memory,
+        }
+    }
+
     /// Makes sure the tables exist. Tables of an older layout are deleted
     /// (the sync then refills the cache) and their space compacted away.
     fn ready(

@@ -435,7 +435,10 @@ impl Repository {
     /// damaged file), it is rebuilt from the segments and `op` runs again.
     fn with_index<T>(&self, mut op: impl FnMut(&IndexCache) -> Result<T>) -> Result<T> {
         let seen = self.index_rebuilds.load(Ordering::SeqCst);
-        match op(&self.index()) {
+        // Bound first, so that the read guard is dropped before a rebuild
+        // takes the write lock.
+        let outcome = op(&self.index());
+        match outcome {
             Err(Error::IndexCache { reason, .. }) => match self.rebuild_index(seen, &reason)? {
                 Some(notice) => {
                     self.notices_lock().extend(notice);
@@ -1276,6 +1279,68 @@ mod tests {
         std::fs::write(&db, b"garbage").unwrap();
         let repo = Repository::open(Box::new(backend), b"pw", cache.path()).unwrap();
         assert_eq!(repo.read_blob(&second, BlobType::Data).unwrap(), b"second");
+    }
+
+    #[test]
+    fn a_cache_that_breaks_during_a_run_is_rebuilt_and_the_read_retried() {
+        let (_cache, repo) = memory_repository();
+        let id = write_one(&repo, b"kept");
+        let path = repo.index().path().to_path_buf();
+        *repo.index.write().unwrap() = IndexCache::without_tables(&path);
+        assert_eq!(repo.read_blob(&id, BlobType::Data).unwrap(), b"kept");
+        let notices = repo.take_notices();
+        assert!(
+            notices.iter().any(|n| n.contains("temporary")),
+            "{notices:?}"
+        );
+        // Rebuilds are bounded: a second break is an error, not a loop.
+        *repo.index.write().unwrap() = IndexCache::without_tables(&path);
+        assert!(matches!(
+            repo.read_blob(&id, BlobType::Data),
+            Err(Error::IndexCache { .. })
+        ));
+    }
+
+    #[test]
+    fn a_backup_does_not_deduplicate_against_a_missing_pack() {
+        let backend = MemoryBackend::default();
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::init(
+            Box::new(backend.clone()),
+            b"pw",
+            &fast_options(),
+            cache.path(),
+        )
+        .unwrap();
+        let id = write_one(&repo, b"lost then stored again");
+        for pack in backend.list(ObjectKind::Pack).unwrap() {
+            backend.delete(ObjectKind::Pack, &pack).unwrap();
+        }
+        let mut writer = repo.start_write(3).unwrap();
+        let warnings = writer.take_warnings();
+        assert!(warnings.iter().any(|w| w.contains("data/")), "{warnings:?}");
+        assert!(!writer.contains_all(&[id]).unwrap());
+        writer
+            .add_blob(BlobType::Data, b"lost then stored again".to_vec())
+            .unwrap();
+        writer.flush().unwrap();
+        assert_eq!(writer.blobs_added(), 1, "stored again");
+        assert_eq!(
+            repo.read_blob(&id, BlobType::Data).unwrap(),
+            b"lost then stored again"
+        );
+        // A rebuild absorbs the segments in any order: the readable copy
+        // still serves the read.
+        drop(writer);
+        drop(repo);
+        std::fs::remove_dir_all(cache.path()).unwrap();
+        let repo = Repository::open(Box::new(backend), b"pw", cache.path()).unwrap();
+        assert_eq!(
+            repo.read_blob(&id, BlobType::Data).unwrap(),
+            b"lost then stored again"
+        );
+        let mut writer = repo.start_write(3).unwrap();
+        assert!(writer.contains_all(&[id]).unwrap());
     }
 
     #[test]
