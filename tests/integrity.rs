@@ -433,3 +433,40 @@ fn issue_8_interrupted_backup_leaves_no_temporary_files() {
         assert!(walk_files(&env.repo.join("snapshots")).is_empty());
     }
 }
+
+/// A full disk under the cache does not block reading commands: the cache
+/// cannot be filled, and a temporary index is used instead.
+#[test]
+fn issue_8_full_cache_disk_does_not_block_restore() {
+    if !crate::util::is_root() {
+        eprintln!("needs root to mount a small file system; skipped");
+        return;
+    }
+    let (env, source) = backed_up();
+    let mount = env.path("small-disk");
+    fs::create_dir(&mount).unwrap();
+    let cairn = assert_cmd::cargo::cargo_bin("cairn");
+    let target = env.path("t");
+    // The mount lives in a private namespace: the script does all the work.
+    let script = format!(
+        "set -u
+mount -t tmpfs -o size=1m tmpfs '{mount}' || exit 99
+dd if=/dev/zero of='{mount}/filler' bs=4k 2>/dev/null
+export CAIRN_REPO='{repo}' CAIRN_PASSWORD='correct horse' CAIRN_CACHE_DIR='{mount}/cache'
+'{cairn}' snapshots >/dev/null || exit 98
+exec '{cairn}' restore latest --target '{target}'
+",
+        mount = mount.display(),
+        repo = env.repo.display(),
+        cairn = cairn.display(),
+        target = target.display(),
+    );
+    let out = without_cairn_env(&mut Command::new("unshare"))
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
+    assert!(stderr(&out).contains("temporary"), "{}", stderr(&out));
+    assert_same_tree(&source, &target);
+}

@@ -342,7 +342,7 @@ impl IndexCache {
 
     /// A temporary database in place of the cache at `path`, which cannot
     /// be used for `reason`: in the system's temporary folder, or in memory.
-    fn fallback(path: &Path, reason: &str) -> Result<OpenedCache> {
+    pub fn fallback(path: &Path, reason: &str) -> Result<OpenedCache> {
         let notice = Some(format!(
             "index cache {}: {reason}; using a temporary index for this run (slower)",
             path.display()

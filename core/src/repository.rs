@@ -20,7 +20,9 @@ use crate::config::{Config, ConfigError, DEFAULT_PACK_TARGET_BYTES, REPOSITORY_V
 use crate::crypto::{self, Sealer};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, PackId, SegmentId, SessionId, SnapshotId};
-use crate::index::{self, BlobLocation, IndexCache, IndexSegment, IndexedPack, MAX_SEGMENT_LEN};
+use crate::index::{
+    self, BlobLocation, IndexCache, IndexSegment, IndexedPack, OpenedCache, MAX_SEGMENT_LEN,
+};
 use crate::keys::{self, KdfParams, KeyFileError, MasterKeys};
 use crate::object::ObjectError;
 use crate::object::{self, SealedKind};
@@ -406,10 +408,10 @@ impl Repository {
             Ok(damaged) => damaged,
             // The cache failed while being filled: start it afresh once.
             Err(Error::IndexCache { reason, .. }) => {
-                let opened = repository.index().rebuilt(&reason)?;
-                let damaged = repository.sync_index(&opened.cache)?;
-                *repository.index.write().unwrap_or_else(|p| p.into_inner()) = opened.cache;
-                repository.notices_lock().extend(opened.notice);
+                let failed = repository.index().rebuilt(&reason)?;
+                let (cache, notice, damaged) = repository.synced(failed)?;
+                *repository.index.write().unwrap_or_else(|p| p.into_inner()) = cache;
+                repository.notices_lock().extend(notice);
                 damaged
             }
             Err(e) => return Err(e),
@@ -467,12 +469,28 @@ impl Repository {
             return Ok(None);
         }
         self.index_rebuilds.fetch_add(1, Ordering::SeqCst);
-        let opened = index.rebuilt(reason)?;
+        let fresh = index.rebuilt(reason)?;
         // Segments that cannot be read were reported when the repository
         // was opened; their blobs stay unknown, as they were.
-        self.sync_index(&opened.cache)?;
-        *index = opened.cache;
-        Ok(Some(opened.notice))
+        let (cache, notice, _) = self.synced(fresh)?;
+        *index = cache;
+        Ok(Some(notice))
+    }
+
+    /// Fills a fresh cache from the segments. If the cache file fails while
+    /// being filled (a full disk, say), a temporary one is filled instead.
+    /// Returns the cache, the notice for the user, and the segments that
+    /// could not be read.
+    fn synced(&self, fresh: OpenedCache) -> Result<(IndexCache, Option<String>, Vec<Error>)> {
+        match self.sync_index(&fresh.cache) {
+            Ok(damaged) => Ok((fresh.cache, fresh.notice, damaged)),
+            Err(Error::IndexCache { path, reason }) if fresh.cache.is_persistent() => {
+                let stand_in = IndexCache::fallback(&path, &reason)?;
+                let damaged = self.sync_index(&stand_in.cache)?;
+                Ok((stand_in.cache, stand_in.notice, damaged))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn object_path(&self, kind: ObjectKind, name: &str) -> PathBuf {
