@@ -204,3 +204,204 @@ fn restored_symlinks_are_not_followed_by_later_entries() {
     );
     assert!(Path::new(&restored(&target, &source).join("x")).is_dir());
 }
+
+/// Stores a snapshot whose root holds a chain of `depth` directories named
+/// `d`, with a file `leaf` holding `content` at the bottom.
+fn store_deep_chain(env: &Env, depth: usize, content: &[u8]) {
+    store_crafted_snapshot(env, |w| {
+        let mut nodes = vec![file_node(w, b"leaf", content)];
+        for _ in 0..depth {
+            let subtree = w.add_blob(BlobType::Tree, Tree { nodes }.encode()).unwrap();
+            nodes = vec![node(b"d", NodeKind::Directory { subtree })];
+        }
+        nodes.push(file_node(w, b"other", b"not selected"));
+        nodes
+    });
+}
+
+/// Stores a snapshot whose trees form a DAG `levels` deep: the tree of each
+/// level has entries `a` and `b` that both point at the tree of the next
+/// (with `level_files`, also a file `f<level>`), and the last holds a file
+/// `leaf`. Walked naively, it has 2^levels paths.
+fn store_dag(env: &Env, levels: usize, level_files: bool) {
+    store_crafted_snapshot(env, |w| {
+        let mut nodes = vec![file_node(w, b"leaf", b"at the bottom")];
+        for level in (0..levels).rev() {
+            let subtree = w.add_blob(BlobType::Tree, Tree { nodes }.encode()).unwrap();
+            nodes = vec![
+                node(b"a", NodeKind::Directory { subtree }),
+                node(b"b", NodeKind::Directory { subtree }),
+            ];
+            if level_files {
+                let name = format!("f{level}");
+                let content = format!("level {level}");
+                nodes.push(file_node(w, name.as_bytes(), content.as_bytes()));
+            }
+        }
+        nodes
+    });
+}
+
+fn assert_no_crash(out: &std::process::Output) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), None, "killed: {}", stderr(out));
+    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
+}
+
+/// Levels of the deep chain: paths through it are far longer than PATH_MAX.
+const DEEP: usize = 10_000;
+
+#[test]
+fn a_dry_run_lists_a_tree_thousands_of_levels_deep() {
+    let env = Env::new();
+    env.init();
+    store_deep_chain(&env, DEEP, b"deep down");
+    let target = env.path("t");
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_no_crash(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The listing is the walk's order: the chain, its leaf, then the
+    // sibling of its top, then the summary.
+    let leaf = "/d".repeat(DEEP) + "/leaf";
+    let tail = &out.stdout[out.stdout.len() - leaf.len() - 200..];
+    let tail = String::from_utf8_lossy(tail);
+    let lines: Vec<&str> = tail.lines().rev().take(3).collect();
+    assert!(
+        lines[0].starts_with(&format!("would restore 2 files, {DEEP} directories")),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1], "/other");
+    assert_eq!(lines[2], leaf);
+    assert!(!target.exists());
+}
+
+#[test]
+fn an_include_below_paths_too_long_to_create_is_one_error() {
+    let env = Env::new();
+    env.init();
+    store_deep_chain(&env, DEEP, b"deep down");
+    let target = env.path("t");
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--include",
+        "leaf",
+    ]);
+    assert_no_crash(&out);
+    // Beyond PATH_MAX, directories cannot be created: one error says so,
+    // and nothing below it is tried.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let errors = stderr(&out);
+    assert_eq!(errors.matches("cairn: warning:").count(), 1, "{errors}");
+    assert!(errors.contains("File name too long"), "{errors}");
+    assert!(!target.join("other").exists());
+    assert!(target.join("d/d/d").is_dir());
+}
+
+#[test]
+fn an_include_matching_nothing_in_a_deep_tree_creates_nothing() {
+    let env = Env::new();
+    env.init();
+    store_deep_chain(&env, DEEP, b"deep down");
+    let target = env.path("t");
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--include",
+        "nomatch",
+    ]);
+    assert_no_crash(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(fs::read_dir(&target).unwrap().next().is_none());
+}
+
+#[test]
+fn an_include_deep_in_a_chain_restores_only_its_match() {
+    let env = Env::new();
+    env.init();
+    store_deep_chain(&env, 300, b"three hundred down");
+    let target = env.restore("latest", "t", &["--include", "leaf"]);
+    let leaf = target.join("d/".repeat(300)).join("leaf");
+    assert_eq!(fs::read(&leaf).unwrap(), b"three hundred down");
+    assert!(!target.join("other").exists());
+    assert_eq!(fs::read_dir(leaf.parent().unwrap()).unwrap().count(), 1);
+
+    let out = env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("dry").to_str().unwrap(),
+        "--include",
+        "leaf",
+        "--dry-run",
+    ]);
+    let listed: Vec<&str> = out.lines().collect();
+    assert_eq!(listed.len(), 302, "300 directories, the leaf, the summary");
+    for (i, line) in listed[..300].iter().enumerate() {
+        assert_eq!(*line, "/d".repeat(i + 1), "directories outermost first");
+    }
+    assert_eq!(listed[300], format!("{}/leaf", "/d".repeat(300)));
+    assert!(listed[301].starts_with("would restore 1 files, 300 directories"));
+}
+
+#[test]
+fn a_subtree_referenced_many_times_is_not_walked_many_times() {
+    let env = Env::new();
+    env.init();
+    store_dag(&env, 60, true);
+
+    // Nothing matches: each shared subtree is found barren once.
+    let nothing = env.path("nothing");
+    let out = env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        nothing.to_str().unwrap(),
+        "--include",
+        "nomatch",
+    ]);
+    assert!(out.contains("restored 0 files, 0 directories"), "{out}");
+    assert!(fs::read_dir(&nothing).unwrap().next().is_none());
+
+    // An anchored include leads down one path, off which nothing can match.
+    let target = env.restore("latest", "one", &["--include", "/a/a/a/f3"]);
+    assert_eq!(fs::read(target.join("a/a/a/f3")).unwrap(), b"level 3");
+    assert!(!target.join("b").exists());
+    assert!(!target.join("a/f1").exists());
+    assert!(!target.join("a/a/a/a").exists());
+    assert!(!target.join("a/a/a/b").exists());
+
+    let bottom = format!("/{}leaf", "b/".repeat(60));
+    let target = env.restore("latest", "bottom", &["--include", &bottom]);
+    let leaf = target.join(&bottom[1..]);
+    assert_eq!(fs::read(&leaf).unwrap(), b"at the bottom");
+    assert_eq!(crate::util::walk_files(&target), vec![leaf]);
+}
+
+#[test]
+fn a_small_dag_restores_every_path() {
+    let env = Env::new();
+    env.init();
+    store_dag(&env, 10, false);
+    let target = env.restore("latest", "t", &[]);
+    let files = crate::util::walk_files(&target);
+    assert_eq!(files.len(), 1 << 10);
+    for file in &files {
+        assert_eq!(fs::read(file).unwrap(), b"at the bottom");
+        let below = file.strip_prefix(&target).unwrap();
+        assert_eq!(below.components().count(), 11, "{}", below.display());
+    }
+    let names: std::collections::HashSet<_> = files.iter().collect();
+    assert_eq!(names.len(), 1 << 10);
+}

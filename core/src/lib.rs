@@ -33,6 +33,7 @@ pub mod keys;
 pub mod object;
 pub mod pack;
 pub mod packer;
+mod pattern;
 pub mod progress;
 pub mod repository;
 pub mod restorer;

@@ -6,7 +6,7 @@
 //! through a symlink. Metadata is applied after content, and a directory's
 //! after all its entries, so that its mtime and permissions stick.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -17,13 +17,13 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use filetime::FileTime;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 use xattr::FileExt;
 
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
+use crate::pattern::{MatchState, Patterns};
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
@@ -81,62 +81,108 @@ impl RestoreSummary {
     }
 }
 
-/// Glob patterns in the style of restic and gitignore: a pattern that starts
-/// with `/` is anchored, any other matches at any depth.
-struct Patterns {
-    set: GlobSet,
+/// Directory levels a restore walks into at most, its starting tree being
+/// the first (SPEC.md §17). A directory that would open a deeper level is
+/// reported as an error and skipped with everything below it, and the walk
+/// goes on. Nothing in the format bounds how deep trees nest; this bound
+/// keeps the walk's memory finite on a hostile snapshot, far beyond any
+/// tree a real file system holds.
+pub const MAX_TREE_DEPTH: usize = 65_536;
+
+/// A subtree walked unselected is remembered as selecting nothing only if
+/// its walk visited at least this many entries not already covered by a
+/// remembered subtree below it: small walks are cheap to repeat, and
+/// counting each visit towards one entry at most keeps the memo to one
+/// entry per this many visits.
+const BARREN_MIN_VISITS: u64 = 256;
+
+/// Remembered barren subtrees at most; the memo is emptied when full, so
+/// the subtrees met most recently, those a shared subtree's next reference
+/// needs, are the ones kept.
+const BARREN_CAPACITY: usize = 1 << 16;
+
+/// A subtree and how far the patterns got along the path it was met at:
+/// what decides, with nothing above selected, whether anything below is.
+#[derive(PartialEq, Eq, Hash)]
+struct BarrenKey {
+    subtree: BlobId,
+    includes: MatchState,
+    excludes: MatchState,
 }
 
-impl Patterns {
-    fn new(patterns: &[String]) -> Result<Patterns> {
-        let mut builder = GlobSetBuilder::new();
-        for pattern in patterns {
-            let trimmed = pattern.trim_end_matches('/');
-            let full = if trimmed.starts_with('/') {
-                trimmed.to_string()
-            } else {
-                format!("**/{trimmed}")
-            };
-            let glob = GlobBuilder::new(&full)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| Error::InvalidArgument(format!("pattern {pattern:?}: {e}")))?;
-            builder.add(glob);
-        }
-        let set = builder
-            .build()
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        Ok(Patterns { set })
-    }
-
-    fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
-
-    /// Matches against the entry's path in the snapshot and its path below
-    /// the restored subtree, both absolute.
-    fn matches(&self, entry: &EntryPath) -> bool {
-        self.set.is_match(&entry.in_snapshot) || self.set.is_match(&entry.in_restore)
-    }
+/// A path the walk extends by one name on the way down and cuts back on
+/// the way up: one buffer however deep the tree, where a path per level
+/// would take memory quadratic in the depth. A directory's path is a
+/// prefix of its entries' paths, so a level needs only its length.
+struct PathBuffer {
+    bytes: Vec<u8>,
 }
 
-/// Where an entry is, in the snapshot and in the restore.
-struct EntryPath {
-    in_snapshot: PathBuf,
-    in_restore: PathBuf,
-    on_disk: PathBuf,
-}
-
-impl EntryPath {
-    fn child(&self, name: &[u8]) -> EntryPath {
-        let name = OsStr::from_bytes(name);
-        EntryPath {
-            in_snapshot: self.in_snapshot.join(name),
-            in_restore: self.in_restore.join(name),
-            on_disk: self.on_disk.join(name),
+impl PathBuffer {
+    fn new(base: &Path) -> PathBuffer {
+        PathBuffer {
+            bytes: base.as_os_str().as_bytes().to_vec(),
         }
     }
+
+    fn push(&mut self, name: &[u8]) {
+        if !self.bytes.is_empty() && !self.bytes.ends_with(b"/") {
+            self.bytes.push(b'/');
+        }
+        self.bytes.extend_from_slice(name);
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.bytes.truncate(len);
+    }
+
+    /// The path as it was when it was `len` bytes long.
+    fn prefix(&self, len: usize) -> &Path {
+        Path::new(OsStr::from_bytes(&self.bytes[..len]))
+    }
+
+    fn as_path(&self) -> &Path {
+        self.prefix(self.len())
+    }
+}
+
+/// Whether a directory level on the walk's stack exists yet.
+enum Level {
+    /// Created (in a dry run: would be); its metadata waits as this key,
+    /// if it does.
+    Created(Option<DirKey>),
+    /// Not created, because it does not match the includes and nothing
+    /// below it has been selected yet: it is created, with the pending
+    /// levels above it, once something is, and dropped if nothing is.
+    Pending { node: Box<Node>, subtree: BlobId },
+}
+
+/// One directory the walk is in.
+struct Frame {
+    /// Its entries not walked yet.
+    nodes: std::vec::IntoIter<Node>,
+    /// Whether it, or a directory above it, matched an include: then
+    /// everything below is selected and includes are not matched.
+    selected: bool,
+    /// How far the include patterns got along its path.
+    includes: MatchState,
+    /// How far the exclude patterns got along its path.
+    excludes: MatchState,
+    level: Level,
+    /// Lengths of the two path buffers with its name on them.
+    on_disk_len: usize,
+    in_restore_len: usize,
+    /// Entries visited below it, not counting those of remembered barren
+    /// subtrees.
+    visits: u64,
+    /// Errors counted when the walk entered it: a subtree whose walk had
+    /// any is not remembered as barren, so that meeting it again reports
+    /// them again.
+    errors_before: u64,
 }
 
 /// Restores `snapshot` (or part of it) as `options` say.
@@ -147,20 +193,39 @@ impl EntryPath {
 /// different directories are written at once. A directory's metadata is
 /// applied as soon as everything in it is written, so memory holds only
 /// the directories still being filled.
+///
+/// The walk keeps its own stack of directory levels, so a tree of any
+/// depth cannot overflow the thread's; a directory deeper than
+/// [`MAX_TREE_DEPTH`] levels is reported as an error, and so is a path
+/// longer than the system allows, and the restore goes on. Errors on
+/// entries are counted in the summary; this returns an error only if the
+/// starting tree cannot be read, a pattern is invalid or the target cannot
+/// be created.
 pub fn restore(
     repository: &Repository,
     snapshot: &Snapshot,
     options: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreSummary> {
+    restore_to_depth(repository, snapshot, options, progress, MAX_TREE_DEPTH)
+}
+
+/// [`restore`], with `max_depth` levels in place of [`MAX_TREE_DEPTH`]:
+/// tests reach the bound without storing 65,536 trees.
+fn restore_to_depth(
+    repository: &Repository,
+    snapshot: &Snapshot,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+    max_depth: usize,
+) -> Result<RestoreSummary> {
     let (tree, start_node) = locate(repository, snapshot, options.subpath.as_deref())?;
-    let base = EntryPath {
-        in_snapshot: options
-            .subpath
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/")),
-        in_restore: PathBuf::from("/"),
-        on_disk: options.target.clone(),
+    let in_snapshot = options.subpath.as_deref().unwrap_or(Path::new("/"));
+    // A directory's entries go into the target; any other entry goes there
+    // under its own name, as if the target were its parent.
+    let (nodes, top_in_snapshot) = match start_node {
+        None => (tree.nodes, in_snapshot),
+        Some(node) => (vec![node], in_snapshot.parent().unwrap_or(Path::new("/"))),
     };
     let includes = Patterns::new(&options.includes)?;
     let excludes = Patterns::new(&options.excludes)?;
@@ -215,24 +280,16 @@ pub fn restore(
             outcomes,
             open_dirs: HashMap::new(),
             next_dir: 0,
+            stack: Vec::new(),
+            created: 0,
+            on_disk: PathBuffer::new(&options.target),
+            in_restore: PathBuffer::new(Path::new("/")),
+            barren: HashSet::new(),
+            max_depth,
         };
-        match start_node {
-            None => restorer.restore_tree(tree, &base, false, None),
-            Some(node) => {
-                let base = EntryPath {
-                    in_snapshot: base
-                        .in_snapshot
-                        .parent()
-                        .unwrap_or(Path::new("/"))
-                        .to_path_buf(),
-                    ..base
-                };
-                let name = node.name.clone();
-                if let Err(error) = restorer.restore_node(node, &base, false, None) {
-                    restorer.report(&base.child(&name).in_restore, &error);
-                }
-            }
-        }
+        let top_includes = restorer.includes.top_state(top_in_snapshot);
+        let top_excludes = restorer.excludes.top_state(top_in_snapshot);
+        restorer.walk(nodes, top_includes, top_excludes);
         // Closing the queue lets the writers finish and stop.
         restorer.jobs = None;
         restorer.collect_outcomes(true);
@@ -343,6 +400,18 @@ struct Restorer<'a, 'r> {
     /// and those with files still queued.
     open_dirs: HashMap<DirKey, OpenDir>,
     next_dir: DirKey,
+    /// The directories the walk is in, outermost first. The first
+    /// `created` of them exist; the rest are pending.
+    stack: Vec<Frame>,
+    created: usize,
+    /// Where the entry being walked goes, and its path below the restored
+    /// subtree (what is reported).
+    on_disk: PathBuffer,
+    in_restore: PathBuffer,
+    /// Subtrees known to select nothing when met in a given state.
+    barren: HashSet<BarrenKey>,
+    /// Directory levels the walk enters at most: [`MAX_TREE_DEPTH`].
+    max_depth: usize,
 }
 
 /// Removes whatever is at `path` unless it is a real directory, so nothing
@@ -412,7 +481,13 @@ impl Restorer<'_, '_> {
 
     /// Records a restored directory whose metadata must wait for what is
     /// written into it; `None` in a dry run, which applies no metadata.
-    fn open_dir(&mut self, node: Node, path: &EntryPath, parent: Option<DirKey>) -> Option<DirKey> {
+    fn open_dir(
+        &mut self,
+        node: Node,
+        on_disk: PathBuf,
+        in_restore: PathBuf,
+        parent: Option<DirKey>,
+    ) -> Option<DirKey> {
         if self.options.dry_run {
             return None;
         }
@@ -425,8 +500,8 @@ impl Restorer<'_, '_> {
             key,
             OpenDir {
                 node,
-                on_disk: path.on_disk.clone(),
-                in_restore: path.in_restore.clone(),
+                on_disk,
+                in_restore,
                 parent,
                 pending: 0,
                 walked: false,
@@ -471,73 +546,243 @@ impl Restorer<'_, '_> {
         }
     }
 
-    /// Restores a directory's entries. `selected` says an ancestor matched
-    /// an include pattern, so everything below is wanted. A failed entry is
+    /// Restores `nodes`, the entries of the restore's top directory (the
+    /// target), and everything below them, in order. `includes` and
+    /// `excludes` are the patterns' states at the top. A failed entry is
     /// reported and counted, and the rest are still restored: on a bad day,
     /// everything that can be had back matters more than stopping at the
     /// first error.
-    fn restore_tree(
-        &mut self,
-        tree: Tree,
-        dir: &EntryPath,
-        selected: bool,
-        dir_key: Option<DirKey>,
-    ) {
-        for node in tree.nodes {
-            let name = node.name.clone();
-            if let Err(error) = self.restore_node(node, dir, selected, dir_key) {
-                self.report(&dir.child(&name).in_restore, &error);
+    ///
+    /// One entry at a time, with the directories the walk is in on an
+    /// explicit stack: a hostile tree thousands of levels deep must not
+    /// overflow the thread's stack.
+    fn walk(&mut self, nodes: Vec<Node>, includes: MatchState, excludes: MatchState) {
+        self.stack.push(Frame {
+            nodes: nodes.into_iter(),
+            selected: false,
+            includes,
+            excludes,
+            level: Level::Created(None),
+            on_disk_len: self.on_disk.len(),
+            in_restore_len: self.in_restore.len(),
+            visits: 0,
+            errors_before: self.summary.errors,
+        });
+        self.created = 1;
+        while let Some(frame) = self.stack.last_mut() {
+            match frame.nodes.next() {
+                Some(node) => self.visit(node),
+                None => self.leave(),
             }
         }
     }
 
-    /// Whether the patterns select `path`, given whether an ancestor was.
-    fn is_selected(&self, path: &EntryPath, selected: bool) -> bool {
-        selected || self.includes.is_empty() || self.includes.matches(path)
+    /// Walks one entry of the directory on top of the stack.
+    fn visit(&mut self, node: Node) {
+        let frame = self.stack.last_mut().expect("the walk is in a directory");
+        frame.visits += 1;
+        self.on_disk.push(&node.name);
+        self.in_restore.push(&node.name);
+        if let Err(error) = self.restore_entry(node) {
+            let path = self.in_restore.as_path().to_path_buf();
+            self.report(&path, &error);
+        }
+        // Back to the directory now on top: the entry's, the entry itself
+        // if it was a directory entered, or an outer one if a pending
+        // directory could not be created.
+        let top = self.stack.last().expect("the walk is in a directory");
+        self.on_disk.truncate(top.on_disk_len);
+        self.in_restore.truncate(top.in_restore_len);
     }
 
-    /// Restores one entry of the directory `dir` (whose metadata waits as
-    /// `dir_key`, if it does).
-    fn restore_node(
-        &mut self,
-        node: Node,
-        dir: &EntryPath,
-        selected: bool,
-        dir_key: Option<DirKey>,
-    ) -> Result<()> {
-        let path = dir.child(&node.name);
-        if self.excludes.matches(&path) {
+    /// Leaves the directory on top of the stack, all its entries walked:
+    /// its metadata is applied once its files are written, or, if it is
+    /// still pending, it is dropped and its subtree remembered as barren.
+    fn leave(&mut self) {
+        let frame = self.stack.pop().expect("the walk is in a directory");
+        self.created = self.created.min(self.stack.len());
+        let mut visits = frame.visits;
+        match frame.level {
+            Level::Created(Some(key)) => self.close_dir(key),
+            Level::Created(None) => {}
+            Level::Pending { subtree, .. } => {
+                if visits >= BARREN_MIN_VISITS && self.summary.errors == frame.errors_before {
+                    self.remember_barren(BarrenKey {
+                        subtree,
+                        includes: frame.includes,
+                        excludes: frame.excludes,
+                    });
+                    visits = 0;
+                }
+            }
+        }
+        if let Some(parent) = self.stack.last_mut() {
+            parent.visits += visits;
+            self.on_disk.truncate(parent.on_disk_len);
+            self.in_restore.truncate(parent.in_restore_len);
+        }
+    }
+
+    fn remember_barren(&mut self, key: BarrenKey) {
+        if self.barren.len() >= BARREN_CAPACITY {
+            self.barren.clear();
+        }
+        self.barren.insert(key);
+    }
+
+    /// Restores the entry whose paths the buffers hold, in the directory
+    /// on top of the stack: matches it, and enters it if it is a directory.
+    fn restore_entry(&mut self, node: Node) -> Result<()> {
+        let parent = self.stack.last().expect("the walk is in a directory");
+        let excludes = self.excludes.descend(&parent.excludes, &node.name);
+        if self.excludes.is_match(&excludes) {
             return Ok(());
         }
-        let selected = self.is_selected(&path, selected);
-        if let NodeKind::Directory { subtree } = &node.kind {
-            let tree = self.files.repository.read_tree(subtree)?;
-            if !selected && !self.has_selected_descendant(&tree, &path)? {
+        let (selected, includes) = if parent.selected || self.includes.is_empty() {
+            (true, MatchState::default())
+        } else {
+            let includes = self.includes.descend(&parent.includes, &node.name);
+            if self.includes.is_match(&includes) {
+                (true, MatchState::default())
+            } else {
+                (false, includes)
+            }
+        };
+        if let NodeKind::Directory { subtree } = node.kind {
+            let key = BarrenKey {
+                subtree,
+                includes,
+                excludes,
+            };
+            return self.enter_dir(node, selected, key);
+        }
+        if !selected || !self.create_pending() {
+            return Ok(());
+        }
+        self.restore_leaf(node)
+    }
+
+    /// Enters a directory: creates it if it is selected, or pushes it as
+    /// pending if something below it may be. `key` holds its subtree and
+    /// the patterns' states at it.
+    fn enter_dir(&mut self, node: Node, selected: bool, key: BarrenKey) -> Result<()> {
+        // Unselected, a subtree is walked only to look for what is, which
+        // is pointless when no include can match below, or when the same
+        // subtree in the same state was found to hold nothing.
+        if !selected
+            && (!self.includes.can_match_below(&key.includes) || self.barren.contains(&key))
+        {
+            return Ok(());
+        }
+        if self.stack.len() >= self.max_depth {
+            return Err(Error::corrupted(
+                format!("tree {}", key.subtree),
+                format!("tree deeper than {} levels", self.max_depth),
+            ));
+        }
+        let tree = self.files.repository.read_tree(&key.subtree)?;
+        let level = if selected {
+            if !self.create_pending() {
                 return Ok(());
             }
-            self.make_dir(&path.on_disk)?;
-            self.summary.dirs += 1;
-            self.files.progress.restored(&path.in_restore);
-            let key = self.open_dir(node, &path, dir_key);
-            self.restore_tree(tree, &path, selected, key);
-            if let Some(key) = key {
-                self.close_dir(key);
+            let (on_disk_len, in_restore_len) = (self.on_disk.len(), self.in_restore.len());
+            Level::Created(self.create_dir(node, on_disk_len, in_restore_len)?)
+        } else {
+            Level::Pending {
+                node: Box::new(node),
+                subtree: key.subtree,
             }
-            return Ok(());
+        };
+        let created = matches!(level, Level::Created(_));
+        self.stack.push(Frame {
+            nodes: tree.nodes.into_iter(),
+            selected,
+            includes: key.includes,
+            excludes: key.excludes,
+            level,
+            on_disk_len: self.on_disk.len(),
+            in_restore_len: self.in_restore.len(),
+            visits: 0,
+            errors_before: self.summary.errors,
+        });
+        if created {
+            self.created = self.stack.len();
         }
-        if !selected {
-            return Ok(());
+        Ok(())
+    }
+
+    /// Creates the pending directories on the stack, outermost first, so
+    /// that an entry selected below them has somewhere to go. Returns
+    /// whether they all exist. One that cannot be created is reported and
+    /// dropped from the walk with everything below it: one error, not one
+    /// per entry below.
+    fn create_pending(&mut self) -> bool {
+        while self.created < self.stack.len() {
+            let index = self.created;
+            let frame = &mut self.stack[index];
+            let Level::Pending { node, .. } =
+                std::mem::replace(&mut frame.level, Level::Created(None))
+            else {
+                unreachable!("the levels past `created` are pending");
+            };
+            let (on_disk_len, in_restore_len) = (frame.on_disk_len, frame.in_restore_len);
+            match self.create_dir(*node, on_disk_len, in_restore_len) {
+                Ok(key) => {
+                    self.stack[index].level = Level::Created(key);
+                    self.created += 1;
+                }
+                Err(error) => {
+                    let path = self.in_restore.prefix(in_restore_len).to_path_buf();
+                    self.report(&path, &error);
+                    self.stack.truncate(index);
+                    return false;
+                }
+            }
         }
+        true
+    }
+
+    /// Creates the directory `node` at the buffers' paths cut to these
+    /// lengths, inside the directory on top of the created levels; returns
+    /// the key its metadata waits as.
+    fn create_dir(
+        &mut self,
+        node: Node,
+        on_disk_len: usize,
+        in_restore_len: usize,
+    ) -> Result<Option<DirKey>> {
+        let on_disk = self.on_disk.prefix(on_disk_len);
+        self.make_dir(on_disk)?;
+        let on_disk = on_disk.to_path_buf();
+        let in_restore = self.in_restore.prefix(in_restore_len).to_path_buf();
+        self.summary.dirs += 1;
+        self.files.progress.restored(&in_restore);
+        let parent = match self.created.checked_sub(1).map(|i| &self.stack[i].level) {
+            Some(Level::Created(key)) => *key,
+            _ => None,
+        };
+        Ok(self.open_dir(node, on_disk, in_restore, parent))
+    }
+
+    /// Restores a selected entry other than a directory into the directory
+    /// on top of the stack, which exists.
+    fn restore_leaf(&mut self, node: Node) -> Result<()> {
+        let dir_key = match self.stack.last().map(|frame| &frame.level) {
+            Some(Level::Created(key)) => *key,
+            _ => None,
+        };
+        let on_disk = self.on_disk.as_path().to_path_buf();
+        let in_restore = self.in_restore.as_path().to_path_buf();
         if self.options.dry_run {
-            self.files.progress.restored(&path.in_restore);
+            self.files.progress.restored(&in_restore);
             self.count(&node);
             return Ok(());
         }
         if matches!(node.kind, NodeKind::File { .. }) && !node.is_hardlinked() {
-            return self.queue_file(node, path, dir_key);
+            return self.queue_file(node, on_disk, in_restore, dir_key);
         }
-        self.files.progress.restored(&path.in_restore);
-        let on_disk = &path.on_disk;
+        self.files.progress.restored(&in_restore);
+        let on_disk = &on_disk;
         match &node.kind {
             NodeKind::File { .. } => {
                 let key = (node.device, node.inode);
@@ -548,7 +793,7 @@ impl Restorer<'_, '_> {
                     return Ok(());
                 }
                 self.hardlinks.insert(key, on_disk.clone());
-                let file = self.files.restore_file(&node, on_disk, &path.in_restore)?;
+                let file = self.files.restore_file(&node, on_disk, &in_restore)?;
                 self.summary.files += 1;
                 self.summary.bytes = self.summary.bytes.saturating_add(file.bytes);
                 self.summary.verified_files += u64::from(file.verified);
@@ -591,7 +836,9 @@ impl Restorer<'_, '_> {
                     return Ok(());
                 }
             }
-            NodeKind::Directory { .. } => unreachable!("directories are handled above"),
+            NodeKind::Directory { .. } => {
+                unreachable!("directories are entered, not restored here")
+            }
         }
         self.count(&node);
         self.files.apply_metadata(&node, on_disk)
@@ -599,12 +846,18 @@ impl Restorer<'_, '_> {
 
     /// Hands a regular file to the writer threads, waiting while the queue
     /// is full.
-    fn queue_file(&mut self, node: Node, path: EntryPath, dir: Option<DirKey>) -> Result<()> {
+    fn queue_file(
+        &mut self,
+        node: Node,
+        on_disk: PathBuf,
+        in_restore: PathBuf,
+        dir: Option<DirKey>,
+    ) -> Result<()> {
         self.collect_outcomes(false);
         let job = FileJob {
             node,
-            on_disk: path.on_disk,
-            in_restore: path.in_restore,
+            on_disk,
+            in_restore,
             dir,
         };
         let jobs = self
@@ -632,26 +885,6 @@ impl Restorer<'_, '_> {
             NodeKind::Directory { .. } => self.summary.dirs += 1,
             _ => self.summary.others += 1,
         }
-    }
-
-    /// Whether anything below `tree` matches the include patterns.
-    fn has_selected_descendant(&self, tree: &Tree, dir: &EntryPath) -> Result<bool> {
-        for node in &tree.nodes {
-            let path = dir.child(&node.name);
-            if self.excludes.matches(&path) {
-                continue;
-            }
-            if self.includes.matches(&path) {
-                return Ok(true);
-            }
-            if let NodeKind::Directory { subtree } = &node.kind {
-                let subtree = self.files.repository.read_tree(subtree)?;
-                if self.has_selected_descendant(&subtree, &path)? {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
     }
 
     /// Creates a directory, or keeps a real one in the way, and makes it
@@ -861,7 +1094,126 @@ impl FileRestorer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::Summary;
     use crate::testing::memory_repository;
+
+    /// Records what a restore reports.
+    #[derive(Default)]
+    struct Recorder {
+        restored: Mutex<Vec<String>>,
+        warnings: Mutex<Vec<String>>,
+    }
+
+    impl Progress for Recorder {
+        fn warning(&self, path: &Path, message: &str) {
+            let line = format!("{}: {message}", path.display());
+            self.warnings.lock().unwrap().push(line);
+        }
+
+        fn restored(&self, path: &Path) {
+            self.restored
+                .lock()
+                .unwrap()
+                .push(path.display().to_string());
+        }
+    }
+
+    fn directory(name: &[u8], subtree: BlobId) -> Node {
+        Node {
+            name: name.to_vec(),
+            kind: NodeKind::Directory { subtree },
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime: Timestamp::default(),
+            atime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            device: 0,
+            inode: 0,
+            links: 1,
+            xattrs: vec![],
+        }
+    }
+
+    /// A snapshot whose root holds a chain of `depth` directories `d`, an
+    /// empty directory at the bottom, and an empty directory `z` after it.
+    fn chain_snapshot(repository: &Repository, depth: usize) -> Snapshot {
+        let mut writer = repository.start_write(3).unwrap();
+        let empty = writer
+            .add_blob(BlobType::Tree, Tree::default().encode())
+            .unwrap();
+        let mut nodes = vec![];
+        for _ in 0..depth {
+            let subtree = writer
+                .add_blob(BlobType::Tree, Tree { nodes }.encode())
+                .unwrap();
+            nodes = vec![directory(b"d", subtree)];
+        }
+        nodes.push(directory(b"z", empty));
+        let tree = writer
+            .add_blob(BlobType::Tree, Tree { nodes }.encode())
+            .unwrap();
+        writer.flush().unwrap();
+        Snapshot {
+            time_ns: 0,
+            hostname: "h".into(),
+            username: "u".into(),
+            paths: vec![b"/x".to_vec()],
+            tags: vec![],
+            parent: None,
+            tree,
+            program_version: "test".into(),
+            summary: Summary::default(),
+            unreadable: vec![],
+        }
+    }
+
+    #[test]
+    fn a_tree_deeper_than_the_bound_is_one_error_and_the_walk_goes_on() {
+        let (_cache, repository) = memory_repository();
+        let snapshot = chain_snapshot(&repository, 5);
+        let options = RestoreOptions {
+            target: PathBuf::from("/nonexistent"),
+            dry_run: true,
+            ..RestoreOptions::default()
+        };
+        let recorder = Recorder::default();
+        let summary = restore_to_depth(&repository, &snapshot, &options, &recorder, 3).unwrap();
+        // The root's tree is level 1, `/d`'s level 2, `/d/d`'s level 3.
+        assert_eq!(
+            *recorder.restored.lock().unwrap(),
+            ["/d", "/d/d", "/z"],
+            "the chain up to the bound, then the next entry"
+        );
+        let warnings = recorder.warnings.lock().unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("/d/d/d: tree ")
+                && warnings[0].ends_with("deeper than 3 levels"),
+            "{warnings:?}"
+        );
+        assert_eq!(summary.errors, 1);
+        assert_eq!(summary.dirs, 3);
+    }
+
+    #[test]
+    fn a_pending_directory_is_created_only_for_what_is_selected_below() {
+        let (_cache, repository) = memory_repository();
+        let snapshot = chain_snapshot(&repository, 3);
+        let recorder = Recorder::default();
+        let options = RestoreOptions {
+            target: PathBuf::from("/nonexistent"),
+            includes: vec!["/d/d/d".into(), "nomatch".into()],
+            dry_run: true,
+            ..RestoreOptions::default()
+        };
+        let summary = restore(&repository, &snapshot, &options, &recorder).unwrap();
+        assert_eq!(*recorder.restored.lock().unwrap(), ["/d", "/d/d", "/d/d/d"]);
+        assert_eq!(summary.dirs, 3);
+        assert!(summary.is_complete());
+    }
 
     #[test]
     fn verify_catches_a_file_that_differs_from_its_blobs() {

@@ -1,0 +1,531 @@
+//! The one pattern dialect of restore's includes and excludes (SPEC.md §17),
+//! matched one path component at a time.
+//!
+//! A pattern that starts with `/` is anchored at the root; any other matches
+//! at any depth, as if it started with `**/`. A trailing `/` is ignored. The
+//! pattern is split at `/` into components: `**` as a whole component
+//! matches any number of path components (at the end of a pattern, at least
+//! one, so `/a/**` matches what is below `/a` but not `/a`), and any other
+//! component is a glob over one name (`*`, `?`, `[abc]`, `{a,b}`, `\`
+//! escapes), compiled by globset. As when globset matches an absolute
+//! path, a path starts with the root's empty name before its first `/`: an
+//! anchored pattern's leading `/` is the one after it, and an unanchored
+//! pattern may match it, so `*/b` matches `/b`.
+//!
+//! Restore walks down trees, so matching follows the walk: the state of a
+//! directory is the set of pattern positions still alive after its path,
+//! and a child's state follows from its parent's and the child's name
+//! alone. The work per entry is the same at any depth, where matching whole
+//! path strings costs time and memory that grow with it. The outcome is
+//! what globset gives on the whole path with `literal_separator` (the tests
+//! below compare the two), except in two corners where whole-path matching
+//! would let a glob reach across a `/`: a class never matches `/` (no name
+//! holds one), and a `/` inside `{…}` is refused.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component as PathComponent, Path};
+
+use globset::{Candidate, GlobBuilder, GlobMatcher};
+
+use crate::error::{Error, Result};
+
+/// One component of a compiled pattern.
+#[derive(Debug)]
+enum Component {
+    /// `**`: any number of path components.
+    AnyDepth,
+    /// A glob over a single name.
+    Name(GlobMatcher),
+}
+
+/// Compiled patterns, matched together: a path matches if any one does.
+#[derive(Debug)]
+pub(crate) struct Patterns {
+    /// The components of each pattern, starting with one for the root's
+    /// empty name: the empty glob if anchored, `**` if not.
+    patterns: Vec<Vec<Component>>,
+}
+
+/// How far a pattern got along a path: its index in [`Patterns`] and the
+/// number of its components matched so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Position {
+    pattern: usize,
+    component: usize,
+}
+
+/// Where matching stands after a path: the positions still alive. Kept
+/// sorted and without duplicates, so that two paths from which the same
+/// paths below would match have equal states (restore remembers states).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct MatchState {
+    positions: Vec<Position>,
+}
+
+impl Patterns {
+    /// Compiles `patterns`. Errors with [`Error::InvalidArgument`], naming
+    /// the pattern, on a glob that globset refuses or a `/` inside `{…}`.
+    pub(crate) fn new(patterns: &[String]) -> Result<Patterns> {
+        let patterns = patterns
+            .iter()
+            .map(|pattern| {
+                compile(pattern)
+                    .map_err(|e| Error::InvalidArgument(format!("pattern {pattern:?}: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Patterns { patterns })
+    }
+
+    /// Whether there are no patterns at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// The state of a directory known by two paths, `in_snapshot` in the
+    /// snapshot and `/` in the restore: a path below it matches if its path
+    /// from either start does. Both runs step through the same names from
+    /// here on, so one set of positions holds them both.
+    pub(crate) fn top_state(&self, in_snapshot: &Path) -> MatchState {
+        let root = self.descend(&self.close(self.starts()), b"");
+        let mut below = root.clone();
+        for component in in_snapshot.components() {
+            if let PathComponent::Normal(name) = component {
+                below = self.descend(&below, name.as_bytes());
+            }
+        }
+        let mut positions = root.positions;
+        positions.extend(below.positions);
+        self.close(positions)
+    }
+
+    /// The state of the entry `name` inside a directory whose state is
+    /// `state`. Takes time in the number of patterns and positions alive,
+    /// never in the depth.
+    pub(crate) fn descend(&self, state: &MatchState, name: &[u8]) -> MatchState {
+        if state.positions.is_empty() {
+            return MatchState::default();
+        }
+        let candidate = Candidate::new(OsStr::from_bytes(name));
+        let mut next = Vec::new();
+        for &position in &state.positions {
+            match self.component(position) {
+                // The whole pattern matched already: nothing below does.
+                None => {}
+                // `**` takes this name and may take more, or stop here.
+                Some(Component::AnyDepth) => next.extend([position, position.advanced()]),
+                Some(Component::Name(glob)) if glob.is_match_candidate(&candidate) => {
+                    next.push(position.advanced());
+                }
+                Some(Component::Name(_)) => {}
+            }
+        }
+        self.close(next)
+    }
+
+    /// Whether the path whose state is `state` matches a pattern.
+    pub(crate) fn is_match(&self, state: &MatchState) -> bool {
+        state.positions.iter().any(|&p| self.component(p).is_none())
+    }
+
+    /// Whether some path below the one whose state is `state` could still
+    /// match a pattern; when not, a walk need not look below it.
+    pub(crate) fn can_match_below(&self, state: &MatchState) -> bool {
+        state.positions.iter().any(|&p| self.component(p).is_some())
+    }
+
+    /// Every pattern at its start.
+    fn starts(&self) -> Vec<Position> {
+        (0..self.patterns.len())
+            .map(|pattern| Position {
+                pattern,
+                component: 0,
+            })
+            .collect()
+    }
+
+    /// The component a position waits for; `None` once all matched.
+    fn component(&self, position: Position) -> Option<&Component> {
+        self.patterns[position.pattern].get(position.component)
+    }
+
+    /// Adds the positions past every `**` that may match no component
+    /// (all but a last one, as in globset), then sorts and dedups.
+    fn close(&self, mut positions: Vec<Position>) -> MatchState {
+        let mut i = 0;
+        while i < positions.len() {
+            let position = positions[i];
+            let components = &self.patterns[position.pattern];
+            if matches!(self.component(position), Some(Component::AnyDepth))
+                && position.component + 1 < components.len()
+            {
+                positions.push(position.advanced());
+            }
+            i += 1;
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        MatchState { positions }
+    }
+}
+
+impl Position {
+    fn advanced(self) -> Position {
+        Position {
+            component: self.component + 1,
+            ..self
+        }
+    }
+}
+
+/// Compiles one pattern into its components.
+fn compile(pattern: &str) -> std::result::Result<Vec<Component>, String> {
+    let trimmed = pattern.trim_end_matches('/');
+    let (anchored, body) = match trimmed.strip_prefix('/') {
+        Some(body) => (true, body),
+        None => (false, trimmed),
+    };
+    // `/`, or nothing, is the root: everything is below it (globset reads
+    // the `**/` it becomes as `**`).
+    if body.is_empty() {
+        return Ok(vec![Component::AnyDepth]);
+    }
+    // An anchored pattern's leading `/` is the one that follows the root's
+    // empty name; an unanchored one may start anywhere, even at that name
+    // (`*/b` matches `/b`, as `*` matches the empty name).
+    let mut texts = vec![String::new()];
+    if !anchored {
+        texts[0] = "**".into();
+    }
+    texts.extend(split(body)?);
+    texts.iter().map(|text| compile_component(text)).collect()
+}
+
+/// Compiles one component: `**`, or a glob over one name.
+fn compile_component(text: &str) -> std::result::Result<Component, String> {
+    if text == "**" {
+        return Ok(Component::AnyDepth);
+    }
+    let glob = GlobBuilder::new(text)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(Component::Name(glob.compile_matcher()))
+}
+
+/// Splits a pattern at each `/` (or `\/`, which globset also takes for a
+/// separator) outside a class, the way globset's parser reads it: in a
+/// class, `]` first (after `!` or `^`) is a member and `\` is no escape.
+/// Anything globset would refuse is left in the component, for globset to
+/// name the fault.
+fn split(pattern: &str) -> std::result::Result<Vec<String>, String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut components = Vec::new();
+    let mut current = String::new();
+    let mut braces = 0usize;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let separator = c == '/' || (c == '\\' && chars.get(i + 1) == Some(&'/'));
+        if separator {
+            if braces > 0 {
+                return Err("a `/` inside `{...}` is not supported".into());
+            }
+            components.push(std::mem::take(&mut current));
+            i += if c == '/' { 1 } else { 2 };
+            continue;
+        }
+        let end = match c {
+            '\\' => (i + 2).min(chars.len()),
+            '[' => class_end(&chars, i),
+            _ => i + 1,
+        };
+        match c {
+            '{' => braces += 1,
+            '}' => braces = braces.saturating_sub(1),
+            _ => {}
+        }
+        current.extend(&chars[i..end]);
+        i = end;
+    }
+    components.push(current);
+    Ok(components)
+}
+
+/// Where the class opened at `chars[start]` ends (just past its `]`), or
+/// the end of the pattern if it is never closed.
+fn class_end(chars: &[char], start: usize) -> usize {
+    let mut i = start + 1;
+    if matches!(chars.get(i), Some('!' | '^')) {
+        i += 1;
+    }
+    if chars.get(i) == Some(&']') {
+        i += 1;
+    }
+    match chars[i.min(chars.len())..].iter().position(|&c| c == ']') {
+        Some(offset) => i + offset + 1,
+        None => chars.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use globset::{GlobSet, GlobSetBuilder};
+
+    /// The whole-path matcher restore used before: globset on the full
+    /// path, `**/` prepended to unanchored patterns.
+    fn whole_path(pattern: &str) -> GlobSet {
+        let trimmed = pattern.trim_end_matches('/');
+        let full = if trimmed.starts_with('/') {
+            trimmed.to_string()
+        } else {
+            format!("**/{trimmed}")
+        };
+        let glob = GlobBuilder::new(&full)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .unwrap();
+        let mut builder = GlobSetBuilder::new();
+        builder.add(glob);
+        builder.build().unwrap()
+    }
+
+    /// The state of an absolute path, stepped name by name from the root.
+    fn state_of(patterns: &Patterns, path: &[u8]) -> MatchState {
+        let mut state = patterns.top_state(Path::new("/"));
+        for name in path.split(|&b| b == b'/').filter(|n| !n.is_empty()) {
+            state = patterns.descend(&state, name);
+        }
+        state
+    }
+
+    fn matches(pattern: &str, path: &[u8]) -> bool {
+        let patterns = Patterns::new(&[pattern.to_string()]).unwrap();
+        patterns.is_match(&state_of(&patterns, path))
+    }
+
+    const PATTERNS: &[&str] = &[
+        "a",
+        "/a",
+        "a/b",
+        "/a/b",
+        "/a/b/",
+        "dir/",
+        "*.txt",
+        "/dir/*.txt",
+        "/*/b",
+        "**/foo.txt",
+        "**/**/foo.txt",
+        "/**/foo.txt",
+        "/**",
+        "**",
+        "a/**",
+        "/a/**",
+        "/a/**/**",
+        "/a/**/b",
+        "a/**/b/**/c",
+        "**a",
+        "a**",
+        "/a**/b",
+        "?",
+        "/?",
+        "a?",
+        "???",
+        "[ab]",
+        "[!a]",
+        "[^a]",
+        "[a-c]*",
+        "[]]",
+        "/[!]]x",
+        "\\*",
+        "\\[x\\]",
+        "a\\/b",
+        "\\/a",
+        "\\/a/b",
+        "\\/**",
+        "a//b",
+        "*/b",
+        "*/*",
+        "{,x}/a",
+        "/*/b",
+        "/\\/a",
+        "\\a",
+        "{a,b}",
+        "*.{txt,md}",
+        "/{dir,a}/*",
+        "é",
+        "*é*",
+        "",
+        "/",
+    ];
+
+    const PATHS: &[&[u8]] = &[
+        b"/a",
+        b"/b",
+        b"/c",
+        b"/ab",
+        b"/ba",
+        b"/aa",
+        b"/abc",
+        b"/a/b",
+        b"/a/b/c",
+        b"/a/x/b",
+        b"/a/x/y/b",
+        b"/a/b/x/c",
+        b"/x/a",
+        b"/x/a/b",
+        b"/x/a/b/c",
+        b"/foo.txt",
+        b"/dir",
+        b"/dir/foo.txt",
+        b"/dir/sub/foo.txt",
+        b"/dir/read.md",
+        b"/dir/x",
+        b"/x.txt/y",
+        b"/*",
+        b"/[x]",
+        b"/x",
+        b"/]",
+        b"/]x",
+        b"/\xc3\xa9",
+        b"/x\xc3\xa9y",
+        b"/a\xff",
+        b"/\xff/b",
+        b"/\xff",
+        b"/d/\xfe\xff.txt",
+        b"/\xff\xfe\xfd",
+    ];
+
+    #[test]
+    fn agrees_with_globset_on_whole_paths() {
+        for pattern in PATTERNS {
+            let whole = whole_path(pattern);
+            for path in PATHS {
+                let expected = whole.is_match(Path::new(OsStr::from_bytes(path)));
+                assert_eq!(
+                    matches(pattern, path),
+                    expected,
+                    "pattern {pattern:?}, path {:?}",
+                    String::from_utf8_lossy(path)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_trailing_double_star_needs_a_component() {
+        assert!(!matches("/a/**", b"/a"));
+        assert!(matches("/a/**", b"/a/b"));
+        assert!(matches("/a/**", b"/a/b/c/d"));
+        assert!(matches("/a/**/b", b"/a/b"));
+        assert!(matches("/**", b"/a"));
+    }
+
+    #[test]
+    fn an_unanchored_pattern_may_match_the_root_name() {
+        assert!(matches("*/b", b"/b"));
+        assert!(matches("*/b", b"/x/b"));
+        assert!(!matches("/*/b", b"/b"));
+        assert!(matches("\\/a", b"/a"));
+        assert!(!matches("\\/a", b"/x/a"));
+    }
+
+    #[test]
+    fn stars_and_classes_stay_within_one_name() {
+        assert!(!matches("/*", b"/a/b"));
+        assert!(!matches("/a?b", b"/a/b"));
+        // Whole-path globset would match here: its classes take `/`.
+        assert!(!matches("a[/]b", b"/a/b"));
+        assert!(!matches("a[!x]b", b"/a/b"));
+        assert!(!matches("[^a]b", b"/b"));
+        assert!(matches("[^a]b", b"/xb"));
+        assert!(matches("a[!x]b", b"/ayb"));
+    }
+
+    #[test]
+    fn a_question_mark_takes_one_byte() {
+        // Names are bytes: `é` is two of them.
+        assert!(!matches("/?", "/é".as_bytes()));
+        assert!(matches("/??", "/é".as_bytes()));
+        assert!(matches("/?", b"/\xff"));
+    }
+
+    #[test]
+    fn the_top_matches_from_the_snapshot_and_from_the_restore() {
+        let patterns = Patterns::new(&["/old".to_string(), "/src/docs/a.txt".to_string()]).unwrap();
+        let top = patterns.top_state(Path::new("/src/docs"));
+        // `/old` in the restore, `/src/docs/old` in the snapshot.
+        assert!(patterns.is_match(&patterns.descend(&top, b"old")));
+        assert!(patterns.is_match(&patterns.descend(&top, b"a.txt")));
+        assert!(!patterns.is_match(&patterns.descend(&top, b"b.txt")));
+    }
+
+    #[test]
+    fn anchored_patterns_die_off_the_path() {
+        let patterns = Patterns::new(&["/a/b".to_string()]).unwrap();
+        let top = patterns.top_state(Path::new("/"));
+        let a = patterns.descend(&top, b"a");
+        assert!(patterns.can_match_below(&a));
+        let x = patterns.descend(&top, b"x");
+        assert!(!patterns.can_match_below(&x));
+        assert_eq!(x, MatchState::default());
+        let b = patterns.descend(&a, b"b");
+        assert!(patterns.is_match(&b));
+        assert!(!patterns.can_match_below(&b));
+    }
+
+    #[test]
+    fn states_do_not_grow_with_depth() {
+        // What lets restore remember a subtree by (tree, state): walking
+        // down a chain leaves the same state at every level.
+        let patterns = Patterns::new(&["nomatch".to_string(), "/x/**/y".to_string()]).unwrap();
+        let mut state = state_of(&patterns, b"/x/d");
+        let first = state.clone();
+        for _ in 0..1000 {
+            state = patterns.descend(&state, b"d");
+            assert_eq!(state, first);
+        }
+        assert!(patterns.is_match(&patterns.descend(&state, b"y")));
+        assert!(patterns.is_match(&patterns.descend(&state, b"nomatch")));
+    }
+
+    #[test]
+    fn several_patterns_match_together() {
+        let patterns = Patterns::new(&["*.md".to_string(), "/a/b".to_string()]).unwrap();
+        assert!(patterns.is_match(&state_of(&patterns, b"/x/y.md")));
+        assert!(patterns.is_match(&state_of(&patterns, b"/a/b")));
+        assert!(!patterns.is_match(&state_of(&patterns, b"/a/c")));
+        assert!(Patterns::new(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_patterns_are_errors_that_name_them() {
+        for bad in ["[", "a\\", "{a", "a}", "[z-a]", "x/{a/b,c}", "{a\\/b}"] {
+            let error = Patterns::new(&["ok".to_string(), bad.to_string()]).unwrap_err();
+            assert!(
+                matches!(&error, Error::InvalidArgument(text) if text.contains(&format!("{bad:?}"))),
+                "{bad:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_patterns_agree_with_globset() {
+        // Every pattern globset refuses on the whole path, this refuses too.
+        for pattern in ["[", "a\\", "{a", "a}", "[z-a]", "a/[b", "[a/b", "x/{"] {
+            let trimmed = format!("**/{pattern}");
+            assert!(GlobBuilder::new(&trimmed)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .is_err());
+            assert!(
+                Patterns::new(&[pattern.to_string()]).is_err(),
+                "{pattern:?}"
+            );
+        }
+    }
+}
