@@ -44,7 +44,8 @@ need() {
     cargo build --release -q -p cairn-cli
 }
 
-CAIRN=$PWD/target/release/cairn
+# CAIRN=path runs another build of cairn (say, the commit before a change).
+CAIRN=${CAIRN:-$PWD/target/release/cairn}
 if [ -n "${ONLY:-}" ]; then
     read -r -a TOOLS <<<"$ONLY"   # e.g. ONLY="cairn restic"
 else

@@ -470,3 +470,26 @@ exec '{cairn}' restore latest --target '{target}'
     assert!(stderr(&out).contains("temporary"), "{}", stderr(&out));
     assert_same_tree(&source, &target);
 }
+
+/// Sessions planted in the repository (intact, but sealed by no key of
+/// it), named to come first in a listing, do not make the repository's own
+/// key look foreign.
+#[test]
+fn issue_8_planted_sessions_do_not_lock_out_the_real_key() {
+    let (env, source) = backed_up();
+    let mut planted = 0;
+    let mut seed = 1;
+    while planted < 12 {
+        let bytes = noise(97, seed);
+        seed += 1;
+        let name = cairn_core::id::Id::of_bytes(&bytes).to_hex();
+        if name.starts_with('0') {
+            fs::write(env.repo.join("sessions").join(name), bytes).unwrap();
+            planted += 1;
+        }
+    }
+    env.ok(&["snapshots"]);
+    let target = env.restore("latest", "t", &[]);
+    assert_same_tree(&source, &target);
+    env.backup(&[&source], &[]);
+}

@@ -221,6 +221,7 @@ fn clean_up_on_signals() {
         if let Some(signal) = signals.forever().next() {
             cairn_core::backend::remove_temporary_files();
             let _ = signal_hook::low_level::emulate_default_handler(signal);
+            // Reached only if the default action could not be re-raised.
             std::process::exit(128 + signal);
         }
     });

@@ -81,7 +81,7 @@ pub trait Backend: Send + Sync {
     /// Removes an object.
     fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()>;
     /// Creates the empty layout. Errors with `AlreadyExists` if a config
-    /// already exists, and with [`LocationNotEmpty`] inside if the location
+    /// already exists, and with [`StrayEntries`] inside if the location
     /// holds anything a repository's layout does not.
     fn create(&self) -> io::Result<()>;
 }
@@ -167,7 +167,9 @@ impl LocalBackend {
         };
         for entry in entries {
             let name = entry?.file_name();
+            // `.tmp-*`: a config whose put an interrupted init left.
             let expected = name == "lost+found"
+                || name.to_string_lossy().starts_with(".tmp-")
                 || ObjectKind::FOLDERS
                     .iter()
                     .any(|kind| name == kind.dir_name());
@@ -245,13 +247,13 @@ fn create_private_file(path: &Path) -> io::Result<File> {
 /// that holds something other than a repository.
 #[derive(Debug, thiserror::Error)]
 #[error("the location is not empty and holds no repository")]
-pub struct LocationNotEmpty;
+pub struct StrayEntries;
 
 /// Whether `error` is [`Backend::create`]'s refusal of a non-empty location.
 pub fn is_location_not_empty(error: &io::Error) -> bool {
     error
         .get_ref()
-        .is_some_and(|inner| inner.is::<LocationNotEmpty>())
+        .is_some_and(|inner| inner.is::<StrayEntries>())
 }
 
 /// Creates a pack's shard folder if it is missing.
@@ -522,10 +524,7 @@ impl Backend for LocalBackend {
             ));
         }
         if self.holds_strays()? {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                LocationNotEmpty,
-            ));
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, StrayEntries));
         }
         create_private_dir(&self.root)?;
         if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -156,12 +156,10 @@ const CACHE_BYTES: usize = 16 << 20;
 enum Storage {
     /// The cache file itself.
     File,
-    /// A private temporary file, deleted when the cache is dropped.
-    Temporary {
-        /// Held only so that the file lives as long as the cache.
-        _file: tempfile::NamedTempFile,
-    },
-    /// Memory only: nothing on disk could be used.
+    /// A private file without a name, gone when the cache is dropped.
+    Temporary,
+    /// Memory only: nothing on disk could be used. It grows with the
+    /// index, so it is the last resort.
     Memory,
 }
 
@@ -271,9 +269,10 @@ fn open_database(file: std::fs::File) -> std::result::Result<Database, OpenFailu
 }
 
 impl IndexCache {
-    /// Opens (or creates) the cache at `path`, never failing for the
-    /// cache's sake. A damaged file is replaced (and the sync refills it);
-    /// a file held by another process is left alone and a private
+    /// Opens (or creates) the cache at `path`. It fails only if not even a
+    /// database in memory can be made: the cache never stops a command. A
+    /// damaged file is replaced (and the sync refills it); a file held by
+    /// another process is left alone and a private
     /// temporary database used instead; if nothing can be created at
     /// `path`, a temporary database elsewhere (or in memory) is used.
     pub fn open(path: &Path) -> Result<OpenedCache> {
@@ -296,7 +295,11 @@ impl IndexCache {
                 let cache = IndexCache::temporary(path, path.parent())?;
                 Ok(OpenedCache {
                     cache,
-                    notice: None,
+                    notice: Some(format!(
+                        "index cache {} is in use by another process; \
+                         using a private temporary index for this run (slower)",
+                        path.display()
+                    )),
                 })
             }
             OpenFailure::Damaged(reason) => IndexCache::recreate(path, &reason),
@@ -336,7 +339,7 @@ impl IndexCache {
     pub fn rebuilt(&self, reason: &str) -> Result<OpenedCache> {
         match self.storage {
             Storage::File => IndexCache::recreate(&self.path, reason),
-            Storage::Temporary { .. } | Storage::Memory => IndexCache::fallback(&self.path, reason),
+            Storage::Temporary | Storage::Memory => IndexCache::fallback(&self.path, reason),
         }
     }
 
@@ -355,19 +358,13 @@ impl IndexCache {
     /// A private temporary database in `dir`, deleted on drop; in memory if
     /// no file can be created there.
     fn temporary(path: &Path, dir: Option<&Path>) -> Result<IndexCache> {
-        let temp = dir.and_then(|dir| {
-            tempfile::Builder::new()
-                .prefix("cairn-index-")
-                .suffix(".redb")
-                .tempfile_in(dir)
-                .ok()
-        });
-        let Some(temp) = temp else {
+        // Unnamed (O_TMPFILE, or unlinked at once): however the process
+        // ends, nothing is left behind.
+        let Some(file) = dir.and_then(|dir| tempfile::tempfile_in(dir).ok()) else {
             return IndexCache::in_memory(path);
         };
-        let file = temp.reopen().map_err(|e| Error::io(temp.path(), e))?;
         match open_database(file) {
-            Ok(db) => IndexCache::ready(db, path, Storage::Temporary { _file: temp })
+            Ok(db) => IndexCache::ready(db, path, Storage::Temporary)
                 .or_else(|_| IndexCache::in_memory(path)),
             Err(_) => IndexCache::in_memory(path),
         }

@@ -74,12 +74,27 @@ pub struct Repository {
 }
 
 /// Rebuilds of the index cache allowed per open repository, after the one
-/// that opening may do: enough to heal a cache damaged under us, without
+/// that opening may do: enough to heal a cache damaged under us even after
+/// one rebuild was spent on a blob that is really damaged, without
 /// rebuilding it again and again for data that is really missing.
-const MAX_INDEX_REBUILDS: u64 = 1;
+const MAX_INDEX_REBUILDS: u64 = 2;
 
-/// Sessions a key is tried against to tell whether it is this repository's.
-const KEY_CHECK_SESSIONS: usize = 8;
+/// What [`Repository::rebuild_index`] did.
+enum Rebuild {
+    /// Rebuilt; with the line to tell the user, if any.
+    Done(Option<String>),
+    /// Another thread rebuilt it since the caller looked: try again.
+    ByAnotherThread,
+    /// The rebuilds allowed are used up: trying again is not worth it.
+    Exhausted,
+}
+
+/// Intact sessions a key is tried against, at most, to tell whether it is
+/// this repository's. It stops at the first that opens, so this many are
+/// read only for a key that opens none: a repository's own key is never
+/// refused because some sessions (planted, or left by another key) do not
+/// open with it. Past this many, the check gives up and accepts the key.
+const KEY_CHECK_SESSIONS: usize = 1024;
 
 /// What trying a key against a repository's sessions showed.
 enum KeyCheck {
@@ -347,27 +362,28 @@ impl Repository {
         }
     }
 
-    /// Tries `keys` on up to [`KEY_CHECK_SESSIONS`] of the repository's
-    /// sessions: every writing command stores one first, so a repository
-    /// that was ever written to has one its own key opens. Damaged
-    /// sessions (bytes that do not match their name) prove nothing and are
-    /// passed over.
+    /// Tries `keys` on the repository's sessions until one opens (at most
+    /// [`KEY_CHECK_SESSIONS`] intact ones): every writing command stores
+    /// one first, so a repository that was ever written to has one its own
+    /// key opens. Damaged sessions (bytes that do not match their name)
+    /// prove nothing and are passed over.
     fn check_key(backend: &dyn Backend, keys: &MasterKeys) -> Result<KeyCheck> {
         let names = backend
             .list(ObjectKind::Session)
             .map_err(|e| storage_error(backend, ObjectKind::Session, "", e))?;
         let mut refuting = None;
-        for name in names
-            .iter()
-            .filter(|n| parse_name(n).is_some())
-            .take(KEY_CHECK_SESSIONS)
-        {
+        let mut intact = 0;
+        for name in names.iter().filter(|n| parse_name(n).is_some()) {
+            if intact == KEY_CHECK_SESSIONS {
+                return Ok(KeyCheck::Unknown);
+            }
             let Ok(bytes) = backend.get(ObjectKind::Session, name) else {
                 continue;
             };
-            if Id::of_bytes(&bytes).to_hex() != *name {
+            if bytes.len() != SESSION_LEN || Id::of_bytes(&bytes).to_hex() != *name {
                 continue;
             }
+            intact += 1;
             match session::open(&bytes, &keys.private) {
                 Ok(_) => return Ok(KeyCheck::Confirmed),
                 Err(session::SessionError::Authentication) => {
@@ -442,11 +458,12 @@ impl Repository {
         let outcome = op(&self.index());
         match outcome {
             Err(Error::IndexCache { reason, .. }) => match self.rebuild_index(seen, &reason)? {
-                Some(notice) => {
+                Rebuild::Done(notice) => {
                     self.notices_lock().extend(notice);
                     op(&self.index())
                 }
-                None => Err(Error::IndexCache {
+                Rebuild::ByAnotherThread => op(&self.index()),
+                Rebuild::Exhausted => Err(Error::IndexCache {
                     path: self.index().path().to_path_buf(),
                     reason,
                 }),
@@ -457,16 +474,15 @@ impl Repository {
 
     /// Replaces the cache by one rebuilt from the stored segments, unless
     /// another thread did so since it saw `seen` rebuilds, or the rebuilds
-    /// allowed are used up. Returns `None` if trying again is not worth
-    /// it, else the line to tell the user, if any.
-    fn rebuild_index(&self, seen: u64, reason: &str) -> Result<Option<Option<String>>> {
+    /// allowed are used up.
+    fn rebuild_index(&self, seen: u64, reason: &str) -> Result<Rebuild> {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         let done = self.index_rebuilds.load(Ordering::SeqCst);
         if done != seen {
-            return Ok(Some(None));
+            return Ok(Rebuild::ByAnotherThread);
         }
         if done >= MAX_INDEX_REBUILDS {
-            return Ok(None);
+            return Ok(Rebuild::Exhausted);
         }
         self.index_rebuilds.fetch_add(1, Ordering::SeqCst);
         let fresh = index.rebuilt(reason)?;
@@ -474,7 +490,7 @@ impl Repository {
         // was opened; their blobs stay unknown, as they were.
         let (cache, notice, _) = self.synced(fresh)?;
         *index = cache;
-        Ok(Some(notice))
+        Ok(Rebuild::Done(notice))
     }
 
     /// Fills a fresh cache from the segments. If the cache file fails while
@@ -627,8 +643,12 @@ impl Repository {
         match self.read_blob_anywhere(id, expected) {
             Err(e) if may_be_stale_cache(&e) => {
                 let reason = format!("out of step with the repository (blob {id}: {e})");
-                let Some(notice) = self.rebuild_index(seen, &reason)? else {
-                    return Err(e);
+                // If the rebuild fails too, the read's own error is the one
+                // that tells the user what is missing.
+                let notice = match self.rebuild_index(seen, &reason) {
+                    Ok(Rebuild::Done(notice)) => notice,
+                    Ok(Rebuild::ByAnotherThread) => None,
+                    Ok(Rebuild::Exhausted) | Err(_) => return Err(e),
                 };
                 let again = self.read_blob_anywhere(id, expected);
                 // Only worth saying if the rebuild is what made it readable:
@@ -725,6 +745,10 @@ impl Repository {
             };
             match self.read_snapshot(&name) {
                 Ok(snapshot) => list.snapshots.push((SnapshotId(id), snapshot)),
+                // Removed since the listing (by a concurrent forget): it is
+                // simply not there, which is not damage.
+                Err(Error::MissingObject { object })
+                    if object == object_name(ObjectKind::Snapshot, &name) => {}
                 Err(
                     e @ (Error::Corrupted { .. }
                     | Error::MissingObject { .. }
@@ -960,6 +984,22 @@ impl BlobWriter<'_> {
         if self.written.contains(id) {
             return Ok(true);
         }
+        // Pack numbers belong to one build of the cache: if it was rebuilt
+        // meanwhile (by this thread or another), the answer may rest on a
+        // number that now names another pack, so it is worked out again.
+        // Rebuilds are bounded, and so is this loop.
+        loop {
+            let rebuilds = self.repository.index_rebuilds.load(Ordering::SeqCst);
+            let known = self.is_usable_in_cache(id)?;
+            if self.repository.index_rebuilds.load(Ordering::SeqCst) == rebuilds {
+                return Ok(known);
+            }
+        }
+    }
+
+    /// [`BlobWriter::is_known`] for a blob not written by this session,
+    /// from the cache as it is.
+    fn is_usable_in_cache(&mut self, id: &BlobId) -> Result<bool> {
         let repository = self.repository;
         let Some(number) = repository.with_index(|index| index.pack_number(id))? else {
             return Ok(false);
@@ -1311,7 +1351,11 @@ mod tests {
             notices.iter().any(|n| n.contains("temporary")),
             "{notices:?}"
         );
-        // Rebuilds are bounded: a second break is an error, not a loop.
+        // Rebuilds are bounded: breaks beyond them are errors, not a loop.
+        for _ in 1..MAX_INDEX_REBUILDS {
+            *repo.index.write().unwrap() = IndexCache::without_tables(&path);
+            assert!(repo.read_blob(&id, BlobType::Data).is_ok());
+        }
         *repo.index.write().unwrap() = IndexCache::without_tables(&path);
         assert!(matches!(
             repo.read_blob(&id, BlobType::Data),
