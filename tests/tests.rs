@@ -5,6 +5,7 @@
 mod util;
 
 mod cli;
+mod compat;
 mod excludes;
 mod failures;
 mod fidelity;
