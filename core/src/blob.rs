@@ -255,10 +255,34 @@ pub fn open(
     Ok(plaintext)
 }
 
+/// The magic number that starts every zstd frame that is not a skippable
+/// frame (RFC 8878 §3.1.1), little-endian.
+const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Checks that `payload` is exactly one zstd frame (SPEC.md §8): zstd's
+/// own decoder would also take skippable frames, several frames one after
+/// another, or (within the capacity) an unterminated stream, and a reader
+/// written from the spec must not have to guess which cairn accepts.
+fn check_single_frame(payload: &[u8]) -> Result<(), String> {
+    if payload.get(..4) != Some(&ZSTD_FRAME_MAGIC[..]) {
+        return Err("the payload is not a zstd frame".into());
+    }
+    let frame_len = zstd::zstd_safe::find_frame_compressed_size(payload)
+        .map_err(|code| zstd::zstd_safe::get_error_name(code).to_string())?;
+    if frame_len != payload.len() {
+        return Err(format!(
+            "{} bytes follow the zstd frame",
+            payload.len() - frame_len
+        ));
+    }
+    Ok(())
+}
+
 /// Decompresses one zstd frame of at most `capacity` bytes, with a context
 /// kept per thread: a restore opens thousands of small blobs, and creating
 /// a context for each costs more than decompressing it.
 fn decompress(payload: &[u8], capacity: usize) -> Result<Vec<u8>, String> {
+    check_single_frame(payload)?;
     thread_local! {
         static CONTEXT: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
             const { RefCell::new(None) };
@@ -283,6 +307,54 @@ pub fn stored_len(payload_len: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A zstd frame as cairn writes it, for `plaintext`.
+    fn frame(plaintext: &[u8]) -> Vec<u8> {
+        zstd::bulk::Compressor::new(4)
+            .unwrap()
+            .compress(plaintext)
+            .unwrap()
+    }
+
+    #[test]
+    fn frames_carry_the_content_size_and_no_checksum_or_dictionary() {
+        let plaintext = b"cairn cairn cairn cairn cairn cairn cairn".repeat(50);
+        let payload = frame(&plaintext);
+        assert_eq!(payload[..4], ZSTD_FRAME_MAGIC);
+        // Frame header descriptor (RFC 8878 §3.1.1.1.1).
+        let descriptor = payload[4];
+        assert_eq!(descriptor & 0b100, 0, "no content checksum");
+        assert_eq!(descriptor & 0b11, 0, "no dictionary id");
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&payload).ok(),
+            Some(Some(plaintext.len() as u64)),
+            "the content size is recorded"
+        );
+        assert_eq!(decompress(&payload, plaintext.len()).unwrap(), plaintext);
+    }
+
+    #[test]
+    fn anything_but_exactly_one_frame_is_refused() {
+        let payload = frame(b"one frame, once and only once, once");
+        let mut trailing = payload.clone();
+        trailing.push(0);
+        let mut two = payload.clone();
+        two.extend_from_slice(&payload);
+        // A skippable frame of 4 bytes, then the real one.
+        let mut skippable = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+        skippable.extend_from_slice(&payload);
+        let truncated = &payload[..payload.len() - 1];
+        for (what, bad) in [
+            ("trailing byte", &trailing[..]),
+            ("second frame", &two[..]),
+            ("skippable frame", &skippable[..]),
+            ("truncated frame", truncated),
+            ("empty payload", &[][..]),
+        ] {
+            assert!(decompress(bad, 1 << 20).is_err(), "{what} was accepted");
+        }
+        assert!(decompress(&payload, 1 << 20).is_ok());
+    }
     use crate::crypto::SecretKey;
 
     #[test]

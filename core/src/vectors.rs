@@ -134,7 +134,7 @@ fn compute() -> BTreeMap<String, (String, String)> {
         blob::Encoder::new(3).seal_with_nonce(blob_id, BlobType::Data, &text, &sealer, nonce(0x55));
     put(
         "sealed_blob",
-        "blob_plaintext as a data blob, configured level 3 (so zstd level 4: it is under 64 KiB), data key 0x33*32, nonce 0x55*12",
+        "blob_plaintext as a data blob, configured level 3 (so zstd level 4: it is under 64 KiB; one zstd frame from libzstd 1.5.7 with the content size and no checksum), data key 0x33*32, nonce 0x55*12",
         &sealed.bytes,
     );
     let raw = pseudo_random(64, 1);
@@ -249,7 +249,7 @@ fn compute() -> BTreeMap<String, (String, String)> {
     };
     put(
         "config",
-        "repository config with the default settings and id 0x88*32",
+        "repository config with the default chunker, compression level 3 (not the default 4), pack target 16 MiB and id 0x88*32",
         &config.to_bytes(),
     );
 
