@@ -237,20 +237,16 @@ pub fn backup(
         streamed_nodes.push(result?);
     }
     let root = match walked? {
-        RootWalk::Whole(_) if !streamed_nodes.is_empty() => {
-            return Err(Error::InvalidArgument(
-                "streams cannot be stored beside a backup of / itself".into(),
-            ))
-        }
+        RootWalk::Whole(_) if !streamed_nodes.is_empty() => return Err(Error::StreamsBesideRoot),
         RootWalk::Whole(id) => id,
         RootWalk::Children(mut nodes) => {
             for (name, size, content) in streamed_nodes {
                 let node = archiver.stream_node(name, size, content, parent_root.as_ref())?;
                 if nodes.iter().any(|n| n.name == node.name) {
-                    return Err(Error::InvalidArgument(format!(
-                        "stream {:?} has the same name as another entry at the root",
-                        String::from_utf8_lossy(&node.name)
-                    )));
+                    return Err(Error::StreamName {
+                        name: String::from_utf8_lossy(&node.name).into_owned(),
+                        reason: "is the name of another entry at the root",
+                    });
                 }
                 nodes.push(node);
             }
@@ -316,9 +312,7 @@ fn check_sources(options: &BackupOptions, progress: &dyn Progress) -> Result<Che
     paths.sort();
     paths.dedup();
     if paths.is_empty() && options.streams.is_empty() {
-        return Err(Error::InvalidArgument(
-            "nothing to back up: no paths and no streams given".into(),
-        ));
+        return Err(Error::NothingToBackUp);
     }
     let mut present = Vec::new();
     let mut missing = Vec::new();
@@ -338,9 +332,7 @@ fn check_sources(options: &BackupOptions, progress: &dyn Progress) -> Result<Che
         }
     }
     if present.is_empty() && options.streams.is_empty() {
-        return Err(Error::InvalidArgument(
-            "none of the source paths exist".into(),
-        ));
+        return Err(Error::NoSourceExists);
     }
     check_stream_names(options, &paths)?;
     let all = paths
@@ -369,21 +361,19 @@ fn check_stream_names(options: &BackupOptions, paths: &[PathBuf]) -> Result<()> 
     for stream in &options.streams {
         let name = stream.name().as_bytes();
         if !crate::tree::is_safe_name(name) {
-            return Err(Error::InvalidArgument(format!(
-                "stream name {:?} must be one path component",
-                stream.name()
-            )));
+            return Err(Error::StreamName {
+                name: stream.name().to_string(),
+                reason: "must be one path component",
+            });
         }
         if paths.iter().any(|p| p == Path::new("/")) {
-            return Err(Error::InvalidArgument(
-                "streams cannot be stored beside a backup of / itself".into(),
-            ));
+            return Err(Error::StreamsBesideRoot);
         }
         if !taken.insert(name.to_vec()) {
-            return Err(Error::InvalidArgument(format!(
-                "stream name {:?} is already taken by another stream or a source path at the root",
-                stream.name()
-            )));
+            return Err(Error::StreamName {
+                name: stream.name().to_string(),
+                reason: "is already taken by another stream or a source path at the root",
+            });
         }
     }
     Ok(())
@@ -715,11 +705,11 @@ impl Archiver<'_, '_> {
         }
         let encoded = tree.encode();
         if encoded.len() > MAX_BLOB_LEN as usize {
-            return Err(Error::InvalidArgument(format!(
-                "{}: directory has too many entries: its tree of {} bytes exceeds the limit of {MAX_BLOB_LEN}",
-                dir.display(),
-                encoded.len()
-            )));
+            return Err(Error::DirectoryTooLarge {
+                path: dir.to_path_buf(),
+                len_bytes: encoded.len(),
+                limit_bytes: MAX_BLOB_LEN,
+            });
         }
         let id = lock(self.writer).add_blob(BlobType::Tree, encoded)?;
         match parent.map(|p| &p.kind) {
@@ -805,10 +795,10 @@ impl Archiver<'_, '_> {
     ) -> Result<Node> {
         let name = name.into_bytes();
         if !crate::tree::is_safe_name(&name) {
-            return Err(Error::InvalidArgument(format!(
-                "stream name {:?} must be one path component",
-                String::from_utf8_lossy(&name)
-            )));
+            return Err(Error::StreamName {
+                name: String::from_utf8_lossy(&name).into_owned(),
+                reason: "must be one path component",
+            });
         }
         match parent_root.and_then(|t| t.find(&name)).map(|n| &n.kind) {
             Some(NodeKind::File { .. }) => self.summary.files_changed += 1,

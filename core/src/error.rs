@@ -143,9 +143,90 @@ pub enum Error {
         /// How it ended.
         status: String,
     },
-    /// An argument given by the caller is not acceptable.
-    #[error("{0}")]
-    InvalidArgument(String),
+    /// A setting given by the caller is outside what cairn accepts.
+    #[error("{setting} {value}: out of range {allowed}")]
+    OutOfRange {
+        /// The setting, as the user knows it.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// An include or exclude pattern cannot be compiled.
+    #[error("pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The exclude patterns cannot be compiled together.
+    #[error("exclude patterns: {reason}")]
+    InvalidExcludes {
+        /// Why they are refused.
+        reason: String,
+    },
+    /// An earlier `init` stopped after writing key files but before the
+    /// config.
+    #[error(
+        "{location} holds key files but no config: an earlier init did not finish; \
+         remove the directory and run init again"
+    )]
+    UnfinishedInit {
+        /// The repository's location.
+        location: String,
+    },
+    /// A blob is larger than any reader accepts.
+    #[error("a {blob_type} blob of {len_bytes} bytes exceeds the limit of {limit_bytes} bytes")]
+    BlobTooLarge {
+        /// `data` or `tree`.
+        blob_type: &'static str,
+        /// Its length.
+        len_bytes: usize,
+        /// The limit, `MAX_BLOB_LEN`.
+        limit_bytes: u32,
+    },
+    /// A directory has so many entries that its tree exceeds the blob limit.
+    #[error(
+        "{path}: directory has too many entries: its tree of {len_bytes} bytes \
+         exceeds the limit of {limit_bytes}"
+    )]
+    DirectoryTooLarge {
+        /// The directory.
+        path: PathBuf,
+        /// The encoded tree's length.
+        len_bytes: usize,
+        /// The limit, `MAX_BLOB_LEN`.
+        limit_bytes: u32,
+    },
+    /// A blob was given to a writer after it was flushed: a caller's bug.
+    #[error("blob added after the writer was flushed")]
+    WriterFlushed,
+    /// A backup was given neither paths nor streams.
+    #[error("nothing to back up: no paths and no streams given")]
+    NothingToBackUp,
+    /// None of a backup's source paths exist, and there is no stream.
+    #[error("none of the source paths exist")]
+    NoSourceExists,
+    /// Streams were given beside a backup of `/`, whose root they would
+    /// have to join.
+    #[error("streams cannot be stored beside a backup of / itself")]
+    StreamsBesideRoot,
+    /// A stream's name cannot be used.
+    #[error("stream name {name:?} {reason}")]
+    StreamName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A path inside a snapshot (`SNAPSHOT:PATH`) contains `..`.
+    #[error("{path}: a path inside a snapshot cannot contain ..")]
+    ParentInSnapshotPath {
+        /// The path given.
+        path: PathBuf,
+    },
     /// A source path given to backup could not be found or read.
     #[error("{path}: {error}")]
     Source {

@@ -47,15 +47,20 @@ fn build(patterns: &[String], case_insensitive: bool) -> Result<Gitignore> {
     let mut builder = GitignoreBuilder::new("/");
     builder
         .case_insensitive(case_insensitive)
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        .map_err(|e| Error::InvalidExcludes {
+            reason: e.to_string(),
+        })?;
     for pattern in patterns {
         builder
             .add_line(None, pattern)
-            .map_err(|e| Error::InvalidArgument(format!("exclude pattern {pattern:?}: {e}")))?;
+            .map_err(|e| Error::InvalidPattern {
+                pattern: pattern.clone(),
+                reason: e.to_string(),
+            })?;
     }
-    builder
-        .build()
-        .map_err(|e| Error::InvalidArgument(e.to_string()))
+    builder.build().map_err(|e| Error::InvalidExcludes {
+        reason: e.to_string(),
+    })
 }
 
 impl Excluder {
@@ -124,55 +129,9 @@ fn has_cachedir_tag(dir: &Path) -> bool {
         && head == CACHEDIR_SIGNATURE
 }
 
-/// Parses a size such as `500`, `10k`, `1.5M`, `2G` or `1T` (binary units;
-/// a trailing `B` or `iB` is allowed).
-pub fn parse_size(text: &str) -> Result<u64> {
-    let bad = || {
-        Error::InvalidArgument(format!(
-            "size {text:?}: expected a number with an optional k, M, G or T"
-        ))
-    };
-    let trimmed = text.trim();
-    let unit_start = trimmed
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(unit_start);
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    let multiplier: u64 = match unit
-        .trim()
-        .to_ascii_lowercase()
-        .trim_end_matches("ib")
-        .trim_end_matches('b')
-    {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => return Err(bad()),
-    };
-    let bytes = value * multiplier as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(bytes as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("500").unwrap(), 500);
-        assert_eq!(parse_size("10k").unwrap(), 10 << 10);
-        assert_eq!(parse_size("1.5M").unwrap(), 3 << 19);
-        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
-        assert_eq!(parse_size("1T").unwrap(), 1 << 40);
-        assert!(parse_size("ten").is_err());
-        assert!(parse_size("5X").is_err());
-        assert!(parse_size("").is_err());
-    }
 
     #[test]
     fn gitignore_semantics() {

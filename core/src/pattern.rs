@@ -64,14 +64,16 @@ pub(crate) struct MatchState {
 }
 
 impl Patterns {
-    /// Compiles `patterns`. Errors with [`Error::InvalidArgument`], naming
+    /// Compiles `patterns`. Errors with [`Error::InvalidPattern`], naming
     /// the pattern, on a glob that globset refuses or a `/` inside `{…}`.
     pub(crate) fn new(patterns: &[String]) -> Result<Patterns> {
         let patterns = patterns
             .iter()
             .map(|pattern| {
-                compile(pattern)
-                    .map_err(|e| Error::InvalidArgument(format!("pattern {pattern:?}: {e}")))
+                compile(pattern).map_err(|e| Error::InvalidPattern {
+                    pattern: pattern.clone(),
+                    reason: e.to_string(),
+                })
             })
             .collect::<Result<_>>()?;
         Ok(Patterns { patterns })
@@ -506,7 +508,7 @@ mod tests {
         for bad in ["[", "a\\", "{a", "a}", "[z-a]", "x/{a/b,c}", "{a\\/b}"] {
             let error = Patterns::new(&["ok".to_string(), bad.to_string()]).unwrap_err();
             assert!(
-                matches!(&error, Error::InvalidArgument(text) if text.contains(&format!("{bad:?}"))),
+                matches!(&error, Error::InvalidPattern { pattern, .. } if pattern == bad),
                 "{bad:?}: {error}"
             );
         }

@@ -141,6 +141,19 @@ pub struct SnapshotList {
 /// segment grows past what a reader accepts.
 const SEGMENT_ENTRY_LIMIT: usize = 100_000;
 
+/// Errors unless `level` is a compression level cairn writes with.
+fn check_compression_level(level: i32) -> Result<()> {
+    if crate::config::COMPRESSION_LEVELS.contains(&level) {
+        Ok(())
+    } else {
+        Err(Error::OutOfRange {
+            setting: "compression level",
+            value: level.to_string(),
+            allowed: "0..=22",
+        })
+    }
+}
+
 /// The id a stored object's name stands for: exactly 64 lowercase hex
 /// digits. Anything else (a stray file, a temporary name) is not an object.
 fn parse_name(name: &str) -> Option<Id> {
@@ -186,25 +199,35 @@ impl Repository {
         cache_dir: &Path,
     ) -> Result<Repository> {
         if !options.kdf.is_bounded() {
-            return Err(Error::InvalidArgument(
-                "key derivation parameters out of range".into(),
-            ));
+            let kdf = options.kdf;
+            return Err(Error::OutOfRange {
+                setting: "key derivation (KiB, passes, lanes)",
+                value: format!(
+                    "{}, {}, {}",
+                    kdf.memory_kib, kdf.iterations, kdf.parallelism
+                ),
+                allowed: "8..=1048576 KiB (at least 8 per lane), 1..=64 passes, 1..=16 lanes",
+            });
         }
         if !options.chunker.is_valid() {
-            return Err(Error::InvalidArgument(
-                "chunk size bounds out of range".into(),
-            ));
+            let chunker = options.chunker;
+            return Err(Error::OutOfRange {
+                setting: "chunk sizes (min, avg, max)",
+                value: format!(
+                    "{}, {}, {}",
+                    chunker.min_bytes, chunker.avg_bytes, chunker.max_bytes
+                ),
+                allowed: "64..=1 MiB, 256..=4 MiB (a power of two), 1 KiB..=16 MiB, \
+                          with min <= avg <= max",
+            });
         }
-        if !crate::config::COMPRESSION_LEVELS.contains(&options.compression_level) {
-            return Err(Error::InvalidArgument(format!(
-                "compression level {} out of range 0..=22",
-                options.compression_level
-            )));
-        }
+        check_compression_level(options.compression_level)?;
         if !crate::config::PACK_TARGET_RANGE.contains(&options.pack_target_bytes) {
-            return Err(Error::InvalidArgument(
-                "pack size out of range 1 MiB..=1 GiB".into(),
-            ));
+            return Err(Error::OutOfRange {
+                setting: "pack size",
+                value: format!("{} bytes", options.pack_target_bytes),
+                allowed: "1 MiB..=1 GiB",
+            });
         }
         let location = PathBuf::from(backend.location());
         match backend.get(ObjectKind::Config, "") {
@@ -227,11 +250,9 @@ impl Repository {
             .list(ObjectKind::Key)
             .map_err(|e| Error::io(location.join("keys"), e))?;
         if !leftover.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "{} holds key files but no config: an earlier init did not finish; \
-                 remove the directory and run init again",
-                location.display()
-            )));
+            return Err(Error::UnfinishedInit {
+                location: backend.location(),
+            });
         }
         let keys = MasterKeys::generate();
         let config = Config {
@@ -841,11 +862,7 @@ impl Repository {
     /// writer whose packs, index and snapshot are sealed under it. Sealing
     /// and storing run in background threads until [`BlobWriter::flush`].
     pub fn start_write(&self, compression_level: i32) -> Result<BlobWriter<'_>> {
-        if !crate::config::COMPRESSION_LEVELS.contains(&compression_level) {
-            return Err(Error::InvalidArgument(format!(
-                "compression level {compression_level} out of range 0..=22"
-            )));
-        }
+        check_compression_level(compression_level)?;
         // A segment intact but sealed under another key means this key may
         // not be the one the repository's readers hold: writing under it
         // could store what they cannot read back.
@@ -1073,10 +1090,14 @@ impl BlobWriter<'_> {
     /// flushed, or if the background pipeline failed.
     pub fn add_blobs(&mut self, blob_type: BlobType, blobs: Vec<Vec<u8>>) -> Result<Vec<BlobId>> {
         if let Some(big) = blobs.iter().find(|b| b.len() > MAX_BLOB_LEN as usize) {
-            return Err(Error::InvalidArgument(format!(
-                "a {blob_type:?} blob of {} bytes exceeds the limit of {MAX_BLOB_LEN} bytes",
-                big.len()
-            )));
+            return Err(Error::BlobTooLarge {
+                blob_type: match blob_type {
+                    BlobType::Data => "data",
+                    BlobType::Tree => "tree",
+                },
+                len_bytes: big.len(),
+                limit_bytes: MAX_BLOB_LEN,
+            });
         }
         let repository = self.repository;
         let ids: Vec<BlobId> = if blobs.len() > 1 {
@@ -1095,9 +1116,7 @@ impl BlobWriter<'_> {
                 continue;
             }
             self.written.insert(*id);
-            let packer = self.packer.as_mut().ok_or_else(|| {
-                Error::InvalidArgument("blob added after the writer was flushed".into())
-            })?;
+            let packer = self.packer.as_mut().ok_or(Error::WriterFlushed)?;
             packer.submit(Job {
                 id: *id,
                 blob_type,
@@ -1435,7 +1454,7 @@ mod tests {
                 },
                 cache.path()
             ),
-            Err(Error::InvalidArgument(_))
+            Err(Error::OutOfRange { .. })
         ));
     }
 }

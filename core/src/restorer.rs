@@ -316,10 +316,9 @@ fn locate(
         .components()
         .any(|c| matches!(c, std::path::Component::ParentDir))
     {
-        return Err(Error::InvalidArgument(format!(
-            "{}: a path inside a snapshot cannot contain ..",
-            subpath.display()
-        )));
+        return Err(Error::ParentInSnapshotPath {
+            path: subpath.to_path_buf(),
+        });
     }
     let components: Vec<&OsStr> = subpath
         .components()
