@@ -49,6 +49,18 @@ pub enum DecodeError {
     /// The body decoded but bytes were left over.
     #[error("{0} trailing bytes after structure")]
     Trailing(usize),
+    /// A tree entry's name could let a restore escape its target (§13).
+    #[error("unsafe entry name {0:?}")]
+    UnsafeName(String),
+    /// A tree's entries are not sorted by name, or a name repeats (§13).
+    #[error("entries not sorted or not unique")]
+    UnsortedEntries,
+    /// A timestamp's nanoseconds are 10^9 or more (§13).
+    #[error("timestamp nanoseconds out of range")]
+    TimestampOutOfRange,
+    /// An index entry that cannot describe a blob in a pack (§11).
+    #[error("implausible entry for blob {0}")]
+    ImplausibleEntry(String),
 }
 
 /// Decodes a framed structure, bounding every allocation by the input size.

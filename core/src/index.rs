@@ -48,11 +48,11 @@ impl IndexSegment {
     }
 
     /// Decodes and checks a segment's plaintext.
-    pub fn decode(bytes: &[u8]) -> Result<IndexSegment, String> {
-        let segment: IndexSegment = codec::decode(bytes).map_err(|e| e.to_string())?;
+    pub fn decode(bytes: &[u8]) -> Result<IndexSegment, codec::DecodeError> {
+        let segment: IndexSegment = codec::decode(bytes)?;
         for pack in &segment.packs {
             if let Some(bad) = pack.entries.iter().find(|e| !e.is_plausible()) {
-                return Err(format!("implausible entry for blob {}", bad.id));
+                return Err(codec::DecodeError::ImplausibleEntry(bad.id.to_string()));
             }
         }
         Ok(segment)

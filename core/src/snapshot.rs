@@ -63,8 +63,8 @@ impl Snapshot {
     }
 
     /// Decodes a snapshot's plaintext.
-    pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
-        codec::decode(bytes).map_err(|e| e.to_string())
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, codec::DecodeError> {
+        codec::decode(bytes)
     }
 
     /// Whether some source paths could not be read.

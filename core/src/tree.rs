@@ -146,23 +146,22 @@ impl Tree {
 
     /// Decodes a tree blob, refusing unsafe, unsorted or duplicate names and
     /// out-of-range times.
-    pub fn decode(bytes: &[u8]) -> Result<Tree, String> {
-        let tree: Tree = codec::decode(bytes).map_err(|e| e.to_string())?;
+    pub fn decode(bytes: &[u8]) -> Result<Tree, codec::DecodeError> {
+        let tree: Tree = codec::decode(bytes)?;
         for (i, node) in tree.nodes.iter().enumerate() {
             if !is_safe_name(&node.name) {
-                return Err(format!(
-                    "unsafe entry name {:?}",
-                    String::from_utf8_lossy(&node.name)
+                return Err(codec::DecodeError::UnsafeName(
+                    String::from_utf8_lossy(&node.name).into_owned(),
                 ));
             }
             if i > 0 && tree.nodes[i - 1].name >= node.name {
-                return Err("entries not sorted or not unique".into());
+                return Err(codec::DecodeError::UnsortedEntries);
             }
             if [node.mtime, node.atime, node.ctime]
                 .iter()
                 .any(|t| t.nanos >= 1_000_000_000)
             {
-                return Err("timestamp nanoseconds out of range".into());
+                return Err(codec::DecodeError::TimestampOutOfRange);
             }
         }
         Ok(tree)
