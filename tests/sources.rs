@@ -334,3 +334,22 @@ fn summary_counts_new_changed_and_unmodified_files_and_directories() {
     assert_eq!(third["dirs_changed"], dirs - 1);
     assert_eq!(third["bytes_read"], 6000);
 }
+
+/// A command whose output is backed up inherits the environment, but not
+/// cairn's own settings: the repository password must not reach it.
+#[test]
+fn a_command_gets_the_environment_without_cairn_settings() {
+    let env = Env::new();
+    env.init();
+    let out = env
+        .cairn()
+        .env("UNRELATED_MARKER", "kept")
+        .args(["backup", "--command", "environment=env"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = env.restore("latest", "t", &[]);
+    let seen = fs::read_to_string(target.join("environment")).unwrap();
+    assert!(seen.contains("UNRELATED_MARKER=kept"), "{seen}");
+    assert!(!seen.contains("CAIRN_"), "{seen}");
+}

@@ -23,6 +23,7 @@ pub fn backup_options(args: &BackupArgs, time_ns: Option<i64>) -> Result<BackupO
         streams.push(StreamSource::Command {
             name: args.stdin_filename.clone(),
             argv: args.paths.clone(),
+            env_remove: cairn_variables(),
         });
     } else {
         paths.extend(args.paths.iter().map(PathBuf::from));
@@ -127,7 +128,18 @@ fn command_source(spec: &str) -> Result<StreamSource> {
     Ok(StreamSource::Command {
         name: name.to_string(),
         argv: argv.into_iter().map(OsString::from).collect(),
+        env_remove: cairn_variables(),
     })
+}
+
+/// The names of this process's `CAIRN_*` variables: a command whose output
+/// is backed up gets the environment without them, so that the repository
+/// password does not reach pg_dump's children.
+fn cairn_variables() -> Vec<OsString> {
+    std::env::vars_os()
+        .map(|(key, _)| key)
+        .filter(|key| key.as_encoded_bytes().starts_with(b"CAIRN_"))
+        .collect()
 }
 
 /// Parses a size such as `500`, `10k`, `1.5M`, `2G` or `1T` (binary units;

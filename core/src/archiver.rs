@@ -82,6 +82,10 @@ pub enum StreamSource {
         name: String,
         /// Program and arguments.
         argv: Vec<OsString>,
+        /// Variables taken out of the environment the command inherits:
+        /// the caller's own settings, such as a repository password, which
+        /// must not reach the command or its children.
+        env_remove: Vec<OsString>,
     },
 }
 
@@ -395,7 +399,11 @@ fn archive_stream(
                 })?;
             Ok((name, size, content))
         }
-        StreamSource::Command { name, argv } => {
+        StreamSource::Command {
+            name,
+            argv,
+            env_remove,
+        } => {
             let shown = argv
                 .iter()
                 .map(|a| quote(&a.to_string_lossy()))
@@ -409,12 +417,8 @@ fn archive_stream(
                 .split_first()
                 .ok_or_else(|| failed("empty command".into()))?;
             let mut command = Command::new(program);
-            // The child gets the environment, but not cairn's own settings:
-            // the repository password must not reach pg_dump's children.
-            for (key, _) in std::env::vars_os() {
-                if key.as_encoded_bytes().starts_with(b"CAIRN_") {
-                    command.env_remove(key);
-                }
+            for key in env_remove {
+                command.env_remove(key);
             }
             let mut child = command
                 .args(args)
