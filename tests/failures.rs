@@ -422,3 +422,30 @@ fn truncated_config_key_session_or_snapshot_is_named() {
         );
     }
 }
+
+#[test]
+fn a_remote_location_is_refused_clearly_and_local_prefix_works() {
+    let env = Env::new();
+    let out = env
+        .cairn()
+        .env("CAIRN_REPO", "s3:https://example.invalid/bucket")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        one_line_error(&out).contains("not supported yet"),
+        "{}",
+        stderr(&out)
+    );
+    let location = format!("local:{}", env.repo.display());
+    let out = env
+        .cairn()
+        .env("CAIRN_REPO", &location)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(env.repo.join("config").is_file());
+    env.ok(&["snapshots"]);
+}

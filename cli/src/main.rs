@@ -12,7 +12,6 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_core::archiver;
-use cairn_core::backend::LocalBackend;
 use cairn_core::chunker::ChunkerParams;
 use cairn_core::progress::Progress;
 use cairn_core::restorer::{self, RestoreOptions};
@@ -30,9 +29,9 @@ mod exit {
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "Deduplicating, encrypted backups")]
 struct Cli {
-    /// Repository location (a local directory).
+    /// Repository location: a local directory (or `local:DIR`).
     #[arg(short = 'r', long, env = "CAIRN_REPO", global = true)]
-    repo: Option<PathBuf>,
+    repo: Option<String>,
     /// Read the password from this file (first line).
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
@@ -254,7 +253,7 @@ fn run(cli: &Cli) -> Result<u8> {
     }
 }
 
-fn repo_path(cli: &Cli) -> Result<&Path> {
+fn repo_location(cli: &Cli) -> Result<&str> {
     cli.repo
         .as_deref()
         .ok_or_else(|| anyhow!("no repository given: use --repo or set CAIRN_REPO"))
@@ -270,10 +269,10 @@ fn cache_dir(cli: &Cli) -> Result<PathBuf> {
 }
 
 fn open_repository(cli: &Cli) -> Result<Repository> {
-    let backend = LocalBackend::new(repo_path(cli)?);
-    Repository::ensure_exists(&backend)?;
+    let backend = cairn_core::backend::open(repo_location(cli)?)?;
+    Repository::ensure_exists(backend.as_ref())?;
     let password = password::read(cli, false)?;
-    let repository = Repository::open(Box::new(backend), password.as_bytes(), &cache_dir(cli)?)?;
+    let repository = Repository::open(backend, password.as_bytes(), &cache_dir(cli)?)?;
     let reporter = output::Reporter::new(cli);
     report_notices(cli, &repository);
     for damaged in repository.damaged_segments() {
@@ -292,7 +291,7 @@ fn report_notices(cli: &Cli, repository: &Repository) {
 }
 
 fn init(cli: &Cli, args: &InitArgs) -> Result<u8> {
-    let path = repo_path(cli)?;
+    let location = repo_location(cli)?;
     let options = InitOptions {
         chunker: ChunkerParams {
             min_bytes: args.chunk_min,
@@ -306,23 +305,16 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<u8> {
             .ok_or_else(|| anyhow!("--pack-size {} is too large", args.pack_size))?,
         ..InitOptions::default()
     };
-    let backend = LocalBackend::new(path);
-    if Repository::ensure_exists(&backend).is_ok() {
-        return Err(cairn_core::Error::RepositoryExists { path: path.into() }.into());
-    }
+    let backend = cairn_core::backend::open(location)?;
+    Repository::ensure_absent(backend.as_ref())?;
     let password = password::read(cli, true)?;
-    let repository = Repository::init(
-        Box::new(backend),
-        password.as_bytes(),
-        &options,
-        &cache_dir(cli)?,
-    )?;
+    let repository = Repository::init(backend, password.as_bytes(), &options, &cache_dir(cli)?)?;
     output::line(
         cli,
         &format!(
             "created cairn repository {} at {}\nKeep the password safe: without it the data cannot be read.",
             repository.config().id.short(),
-            path.display()
+            repository.location()
         ),
     )?;
     Ok(0)

@@ -56,6 +56,40 @@ impl ObjectKind {
     }
 }
 
+/// An object's name as messages give it: its path relative to the
+/// repository's root in the layout of SPEC.md §1 (`config`, `keys/<id>`,
+/// `data/<xx>/<id>`), or with an empty `name`, its folder (`keys/`).
+pub fn object_name(kind: ObjectKind, name: &str) -> String {
+    match kind {
+        ObjectKind::Config => "config".into(),
+        _ if name.is_empty() => format!("{}/", kind.dir_name()),
+        ObjectKind::Pack => format!("data/{}/{name}", name.get(..2).unwrap_or("")),
+        _ => format!("{}/{name}", kind.dir_name()),
+    }
+}
+
+/// Schemes of remote stores that cairn users may expect (restic's names),
+/// none of which version 1 can reach yet.
+const REMOTE_SCHEMES: [&str; 7] = ["s3", "sftp", "rest", "b2", "azure", "gs", "rclone"];
+
+/// Opens the backend that `location` names: `local:PATH`, or a plain path,
+/// is a directory. A remote scheme (`s3:…`) is refused with
+/// [`crate::Error::UnsupportedLocation`]: no backend for it exists yet.
+pub fn open(location: &str) -> crate::Result<Box<dyn Backend>> {
+    if let Some(path) = location.strip_prefix("local:") {
+        return Ok(Box::new(LocalBackend::new(path)));
+    }
+    if let Some((scheme, _)) = location.split_once(':') {
+        if REMOTE_SCHEMES.contains(&scheme) {
+            return Err(crate::Error::UnsupportedLocation {
+                location: location.to_string(),
+                scheme: scheme.to_string(),
+            });
+        }
+    }
+    Ok(Box::new(LocalBackend::new(location)))
+}
+
 /// Narrow storage interface: everything the repository needs of a store.
 pub trait Backend: Send + Sync {
     /// Where the repository lives, for messages.

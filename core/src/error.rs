@@ -10,16 +10,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// No repository exists at the given location.
-    #[error("no repository at {path}")]
+    #[error("no repository at {location}")]
     RepositoryNotFound {
         /// Where one was expected.
-        path: PathBuf,
+        location: String,
     },
     /// `init` was asked to create a repository where one already exists.
-    #[error("a repository already exists at {path}")]
+    #[error("a repository already exists at {location}")]
     RepositoryExists {
         /// Where the existing repository is.
-        path: PathBuf,
+        location: String,
     },
     /// No key file could be opened with the given password.
     #[error("wrong password: no key file in the repository opens with it")]
@@ -31,6 +31,23 @@ pub enum Error {
         path: PathBuf,
         /// The underlying error.
         error: std::io::Error,
+    },
+    /// A storage operation on an object (or a folder of them, `kind/`)
+    /// failed for another reason than its absence.
+    #[error("{object}: {error}")]
+    Storage {
+        /// The object, as `kind/name`.
+        object: String,
+        /// The backend's error.
+        error: std::io::Error,
+    },
+    /// A repository location names a kind of store this build cannot use.
+    #[error("{location}: {scheme} repositories are not supported yet; give a local directory")]
+    UnsupportedLocation {
+        /// The location given.
+        location: String,
+        /// Its scheme.
+        scheme: String,
     },
     /// A stored object is missing.
     #[error("{object}: missing from the repository")]
@@ -243,6 +260,18 @@ impl Error {
         Error::Io {
             path: path.into(),
             error,
+        }
+    }
+
+    /// The error for a failed storage operation on an object (or, with an
+    /// empty `name`, on its kind's folder): [`Error::MissingObject`] when it
+    /// is not there, else [`Error::Storage`].
+    pub fn storage(kind: crate::backend::ObjectKind, name: &str, error: std::io::Error) -> Self {
+        let object = crate::backend::object_name(kind, name);
+        if error.kind() == std::io::ErrorKind::NotFound {
+            Error::MissingObject { object }
+        } else {
+            Error::Storage { object, error }
         }
     }
 

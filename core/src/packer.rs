@@ -284,10 +284,10 @@ impl PackThread {
 
     /// A failure to write a pack that has no name yet.
     fn new_pack_error(&self, e: std::io::Error) -> Error {
-        Error::io(
-            std::path::PathBuf::from(self.backend.location()).join(ObjectKind::Pack.dir_name()),
-            e,
-        )
+        Error::Storage {
+            object: format!("{}/ (a new pack)", ObjectKind::Pack.dir_name()),
+            error: e,
+        }
     }
 
     fn store(&self, pack: OpenPack) -> Result<()> {
@@ -295,9 +295,9 @@ impl PackThread {
             .finish(self.session, &self.sealer)
             .map_err(|e| self.new_pack_error(e))?;
         let name = pack.id.to_string();
-        pack.sink.finish(&name).map_err(|e| {
-            crate::repository::storage_error(self.backend.as_ref(), ObjectKind::Pack, &name, e)
-        })?;
+        pack.sink
+            .finish(&name)
+            .map_err(|e| Error::storage(ObjectKind::Pack, &name, e))?;
         // The receiver lives as long as the writer; if it is gone, nobody
         // will index this pack anyway.
         let _ = self.stored.send(IndexedPack {

@@ -7,13 +7,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use rayon::prelude::*;
 
-use crate::backend::{Backend, ObjectKind};
+use crate::backend::{object_name, Backend, ObjectKind};
 use crate::blob::{self, BlobType, MAX_BLOB_LEN};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::config::{Config, ConfigError, DEFAULT_PACK_TARGET_BYTES, REPOSITORY_VERSION};
@@ -160,35 +160,6 @@ fn parse_name(name: &str) -> Option<Id> {
     Id::from_hex(name).filter(|id| id.to_hex() == name)
 }
 
-/// The error for a failed storage operation on an object: "missing" when
-/// it is not there, else the I/O error with the object's path.
-pub(crate) fn storage_error(
-    backend: &dyn Backend,
-    kind: ObjectKind,
-    name: &str,
-    e: io::Error,
-) -> Error {
-    if e.kind() == io::ErrorKind::NotFound {
-        Error::MissingObject {
-            object: object_name(kind, name),
-        }
-    } else {
-        Error::io(
-            PathBuf::from(backend.location()).join(object_name(kind, name)),
-            e,
-        )
-    }
-}
-
-/// An object's path relative to the repository root, as messages name it.
-fn object_name(kind: ObjectKind, name: &str) -> String {
-    match kind {
-        ObjectKind::Config => "config".into(),
-        ObjectKind::Pack => format!("data/{}/{name}", name.get(..2).unwrap_or("")),
-        _ => format!("{}/{name}", kind.dir_name()),
-    }
-}
-
 impl Repository {
     /// Creates a repository in an empty location, with one key file for
     /// `password`, and opens it.
@@ -229,26 +200,29 @@ impl Repository {
                 allowed: "1 MiB..=1 GiB",
             });
         }
-        let location = PathBuf::from(backend.location());
+        let location = backend.location();
         match backend.get(ObjectKind::Config, "") {
-            Ok(_) => return Err(Error::RepositoryExists { path: location }),
+            Ok(_) => return Err(Error::RepositoryExists { location }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(location.join("config"), e)),
+            Err(e) => return Err(Error::storage(ObjectKind::Config, "", e)),
         }
         backend.create().map_err(|e| match e.kind() {
             _ if crate::backend::is_location_not_empty(&e) => Error::LocationNotEmpty {
                 location: backend.location(),
             },
             io::ErrorKind::AlreadyExists => Error::RepositoryExists {
-                path: location.clone(),
+                location: location.clone(),
             },
-            _ => Error::io(&location, e),
+            _ => Error::Storage {
+                object: "the repository's layout".into(),
+                error: e,
+            },
         })?;
         // Key files without a config: an init that crashed. A new key beside
         // them would make `open` pick whichever the password opens first.
         let leftover = backend
             .list(ObjectKind::Key)
-            .map_err(|e| Error::io(location.join("keys"), e))?;
+            .map_err(|e| Error::storage(ObjectKind::Key, "", e))?;
         if !leftover.is_empty() {
             return Err(Error::UnfinishedInit {
                 location: backend.location(),
@@ -268,16 +242,28 @@ impl Repository {
         // nobody can open, while a key without a config is simply not one.
         backend
             .put(ObjectKind::Key, &key_name, &key_file)
-            .map_err(|e| Error::io(location.join("keys").join(&key_name), e))?;
+            .map_err(|e| Error::storage(ObjectKind::Key, &key_name, e))?;
         backend
             .put(ObjectKind::Config, "", &config.to_bytes())
             .map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::RepositoryExists {
-                    path: location.clone(),
+                    location: location.clone(),
                 },
-                _ => Error::io(location.join("config"), e),
+                _ => Error::storage(ObjectKind::Config, "", e),
             })?;
         Repository::assemble(backend, config, keys, cache_dir)
+    }
+
+    /// Checks that `backend` holds no repository yet, without needing a
+    /// password: so that `init` can say so before asking for one twice.
+    pub fn ensure_absent(backend: &dyn Backend) -> Result<()> {
+        match backend.size(ObjectKind::Config, "") {
+            Ok(_) => Err(Error::RepositoryExists {
+                location: backend.location(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::storage(ObjectKind::Config, "", e)),
+        }
     }
 
     /// Checks that `backend` holds a repository, without needing a password:
@@ -286,12 +272,9 @@ impl Repository {
         match backend.size(ObjectKind::Config, "") {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::RepositoryNotFound {
-                path: PathBuf::from(backend.location()),
+                location: backend.location(),
             }),
-            Err(e) => Err(Error::io(
-                PathBuf::from(backend.location()).join("config"),
-                e,
-            )),
+            Err(e) => Err(Error::storage(ObjectKind::Config, "", e)),
         }
     }
 
@@ -302,11 +285,11 @@ impl Repository {
         password: &[u8],
         cache_dir: &Path,
     ) -> Result<Repository> {
-        let location = PathBuf::from(backend.location());
+        let location = backend.location();
         Repository::ensure_exists(backend.as_ref())?;
         let config_len = backend
             .size(ObjectKind::Config, "")
-            .map_err(|e| Error::io(location.join("config"), e))?;
+            .map_err(|e| Error::storage(ObjectKind::Config, "", e))?;
         if config_len > crate::config::MAX_CONFIG_LEN as u64 {
             return Err(Error::corrupted("config", "longer than any config"));
         }
@@ -314,9 +297,9 @@ impl Repository {
             .get(ObjectKind::Config, "")
             .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => Error::RepositoryNotFound {
-                    path: location.clone(),
+                    location: location.clone(),
                 },
-                _ => Error::io(location.join("config"), e),
+                _ => Error::storage(ObjectKind::Config, "", e),
             })?;
         let config = Config::from_bytes(&config_bytes).map_err(|e| match e {
             ConfigError::Version(version) => Error::UnsupportedVersion {
@@ -335,7 +318,7 @@ impl Repository {
     fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<MasterKeys> {
         let names = backend
             .list(ObjectKind::Key)
-            .map_err(|e| Error::io(PathBuf::from(backend.location()).join("keys"), e))?;
+            .map_err(|e| Error::storage(ObjectKind::Key, "", e))?;
         let mut damaged = None;
         let mut foreign = None;
         let mut well_formed = 0;
@@ -343,7 +326,7 @@ impl Repository {
             let object = object_name(ObjectKind::Key, &name);
             let len = backend
                 .size(ObjectKind::Key, &name)
-                .map_err(|e| Error::io(PathBuf::from(backend.location()).join(&object), e))?;
+                .map_err(|e| Error::storage(ObjectKind::Key, &name, e))?;
             if len != keys::KEY_FILE_LEN as u64 {
                 damaged.get_or_insert_with(|| {
                     Error::corrupted(&object, format!("length {len}, not {}", keys::KEY_FILE_LEN))
@@ -352,7 +335,7 @@ impl Repository {
             }
             let bytes = backend
                 .get(ObjectKind::Key, &name)
-                .map_err(|e| Error::io(PathBuf::from(backend.location()).join(&object), e))?;
+                .map_err(|e| Error::storage(ObjectKind::Key, &name, e))?;
             match keys::open_key_file(&bytes, password) {
                 Ok(keys) => match Repository::check_key(backend, &keys)? {
                     KeyCheck::Confirmed | KeyCheck::Unknown => return Ok(keys),
@@ -391,7 +374,7 @@ impl Repository {
     fn check_key(backend: &dyn Backend, keys: &MasterKeys) -> Result<KeyCheck> {
         let names = backend
             .list(ObjectKind::Session)
-            .map_err(|e| storage_error(backend, ObjectKind::Session, "", e))?;
+            .map_err(|e| Error::storage(ObjectKind::Session, "", e))?;
         let mut refuting = None;
         let mut intact = 0;
         for name in names.iter().filter(|n| parse_name(n).is_some()) {
@@ -530,21 +513,13 @@ impl Repository {
         }
     }
 
-    fn object_path(&self, kind: ObjectKind, name: &str) -> PathBuf {
-        PathBuf::from(self.backend.location()).join(object_name(kind, name))
-    }
-
-    fn storage_error(&self, kind: ObjectKind, name: &str, e: io::Error) -> Error {
-        storage_error(self.backend.as_ref(), kind, name, e)
-    }
-
     /// Reads a whole object of at most `max_len` bytes and checks that its
     /// name is the hash of its bytes.
     fn get_verified(&self, kind: ObjectKind, name: &str, max_len: u64) -> Result<Vec<u8>> {
         let size = self
             .backend
             .size(kind, name)
-            .map_err(|e| self.storage_error(kind, name, e))?;
+            .map_err(|e| Error::storage(kind, name, e))?;
         if size > max_len {
             return Err(Error::corrupted(
                 object_name(kind, name),
@@ -554,7 +529,7 @@ impl Repository {
         let bytes = self
             .backend
             .get(kind, name)
-            .map_err(|e| self.storage_error(kind, name, e))?;
+            .map_err(|e| Error::storage(kind, name, e))?;
         if Id::of_bytes(&bytes).to_hex() != name {
             return Err(Error::corrupted(
                 object_name(kind, name),
@@ -570,7 +545,7 @@ impl Repository {
         let stored: HashSet<SegmentId> = self
             .backend
             .list(ObjectKind::Index)
-            .map_err(|e| Error::io(self.object_path(ObjectKind::Index, ""), e))?
+            .map_err(|e| Error::storage(ObjectKind::Index, "", e))?
             .iter()
             .filter_map(|name| parse_name(name).map(SegmentId))
             .collect();
@@ -732,7 +707,7 @@ impl Repository {
                     object_name(ObjectKind::Pack, &pack_name),
                     format!("truncated: blob {id} lies beyond its end"),
                 ),
-                _ => self.storage_error(ObjectKind::Pack, &pack_name, e),
+                _ => Error::storage(ObjectKind::Pack, &pack_name, e),
             })?;
         blob::open(
             id,
@@ -758,7 +733,7 @@ impl Repository {
         let names = self
             .backend
             .list(ObjectKind::Snapshot)
-            .map_err(|e| Error::io(self.object_path(ObjectKind::Snapshot, ""), e))?;
+            .map_err(|e| Error::storage(ObjectKind::Snapshot, "", e))?;
         let mut list = SnapshotList::default();
         for name in names {
             let Some(id) = parse_name(&name) else {
@@ -836,7 +811,7 @@ impl Repository {
         let names = self
             .backend
             .list(ObjectKind::Snapshot)
-            .map_err(|e| Error::io(self.object_path(ObjectKind::Snapshot, ""), e))?;
+            .map_err(|e| Error::storage(ObjectKind::Snapshot, "", e))?;
         let matches: Vec<&String> = names
             .iter()
             .filter(|n| parse_name(n).is_some() && n.starts_with(&wanted))
@@ -880,7 +855,7 @@ impl Repository {
         let name = session.id.to_string();
         self.backend
             .put(ObjectKind::Session, &name, &bytes)
-            .map_err(|e| self.storage_error(ObjectKind::Session, &name, e))?;
+            .map_err(|e| Error::storage(ObjectKind::Session, &name, e))?;
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -914,7 +889,7 @@ impl Repository {
         let listed = |kind: ObjectKind| {
             self.backend
                 .list(kind)
-                .map_err(|e| Error::io(self.object_path(kind, ""), e))
+                .map_err(|e| Error::storage(kind, "", e))
         };
         let packs: HashSet<Id> = listed(ObjectKind::Pack)?
             .iter()
@@ -1182,7 +1157,7 @@ impl BlobWriter<'_> {
         self.repository
             .backend
             .put(ObjectKind::Index, &name, &bytes)
-            .map_err(|e| self.repository.storage_error(ObjectKind::Index, &name, e))?;
+            .map_err(|e| Error::storage(ObjectKind::Index, &name, e))?;
         self.repository
             .with_index(|index| index.absorb(id, &segment))?;
         // The index finds these now: forgetting them keeps memory flat
@@ -1220,10 +1195,7 @@ impl BlobWriter<'_> {
         self.repository
             .backend
             .put(ObjectKind::Snapshot, &name, &bytes)
-            .map_err(|e| {
-                self.repository
-                    .storage_error(ObjectKind::Snapshot, &name, e)
-            })?;
+            .map_err(|e| Error::storage(ObjectKind::Snapshot, &name, e))?;
         Ok(id)
     }
 }
