@@ -1204,7 +1204,7 @@ impl BlobWriter<'_> {
 mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
-    use crate::testing::{fast_options, memory_repository};
+    use crate::testing::{fast_options, memory_repository, memory_repository_on};
 
     fn sample_snapshot(tree: BlobId) -> Snapshot {
         Snapshot {
@@ -1280,14 +1280,7 @@ mod tests {
     #[test]
     fn vanished_segment_or_damaged_cache_rebuilds_the_index() {
         let backend = MemoryBackend::default();
-        let cache = tempfile::tempdir().unwrap();
-        let repo = Repository::init(
-            Box::new(backend.clone()),
-            b"pw",
-            &fast_options(),
-            cache.path(),
-        )
-        .unwrap();
+        let (cache, repo) = memory_repository_on(&backend);
         let first = write_one(&repo, b"first");
         let second = write_one(&repo, b"second");
         drop(repo);
@@ -1357,14 +1350,7 @@ mod tests {
     #[test]
     fn a_backup_does_not_deduplicate_against_a_missing_pack() {
         let backend = MemoryBackend::default();
-        let cache = tempfile::tempdir().unwrap();
-        let repo = Repository::init(
-            Box::new(backend.clone()),
-            b"pw",
-            &fast_options(),
-            cache.path(),
-        )
-        .unwrap();
+        let (cache, repo) = memory_repository_on(&backend);
         let id = write_one(&repo, b"lost then stored again");
         for pack in backend.list(ObjectKind::Pack).unwrap() {
             backend.delete(ObjectKind::Pack, &pack).unwrap();

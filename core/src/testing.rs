@@ -29,9 +29,17 @@ pub(crate) fn fast_options() -> crate::InitOptions {
 
 /// A new repository in memory, with its cache directory.
 pub(crate) fn memory_repository() -> (tempfile::TempDir, crate::Repository) {
+    memory_repository_on(&crate::backend::MemoryBackend::default())
+}
+
+/// A new repository in `backend` (whose clones share its objects, so the
+/// test can damage them), with its cache directory.
+pub(crate) fn memory_repository_on(
+    backend: &crate::backend::MemoryBackend,
+) -> (tempfile::TempDir, crate::Repository) {
     let cache = tempfile::tempdir().unwrap();
     let repo = crate::Repository::init(
-        Box::new(crate::backend::MemoryBackend::default()),
+        Box::new(backend.clone()),
         b"pw",
         &fast_options(),
         cache.path(),
