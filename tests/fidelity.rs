@@ -232,7 +232,7 @@ fn build_rich_tree(root: &Path) {
         .unwrap();
         nix::unistd::chown(&root.join("private"), Some(1234.into()), Some(5678.into())).unwrap();
         nix::unistd::fchownat(
-            None,
+            nix::fcntl::AT_FDCWD,
             &root.join("link-relative"),
             Some(4321.into()),
             Some(8765.into()),

@@ -6,7 +6,6 @@
 
 use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
-use rand::RngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::id::{BlobId, Id};
@@ -19,9 +18,14 @@ pub const TAG_LEN: usize = 16;
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 /// Fills an array with bytes from the operating system's CSPRNG.
+///
+/// # Panics
+///
+/// If the operating system cannot give random bytes: nothing cairn writes
+/// is safe without them (nonces, keys), so there is no way to go on.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    rand::rngs::OsRng.fill_bytes(&mut out);
+    getrandom::fill(&mut out).expect("the operating system's random number generator failed");
     out
 }
 

@@ -1066,7 +1066,7 @@ impl FileRestorer<'_> {
         let is_symlink = matches!(node.kind, NodeKind::Symlink { .. });
         if self.is_root {
             if let Err(e) = nix::unistd::fchownat(
-                None,
+                nix::fcntl::AT_FDCWD,
                 path,
                 Some(node.uid.into()),
                 Some(node.gid.into()),

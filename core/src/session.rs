@@ -6,7 +6,7 @@
 //! snapshots name the session whose key sealed them. Writing needs only the
 //! public key; reading needs the private key.
 
-use x25519_dalek::{EphemeralSecret, PublicKey, StaticSecret};
+use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::crypto::{self, Sealer, SecretKey};
 use crate::id::{Id, SessionId};
@@ -62,7 +62,10 @@ fn header(ephemeral: &PublicKey) -> Vec<u8> {
 /// Creates a session: a fresh data key wrapped to `repository`.
 /// Returns the open session and the bytes to store under `sessions/<id>`.
 pub fn create(repository: &PublicKey) -> (Session, Vec<u8>) {
-    let ephemeral = EphemeralSecret::random_from_rng(rand::rngs::OsRng);
+    // A fresh random scalar, used for this one exchange and wiped when
+    // dropped (x25519-dalek's zeroize feature). `StaticSecret` only because
+    // `EphemeralSecret` can be drawn from nothing but a rand_core RNG.
+    let ephemeral = StaticSecret::from(crypto::random_bytes::<32>());
     let ephemeral_public = PublicKey::from(&ephemeral);
     let shared = ephemeral.diffie_hellman(repository);
     assemble(
