@@ -37,6 +37,8 @@ mod pattern;
 pub mod progress;
 pub mod repository;
 pub mod restorer;
+#[cfg(test)]
+mod roundtrip;
 pub mod session;
 pub mod snapshot;
 #[cfg(test)]
