@@ -241,17 +241,12 @@ pub fn backup(
         streamed_nodes.push(result?);
     }
     let root = match walked? {
-        RootWalk::Whole(_) if !streamed_nodes.is_empty() => return Err(Error::StreamsBesideRoot),
+        // Streams beside a backup of / were refused by check_stream_names.
         RootWalk::Whole(id) => id,
         RootWalk::Children(mut nodes) => {
             for (name, size, content) in streamed_nodes {
+                // check_stream_names made sure no source path takes its name.
                 let node = archiver.stream_node(name, size, content, parent_root.as_ref())?;
-                if nodes.iter().any(|n| n.name == node.name) {
-                    return Err(Error::StreamName {
-                        name: String::from_utf8_lossy(&node.name).into_owned(),
-                        reason: "is the name of another entry at the root",
-                    });
-                }
                 nodes.push(node);
             }
             archiver.store_tree(
@@ -450,21 +445,41 @@ fn store_stream(
     writer: &Mutex<BlobWriter<'_>>,
     reader: impl Read,
 ) -> Result<io::Result<(u64, Vec<BlobId>)>> {
+    store_chunks(writer, repository.chunker().stream(reader), |_| {})
+}
+
+/// Stores the chunks of one file or stream, handing them to the writer in
+/// batches of [`CHUNKS_PER_BATCH`] so that the sealing workers get work in
+/// bulk, and calls `read` with the bytes of each batch read (the last one
+/// too, if reading fails). Returns the size and the blob ids. The outer
+/// error is the repository's (fatal); the inner one the source's.
+fn store_chunks(
+    writer: &Mutex<BlobWriter<'_>>,
+    chunks: impl Iterator<Item = io::Result<Vec<u8>>>,
+    mut read: impl FnMut(u64),
+) -> Result<io::Result<(u64, Vec<BlobId>)>> {
     let mut size = 0u64;
     let mut content = Vec::new();
     let mut batch = Vec::with_capacity(CHUNKS_PER_BATCH);
-    for chunk in repository.chunker().stream(reader) {
+    let mut batch_bytes = 0u64;
+    for chunk in chunks {
         let chunk = match chunk {
             Ok(chunk) => chunk,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => {
+                read(batch_bytes);
+                return Ok(Err(e));
+            }
         };
         size += chunk.len() as u64;
+        batch_bytes += chunk.len() as u64;
         batch.push(chunk);
         if batch.len() == CHUNKS_PER_BATCH {
             content.extend(lock(writer).add_blobs(BlobType::Data, std::mem::take(&mut batch))?);
+            read(std::mem::take(&mut batch_bytes));
         }
     }
     content.extend(lock(writer).add_blobs(BlobType::Data, batch)?);
+    read(batch_bytes);
     Ok(Ok((size, content)))
 }
 
@@ -797,13 +812,8 @@ impl Archiver<'_, '_> {
         content: Vec<BlobId>,
         parent_root: Option<&Tree>,
     ) -> Result<Node> {
+        // A safe name: check_stream_names refused any other.
         let name = name.into_bytes();
-        if !crate::tree::is_safe_name(&name) {
-            return Err(Error::StreamName {
-                name: String::from_utf8_lossy(&name).into_owned(),
-                reason: "must be one path component",
-            });
-        }
         match parent_root.and_then(|t| t.find(&name)).map(|n| &n.kind) {
             Some(NodeKind::File { .. }) => self.summary.files_changed += 1,
             _ => self.summary.files_new += 1,
@@ -1009,39 +1019,21 @@ impl Archiver<'_, '_> {
             Ok(file) => file,
             Err(e) => return Ok(Err(e)),
         };
-        let mut size = 0u64;
-        let mut content = Vec::new();
-        let mut batch = Vec::with_capacity(CHUNKS_PER_BATCH);
         let repository = self.repository;
         let buffer = std::mem::take(&mut self.chunk_buffer);
         let mut chunks = repository.chunker().stream_with_buffer(&file, buffer);
-        let mut failure = None;
-        for chunk in chunks.by_ref() {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            };
-            size += chunk.len() as u64;
-            self.summary.bytes_read += chunk.len() as u64;
-            batch.push(chunk);
-            if batch.len() == CHUNKS_PER_BATCH {
-                let batch_bytes = batch.iter().map(|c| c.len() as u64).sum();
-                content.extend(
-                    lock(self.writer).add_blobs(BlobType::Data, std::mem::take(&mut batch))?,
-                );
-                self.progress.bytes_processed(batch_bytes);
-            }
-        }
+        let progress = self.progress;
+        let bytes_read = &mut self.summary.bytes_read;
+        let stored = store_chunks(self.writer, chunks.by_ref(), |bytes| {
+            *bytes_read += bytes;
+            progress.bytes_processed(bytes);
+        });
+        // The buffer comes back even when storing failed, for the next file.
         self.chunk_buffer = chunks.into_buffer();
-        if let Some(e) = failure {
-            return Ok(Err(e));
-        }
-        let batch_bytes = batch.iter().map(|c| c.len() as u64).sum();
-        content.extend(lock(self.writer).add_blobs(BlobType::Data, batch)?);
-        self.progress.bytes_processed(batch_bytes);
+        let (size, content) = match stored? {
+            Ok(stored) => stored,
+            Err(e) => return Ok(Err(e)),
+        };
         let after = match file.metadata() {
             Ok(after) => after,
             Err(e) => return Ok(Err(e)),
@@ -1156,4 +1148,75 @@ fn open_source(path: &Path) -> io::Result<File> {
         ));
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::memory_repository;
+
+    #[test]
+    fn chunks_are_stored_in_batches_and_ids_come_back_in_order() {
+        let (_cache, repo) = memory_repository();
+        let writer = Mutex::new(repo.start_write(3).unwrap());
+        let chunks: Vec<Vec<u8>> = (0..2 * CHUNKS_PER_BATCH + 3)
+            .map(|i| vec![i as u8; 100 + i])
+            .collect();
+        let mut batches = Vec::new();
+        let (size, content) = store_chunks(&writer, chunks.clone().into_iter().map(Ok), |bytes| {
+            batches.push(bytes)
+        })
+        .unwrap()
+        .unwrap();
+        let lens: Vec<u64> = chunks.iter().map(|c| c.len() as u64).collect();
+        assert_eq!(size, lens.iter().sum::<u64>());
+        assert_eq!(
+            batches,
+            [
+                lens[..CHUNKS_PER_BATCH].iter().sum::<u64>(),
+                lens[CHUNKS_PER_BATCH..2 * CHUNKS_PER_BATCH].iter().sum(),
+                lens[2 * CHUNKS_PER_BATCH..].iter().sum(),
+            ]
+        );
+        let expected: Vec<BlobId> = chunks
+            .iter()
+            .map(|c| repo.blob_id(BlobType::Data, c))
+            .collect();
+        assert_eq!(content, expected);
+        let mut writer = writer.into_inner().unwrap();
+        writer.flush().unwrap();
+        assert_eq!(writer.blobs_added(), chunks.len() as u64);
+        assert_eq!(
+            repo.read_blob(&content[5], BlobType::Data).unwrap(),
+            chunks[5]
+        );
+    }
+
+    #[test]
+    fn a_read_error_is_the_sources_and_what_was_read_is_counted() {
+        let (_cache, repo) = memory_repository();
+        let writer = Mutex::new(repo.start_write(3).unwrap());
+        let chunks = (0..CHUNKS_PER_BATCH + 2)
+            .map(|i| Ok(vec![i as u8; 10]))
+            .chain(std::iter::once(Err(io::Error::other("disk fell off"))));
+        let mut read = 0;
+        let outcome = store_chunks(&writer, chunks, |bytes| read += bytes).unwrap();
+        assert_eq!(outcome.unwrap_err().to_string(), "disk fell off");
+        assert_eq!(read, 10 * (CHUNKS_PER_BATCH as u64 + 2));
+    }
+
+    #[test]
+    fn a_stream_is_chunked_and_stored() {
+        let (_cache, repo) = memory_repository();
+        let writer = Mutex::new(repo.start_write(3).unwrap());
+        let data = crate::testing::pseudo_random(3 << 20, 7);
+        let (size, content) = store_stream(&repo, &writer, &data[..]).unwrap().unwrap();
+        assert_eq!(size, data.len() as u64);
+        writer.into_inner().unwrap().flush().unwrap();
+        let restored: Vec<u8> = content
+            .iter()
+            .flat_map(|id| repo.read_blob(id, BlobType::Data).unwrap())
+            .collect();
+        assert_eq!(restored, data);
+    }
 }
