@@ -6,11 +6,8 @@ use std::hint::black_box;
 
 use cairn_benches::text_like;
 use cairn_core::backend::MemoryBackend;
-use cairn_core::blob::{self, BlobType};
-use cairn_core::chunker::{Chunker, ChunkerParams};
-use cairn_core::crypto::{IdKey, Sealer, SecretKey};
-use cairn_core::keys::KdfParams;
-use cairn_core::{InitOptions, Repository};
+use cairn_core::internals::{Chunker, Encoder, IdKey, Sealer, SecretKey};
+use cairn_core::{BlobType, ChunkerParams, InitOptions, KdfParams, Repository};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const INPUT_LEN: usize = 32 << 20;
@@ -47,7 +44,7 @@ fn stages(c: &mut Criterion) {
         })
     });
     for level in [1, 3, 4] {
-        let mut encoder = blob::Encoder::new(level);
+        let mut encoder = Encoder::new(level);
         group.bench_function(
             format!("compress + seal (zstd {level}, AES-256-GCM-SIV)"),
             |b| {
@@ -101,7 +98,7 @@ fn stages(c: &mut Criterion) {
                 },
                 |(_cache, repo)| {
                     let mut writer = repo
-                        .start_write(cairn_core::config::DEFAULT_COMPRESSION_LEVEL)
+                        .start_write(cairn_core::DEFAULT_COMPRESSION_LEVEL)
                         .expect("writer");
                     for batch in repo
                         .chunker()

@@ -482,7 +482,7 @@ fn issue_8_planted_sessions_do_not_lock_out_the_real_key() {
     while planted < 12 {
         let bytes = noise(97, seed);
         seed += 1;
-        let name = cairn_core::id::Id::of_bytes(&bytes).to_hex();
+        let name = cairn_core::Id::of_bytes(&bytes).to_hex();
         if name.starts_with('0') {
             fs::write(env.repo.join("sessions").join(name), bytes).unwrap();
             planted += 1;

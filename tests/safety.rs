@@ -6,10 +6,9 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use cairn_core::backend::LocalBackend;
-use cairn_core::blob::BlobType;
-use cairn_core::snapshot::{Snapshot, Summary};
-use cairn_core::tree::{Node, NodeKind, Timestamp, Tree};
-use cairn_core::Repository;
+use cairn_core::{
+    BlobType, BlobWriter, Node, NodeKind, Repository, Snapshot, Summary, Timestamp, Tree,
+};
 
 use crate::util::{restored, stderr, Env};
 
@@ -34,10 +33,7 @@ fn node(name: &[u8], kind: NodeKind) -> Node {
 
 /// Writes a snapshot whose root tree is `nodes`, exactly as given: what a
 /// hostile or buggy writer could store.
-fn store_crafted_snapshot(
-    env: &Env,
-    build: impl FnOnce(&mut cairn_core::repository::BlobWriter<'_>) -> Vec<Node>,
-) {
+fn store_crafted_snapshot(env: &Env, build: impl FnOnce(&mut BlobWriter<'_>) -> Vec<Node>) {
     let repo = Repository::open(
         Box::new(LocalBackend::new(&env.repo)),
         b"correct horse",
@@ -64,11 +60,7 @@ fn store_crafted_snapshot(
     writer.commit(&snapshot).unwrap();
 }
 
-fn file_node(
-    writer: &mut cairn_core::repository::BlobWriter<'_>,
-    name: &[u8],
-    content: &[u8],
-) -> Node {
+fn file_node(writer: &mut BlobWriter<'_>, name: &[u8], content: &[u8]) -> Node {
     let id = writer.add_blob(BlobType::Data, content.to_vec()).unwrap();
     node(
         name,

@@ -11,11 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use cairn_core::archiver;
-use cairn_core::chunker::ChunkerParams;
 use cairn_core::progress::Progress;
-use cairn_core::restorer::{self, RestoreOptions};
-use cairn_core::{InitOptions, Repository};
+use cairn_core::{ChunkerParams, InitOptions, Repository, RestoreOptions};
 use clap::{Args, Parser, Subcommand};
 
 /// Exit codes, documented in the README.
@@ -63,7 +60,7 @@ enum Command {
 #[derive(Args)]
 struct InitArgs {
     /// Default zstd level for new data, 0 (store raw) to 22.
-    #[arg(long, default_value_t = cairn_core::config::DEFAULT_COMPRESSION_LEVEL)]
+    #[arg(long, default_value_t = cairn_core::DEFAULT_COMPRESSION_LEVEL)]
     compression: i32,
     /// Target packfile size in MiB.
     #[arg(long, default_value_t = 16)]
@@ -325,7 +322,7 @@ fn backup(cli: &Cli, args: &BackupArgs) -> Result<u8> {
     let options = sources::backup_options(args, time_ns)?;
     let repository = open_repository(cli)?;
     let reporter = output::Reporter::for_backup(cli);
-    let outcome = archiver::backup(&repository, options, &reporter);
+    let outcome = cairn_core::backup(&repository, options, &reporter);
     reporter.finish();
     report_notices(cli, &repository);
     let outcome = outcome?;
@@ -375,7 +372,7 @@ fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
         dry_run: args.dry_run,
         verify: args.verify,
     };
-    let summary = restorer::restore(&repository, &snapshot, &options, &reporter);
+    let summary = cairn_core::restore(&repository, &snapshot, &options, &reporter);
     report_notices(cli, &repository);
     let summary = summary.with_context(|| format!("restoring snapshot {}", id.0.short()))?;
     let verb = if args.dry_run {

@@ -8,10 +8,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use cairn_core::archiver::BackupOutcome;
-use cairn_core::id::SnapshotId;
 use cairn_core::progress::Progress;
-use cairn_core::snapshot::{Snapshot, Summary};
+use cairn_core::{BackupOutcome, Snapshot, SnapshotId, Summary};
 use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};

@@ -7,8 +7,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use cairn_core::archiver::{BackupOptions, StreamSource};
-use cairn_core::exclude::ExcludeOptions;
+use cairn_core::{BackupOptions, ExcludeOptions, StreamSource};
 
 use crate::BackupArgs;
 

@@ -7,7 +7,8 @@
 
 use std::collections::HashSet;
 
-use cairn_core::chunker::{Chunker, ChunkerParams};
+use cairn_core::internals::Chunker;
+use cairn_core::ChunkerParams;
 
 fn main() {
     let files: Vec<Vec<u8>> = std::env::args()

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use crate::crypto::{IdKey, Sealer, NONCE_LEN, SEAL_OVERHEAD};
+use crate::crypto::{IdKey, Sealer, NONCE_LEN};
 use crate::id::BlobId;
 
 /// Largest plaintext blob this build writes or reads, in bytes.
@@ -107,20 +107,6 @@ pub fn associated_data(id: &BlobId, blob_type: BlobType, compression: Compressio
     aad
 }
 
-/// Compresses `plaintext` with zstd at `level` (0 = store raw) and seals it.
-/// `plaintext` must not exceed [`MAX_BLOB_LEN`]; its id is given by the
-/// caller, who has already computed it to look it up in the index. For one
-/// blob: this creates a zstd context, which an [`Encoder`] keeps for many.
-pub fn seal(
-    id: BlobId,
-    blob_type: BlobType,
-    plaintext: &[u8],
-    level: i32,
-    sealer: &Sealer,
-) -> SealedBlob {
-    Encoder::new(level).seal(id, blob_type, plaintext, sealer)
-}
-
 /// Blobs shorter than this (whole small files, most trees) are compressed
 /// [`SMALL_BLOB_EXTRA_LEVELS`] levels higher than the rest.
 pub const SMALL_BLOB_LEN: usize = 64 << 10;
@@ -158,7 +144,9 @@ impl Encoder {
         }
     }
 
-    /// Like [`seal`], reusing this encoder's context.
+    /// Compresses `plaintext` at this encoder's level (stored raw if that does
+    /// not shrink it) and seals it under `id`, which the caller computed to
+    /// look it up in the index. `plaintext` must not exceed [`MAX_BLOB_LEN`].
     pub fn seal(
         &mut self,
         id: BlobId,
@@ -299,14 +287,10 @@ fn decompress(payload: &[u8], capacity: usize) -> Result<Vec<u8>, String> {
     })
 }
 
-/// Stored length of a blob whose payload is `payload_len` bytes.
-pub fn stored_len(payload_len: usize) -> usize {
-    payload_len + SEAL_OVERHEAD
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::SEAL_OVERHEAD;
 
     /// A zstd frame as cairn writes it, for `plaintext`.
     fn frame(plaintext: &[u8]) -> Vec<u8> {
@@ -365,7 +349,7 @@ mod tests {
         let noise = crate::testing::pseudo_random(4096, 88172645463325252);
         for (data, expect) in [(&text, Compression::Zstd), (&noise, Compression::None)] {
             let id = key.blob_id(0, data);
-            let sealed = seal(id, BlobType::Data, data, 3, &sealer);
+            let sealed = Encoder::new(3).seal(id, BlobType::Data, data, &sealer);
             assert_eq!(sealed.compression, expect);
             let back = open(
                 &id,
@@ -429,7 +413,7 @@ mod tests {
         let sealer = Sealer::new(&SecretKey::random());
         let key = IdKey([3; 32]);
         let data = b"a very recognisable secret sentence".to_vec();
-        let sealed = seal(key.blob_id(0, &data), BlobType::Data, &data, 0, &sealer);
+        let sealed = Encoder::new(0).seal(key.blob_id(0, &data), BlobType::Data, &data, &sealer);
         assert!(!sealed
             .bytes
             .windows(8)

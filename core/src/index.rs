@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{
     Database, MultimapTableDefinition, MultimapTableHandle, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, TableHandle,
+    TableDefinition, TableHandle,
 };
 
 use crate::codec;
@@ -632,7 +632,9 @@ impl IndexCache {
     }
 
     /// Number of blobs indexed.
+    #[cfg(test)]
     pub fn blob_count(&self) -> Result<u64> {
+        use redb::ReadableTableMetadata;
         self.guarded(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(BLOBS)?;
@@ -697,6 +699,7 @@ pub fn seal_segment(segment: &IndexSegment, session: SessionId, index_sealer: &S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableTableMetadata;
 
     fn entry(n: u8) -> PackEntry {
         PackEntry {

@@ -1,51 +1,79 @@
 //! cairn-core: a content-addressed, deduplicating, encrypted snapshot store.
 //!
-//! Files are cut into chunks by content ([`chunker`]), named by keyed BLAKE3,
-//! compressed and sealed ([`blob`]), and collected into packfiles ([`pack`])
-//! whose index ([`index`]) is cached in redb. Each directory becomes a
-//! [`tree`] blob, and a [`snapshot`] names the root tree. Everything stored
-//! is described byte by byte in `format-spec/SPEC.md`.
+//! Files are cut into chunks by content (FastCDC), named by keyed BLAKE3,
+//! compressed and sealed, and collected into packfiles whose index is cached
+//! in redb. Each directory becomes a [`Tree`] blob, and a [`Snapshot`] names
+//! the root tree. Everything stored is described byte by byte in
+//! `format-spec/SPEC.md`.
+//!
+//! The public API is what a program embedding cairn needs: open or create a
+//! [`Repository`] on a [`backend`], [`backup`] into it, list its snapshots,
+//! [`restore`] one, and report through [`progress`]. Errors are one
+//! [`Error`] type whose variants name the object or path they concern.
 //!
 //! ```no_run
-//! use cairn_core::{archiver, backend::LocalBackend, progress::Silent, Repository, InitOptions};
+//! use cairn_core::{backend, progress::Silent, BackupOptions, InitOptions, Repository};
 //! # fn main() -> cairn_core::Result<()> {
 //! let cache = std::path::Path::new("/tmp/cairn-cache");
-//! let repo = Repository::init(Box::new(LocalBackend::new("/tmp/repo")), b"pw", &InitOptions::default(), cache)?;
-//! let options = archiver::BackupOptions::new(vec!["/etc".into()]);
-//! let outcome = archiver::backup(&repo, options, &Silent)?;
+//! let repo = Repository::init(backend::open("/tmp/repo")?, b"pw", &InitOptions::default(), cache)?;
+//! let options = BackupOptions::new(vec!["/etc".into()]);
+//! let outcome = cairn_core::backup(&repo, options, &Silent)?;
 //! println!("snapshot {}", outcome.snapshot_id);
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
 
-pub mod archiver;
+pub(crate) mod archiver;
 pub mod backend;
-pub mod blob;
-pub mod chunker;
-pub mod codec;
-pub mod config;
-pub mod crypto;
-pub mod error;
-pub mod exclude;
-pub mod id;
-pub mod index;
-pub mod keys;
-pub mod object;
-pub mod pack;
-pub mod packer;
+pub(crate) mod blob;
+pub(crate) mod chunker;
+pub(crate) mod codec;
+pub(crate) mod config;
+pub(crate) mod crypto;
+pub(crate) mod error;
+pub(crate) mod exclude;
+pub(crate) mod id;
+pub(crate) mod index;
+pub(crate) mod keys;
+pub(crate) mod object;
+pub(crate) mod pack;
+pub(crate) mod packer;
 mod pattern;
 pub mod progress;
-pub mod repository;
-pub mod restorer;
+pub(crate) mod repository;
+pub(crate) mod restorer;
 #[cfg(test)]
 mod roundtrip;
-pub mod session;
-pub mod snapshot;
+pub(crate) mod session;
+pub(crate) mod snapshot;
 #[cfg(test)]
 mod testing;
-pub mod tree;
+pub(crate) mod tree;
 #[cfg(test)]
 mod vectors;
 
+// The public API: what a program embedding cairn needs. Everything else is
+// crate-private, so that core can be reshaped without breaking callers.
+pub use archiver::{backup, BackupOptions, BackupOutcome, StreamSource};
+pub use blob::BlobType;
+pub use chunker::ChunkerParams;
+pub use config::{Config, DEFAULT_COMPRESSION_LEVEL};
 pub use error::{Error, Result};
-pub use repository::{InitOptions, Repository};
+pub use exclude::ExcludeOptions;
+pub use id::{BlobId, Id, SnapshotId};
+pub use keys::KdfParams;
+pub use repository::{BlobWriter, InitOptions, Repository, SnapshotList};
+pub use restorer::{restore, RestoreOptions, RestoreSummary};
+pub use snapshot::{Snapshot, Summary};
+pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
+
+/// Internals that the fuzz targets and the stage benchmarks reach: the
+/// decoders of stored bytes and the pipeline's stages. Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::blob::Encoder;
+    pub use crate::chunker::Chunker;
+    pub use crate::crypto::{IdKey, Sealer, SecretKey};
+    pub use crate::index::IndexSegment;
+    pub use crate::pack::{open_trailer, trailer_bounds, trailer_session, FOOTER_LEN};
+}

@@ -228,7 +228,8 @@ mod tests {
         let session = SessionId(Id([9; 32]));
         let mut writer = PackWriter::new(Vec::new());
         for text in [&b"first"[..], b"second blob", b""] {
-            let blob = blob::seal(key.blob_id(0, text), BlobType::Data, text, 3, &sealer);
+            let blob =
+                blob::Encoder::new(3).seal(key.blob_id(0, text), BlobType::Data, text, &sealer);
             writer.add(&blob).unwrap();
         }
         let pack = writer.finish(session, &sealer).unwrap();

@@ -260,7 +260,7 @@ proptest! {
         let id_key = crate::crypto::IdKey(id_key);
         let blob_type = if tree_type { BlobType::Tree } else { BlobType::Data };
         let id = id_key.blob_id(blob_type.to_byte(), &plaintext);
-        let sealed = blob::seal(id, blob_type, &plaintext, level, &sealer);
+        let sealed = blob::Encoder::new(level).seal(id, blob_type, &plaintext, &sealer);
         if level == 0 {
             prop_assert_eq!(sealed.compression, Compression::None);
         }
@@ -282,7 +282,7 @@ proptest! {
         let mut writer = PackWriter::new(Vec::new());
         for plaintext in &blobs {
             let id = id_key.blob_id(BlobType::Data.to_byte(), plaintext);
-            writer.add(&blob::seal(id, BlobType::Data, plaintext, 3, &sealer)).unwrap();
+            writer.add(&blob::Encoder::new(3).seal(id, BlobType::Data, plaintext, &sealer)).unwrap();
         }
         let finished = writer.finish(SessionId(session), &sealer).unwrap();
         let bytes = finished.sink;

@@ -2,11 +2,8 @@
 //! allocating beyond its input. Run: `cargo +nightly fuzz run decoders`.
 #![no_main]
 
-use cairn_core::config::Config;
-use cairn_core::index::IndexSegment;
-use cairn_core::pack;
-use cairn_core::snapshot::Snapshot;
-use cairn_core::tree::Tree;
+use cairn_core::internals::{self as pack, IndexSegment};
+use cairn_core::{Config, Snapshot, Tree};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
