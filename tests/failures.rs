@@ -19,12 +19,7 @@ fn backed_up_env() -> (Env, PathBuf) {
 
 /// `cairn restore latest` into a fresh target, whatever the outcome.
 fn restore_latest(env: &Env) -> std::process::Output {
-    env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        env.path("t").to_str().unwrap(),
-    ])
+    env.try_restore("latest", "t", &[])
 }
 
 fn packs(env: &Env) -> Vec<PathBuf> {
@@ -116,8 +111,12 @@ fn truncated_pack_is_named_and_restore_fails() {
         .unwrap();
     let out = restore_latest(&env);
     assert_eq!(out.status.code(), Some(1));
+    // Which blobs lie in the lost half depends on the order the sealing
+    // workers finished in: the root tree (then one error line) or only
+    // file data (then a warning per entry and a closing error).
     let name = pack.file_name().unwrap().to_str().unwrap();
-    assert!(one_line_error(&out).contains(name), "{}", stderr(&out));
+    let text = reported(&out);
+    assert!(text.contains(name) && text.contains("truncated"), "{text}");
 }
 
 #[test]

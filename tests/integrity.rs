@@ -148,12 +148,7 @@ fn issue_8_restore_latest_with_a_damaged_newest_snapshot_fails_naming_it() {
     let mut bytes = fs::read(&path).unwrap();
     bytes[60] ^= 1;
     fs::write(&path, bytes).unwrap();
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        env.path("t").to_str().unwrap(),
-    ]);
+    let out = env.try_restore("latest", "t", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains(&newest), "{}", stderr(&out));
     assert!(!env.path("t").exists(), "nothing was restored");
@@ -172,12 +167,7 @@ fn issue_8_restore_latest_with_the_newest_session_gone_fails_naming_it() {
             fs::remove_file(session).unwrap();
         }
     }
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        env.path("t").to_str().unwrap(),
-    ]);
+    let out = env.try_restore("latest", "t", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains(&newest), "{}", stderr(&out));
 }
@@ -222,12 +212,7 @@ fn issue_8_scrambled_cache_is_rebuilt() {
         let out = env.run(&["snapshots"]);
         assert_no_panic(&out);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        let out = env.run(&[
-            "restore",
-            "latest",
-            "--target",
-            env.path("t").to_str().unwrap(),
-        ]);
+        let out = env.try_restore("latest", "t", &[]);
         assert_no_panic(&out);
         assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", stderr(&out));
         assert_same_tree(&source, &env.path("t"));

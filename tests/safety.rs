@@ -6,28 +6,14 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use cairn_core::backend::LocalBackend;
-use cairn_core::{
-    BlobType, BlobWriter, Node, NodeKind, Repository, Snapshot, Summary, Timestamp, Tree,
-};
+use cairn_core::{BlobType, BlobWriter, Node, NodeKind, Repository, Snapshot, Summary, Tree};
 
 use crate::util::{restored, stderr, Env};
 
 fn node(name: &[u8], kind: NodeKind) -> Node {
     Node {
-        name: name.to_vec(),
-        kind,
         mode: 0o755,
-        uid: 0,
-        gid: 0,
-        user: None,
-        group: None,
-        mtime: Timestamp::default(),
-        atime: Timestamp::default(),
-        ctime: Timestamp::default(),
-        device: 0,
-        inode: 0,
-        links: 1,
-        xattrs: vec![],
+        ..Node::new(name.to_vec(), kind)
     }
 }
 
@@ -249,13 +235,7 @@ fn a_dry_run_lists_a_tree_thousands_of_levels_deep() {
     env.init();
     store_deep_chain(&env, DEEP, b"deep down");
     let target = env.path("t");
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--dry-run",
-    ]);
+    let out = env.try_restore("latest", "t", &["--dry-run"]);
     assert_no_crash(&out);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // The listing is the walk's order: the chain, its leaf, then the
@@ -280,14 +260,7 @@ fn an_include_below_paths_too_long_to_create_is_one_error() {
     env.init();
     store_deep_chain(&env, DEEP, b"deep down");
     let target = env.path("t");
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--include",
-        "leaf",
-    ]);
+    let out = env.try_restore("latest", "t", &["--include", "leaf"]);
     assert_no_crash(&out);
     // Beyond PATH_MAX, directories cannot be created: one error says so,
     // and nothing below it is tried.
@@ -305,14 +278,7 @@ fn an_include_matching_nothing_in_a_deep_tree_creates_nothing() {
     env.init();
     store_deep_chain(&env, DEEP, b"deep down");
     let target = env.path("t");
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--include",
-        "nomatch",
-    ]);
+    let out = env.try_restore("latest", "t", &["--include", "nomatch"]);
     assert_no_crash(&out);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(fs::read_dir(&target).unwrap().next().is_none());

@@ -92,6 +92,15 @@ impl Env {
         }
     }
 
+    /// Runs `cairn restore SNAPSHOT --target <target_name> EXTRA...`,
+    /// whatever the outcome.
+    pub fn try_restore(&self, snapshot: &str, target_name: &str, extra: &[&str]) -> Output {
+        let target = self.path(target_name);
+        let mut args = vec!["restore", snapshot, "--target", target.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
     /// Restores `snapshot` into a fresh target and returns the target.
     pub fn restore(&self, snapshot: &str, target_name: &str, extra: &[&str]) -> PathBuf {
         let target = self.path(target_name);

@@ -514,20 +514,8 @@ enum RootWalk {
 /// counted against it like any other.
 fn root_node(tree: BlobId) -> Node {
     Node {
-        name: Vec::new(),
-        kind: NodeKind::Directory { subtree: tree },
-        mode: 0,
-        uid: 0,
-        gid: 0,
-        user: None,
-        group: None,
-        mtime: Timestamp::default(),
-        atime: Timestamp::default(),
-        ctime: Timestamp::default(),
-        device: 0,
-        inode: 0,
         links: 0,
-        xattrs: Vec::new(),
+        ..Node::new(Vec::new(), NodeKind::Directory { subtree: tree })
     }
 }
 

@@ -1119,20 +1119,8 @@ mod tests {
 
     fn directory(name: &[u8], subtree: BlobId) -> Node {
         Node {
-            name: name.to_vec(),
-            kind: NodeKind::Directory { subtree },
             mode: 0o755,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
-            mtime: Timestamp::default(),
-            atime: Timestamp::default(),
-            ctime: Timestamp::default(),
-            device: 0,
-            inode: 0,
-            links: 1,
-            xattrs: vec![],
+            ..Node::new(name.to_vec(), NodeKind::Directory { subtree })
         }
     }
 

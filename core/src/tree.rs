@@ -110,6 +110,29 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node of `kind` called `name` with no metadata to speak of: mode 0,
+    /// owned by 0:0, all times at the epoch, one link, no xattrs. For nodes
+    /// made rather than read from a file system (the root above the source
+    /// paths, crafted trees in tests); set the fields that matter on top.
+    pub fn new(name: Vec<u8>, kind: NodeKind) -> Node {
+        Node {
+            name,
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime: Timestamp::default(),
+            atime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            device: 0,
+            inode: 0,
+            links: 1,
+            xattrs: Vec::new(),
+        }
+    }
+
     /// Whether this file shares its inode with other names (a hard link).
     pub fn is_hardlinked(&self) -> bool {
         matches!(self.kind, NodeKind::File { .. }) && self.links > 1
