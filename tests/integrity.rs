@@ -478,3 +478,36 @@ fn issue_8_planted_sessions_do_not_lock_out_the_real_key() {
     assert_same_tree(&source, &target);
     env.backup(&[&source], &[]);
 }
+
+/// A snapshot intact but sealed under another repository's keys (copied in
+/// with its session) makes every backup fail, with or without --parent:
+/// the repository holds data this key cannot read, so it may be the wrong
+/// key. Restoring the repository's own snapshots by id still works.
+#[test]
+fn issue_8_a_foreign_snapshot_stops_backups() {
+    let (env, source) = backed_up();
+    let own = env.snapshots()[0]["id"].as_str().unwrap().to_string();
+    let other = Env::new();
+    other.init();
+    let other_source = other.path("src");
+    fs::create_dir(&other_source).unwrap();
+    other.backup(&[&other_source], &[]);
+    for kind in ["snapshots", "sessions"] {
+        for file in walk_files(&other.repo.join(kind)) {
+            fs::copy(&file, env.repo.join(kind).join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let src = source.to_str().unwrap();
+    for args in [vec!["backup", src], vec!["backup", "--parent", &own, src]] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("does not open it"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(walk_files(&env.repo.join("snapshots")).len(), 2);
+    let target = env.restore(&own, "t", &[]);
+    assert_same_tree(&source, &target);
+}

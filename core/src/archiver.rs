@@ -168,9 +168,13 @@ pub fn backup(
     // Component-wise, as the source paths were sorted (`/a/b` before `/a-b`).
     snapshot_paths
         .sort_by(|a, b| Path::new(OsStr::from_bytes(a)).cmp(Path::new(OsStr::from_bytes(b))));
+    let snapshots = readable_snapshots(repository, progress)?;
     let parent = match &options.parent {
         Some(reference) => Some(repository.resolve_snapshot(reference)?),
-        None => find_parent(repository, &hostname, &snapshot_paths, progress)?,
+        None => snapshots
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.hostname == hostname && s.paths == snapshot_paths),
     };
     let parent_root = parent.as_ref().and_then(|(id, snapshot)| {
         // The parent only saves work: if it cannot be read, read everything.
@@ -533,13 +537,14 @@ fn warn_all(repository: &Repository, progress: &dyn Progress, warnings: Vec<Stri
     }
 }
 
-/// The latest snapshot from `hostname` of exactly `paths`.
-fn find_parent(
+/// The snapshots a backup may take its parent from (the latest of the same
+/// host and paths, unless the user names one), oldest first. Damaged ones
+/// are passed over with a warning, but one sealed under another key fails
+/// the backup, whichever parent is used.
+fn readable_snapshots(
     repository: &Repository,
-    hostname: &str,
-    paths: &[Vec<u8>],
     progress: &dyn Progress,
-) -> Result<Option<(SnapshotId, Snapshot)>> {
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let mut list = repository.snapshots()?;
     // A snapshot sealed under another key: this key may not be the one
     // the repository's readers use, so nothing must be written with it.
@@ -553,11 +558,7 @@ fn find_parent(
     for damaged in &list.damaged {
         progress.warning(Path::new(&repository.location()), &damaged.to_string());
     }
-    Ok(list
-        .snapshots
-        .into_iter()
-        .rev()
-        .find(|(_, s)| s.hostname == hostname && s.paths == paths))
+    Ok(list.snapshots)
 }
 
 /// The source paths arranged as a tree of path components, so that the
