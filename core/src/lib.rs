@@ -25,55 +25,46 @@
 
 pub(crate) mod archiver;
 pub mod backend;
-pub(crate) mod blob;
 pub(crate) mod chunker;
 pub(crate) mod codec;
-pub(crate) mod config;
 pub(crate) mod crypto;
 pub(crate) mod error;
-pub(crate) mod exclude;
 pub(crate) mod id;
 pub(crate) mod index;
-pub(crate) mod keys;
 pub(crate) mod object;
-pub(crate) mod pack;
-pub(crate) mod packer;
 mod pattern;
 pub mod progress;
 pub(crate) mod repository;
 pub(crate) mod restorer;
 #[cfg(test)]
 mod roundtrip;
-pub(crate) mod session;
-pub(crate) mod snapshot;
 #[cfg(test)]
 mod testing;
-pub(crate) mod tree;
 #[cfg(test)]
 mod vectors;
 
 // The public API: what a program embedding cairn needs. Everything else is
 // crate-private, so that core can be reshaped without breaking callers.
+pub use archiver::exclude::ExcludeOptions;
 pub use archiver::{backup, BackupOptions, BackupOutcome, StreamSource};
-pub use blob::BlobType;
 pub use chunker::ChunkerParams;
-pub use config::{Config, DEFAULT_COMPRESSION_LEVEL};
 pub use error::{Error, Result};
-pub use exclude::ExcludeOptions;
 pub use id::{BlobId, Id, SnapshotId};
-pub use keys::KdfParams;
+pub use object::blob::BlobType;
+pub use object::config::{Config, DEFAULT_COMPRESSION_LEVEL};
+pub use object::key_file::KdfParams;
+pub use object::snapshot::{Snapshot, Summary};
+pub use object::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 pub use repository::{BlobWriter, InitOptions, Repository, SnapshotList};
 pub use restorer::{restore, RestoreOptions, RestoreSummary};
-pub use snapshot::{Snapshot, Summary};
-pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
 /// Internals that the fuzz targets and the stage benchmarks reach: the
 /// decoders of stored bytes and the pipeline's stages. Not a stable API.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::blob::Encoder;
     pub use crate::chunker::Chunker;
     pub use crate::crypto::{IdKey, Sealer, SecretKey};
-    pub use crate::index::IndexSegment;
-    pub use crate::pack::{open_trailer, trailer_bounds, trailer_session, FOOTER_LEN};
+    pub use crate::object::blob::Encoder;
+    pub use crate::object::pack::{open_trailer, trailer_bounds, trailer_session, FOOTER_LEN};
+    pub use crate::object::segment::IndexSegment;
 }

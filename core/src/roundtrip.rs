@@ -7,19 +7,19 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::blob::{self, BlobType, Compression};
 use crate::chunker::ChunkerParams;
 use crate::codec;
-use crate::config::Config;
 use crate::crypto::{Sealer, SecretKey};
 use crate::id::{BlobId, Id, PackId, SessionId, SnapshotId};
-use crate::index::{IndexSegment, IndexedPack};
-use crate::keys::{self, KdfParams, MasterKeys, MASTER_LEN};
-use crate::object::{self, SealedKind};
-use crate::pack::{self, PackEntry, PackWriter, FOOTER_LEN};
-use crate::session;
-use crate::snapshot::{Snapshot, Summary};
-use crate::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
+use crate::object::blob::{self, BlobType, Compression};
+use crate::object::config::Config;
+use crate::object::key_file::{self, KdfParams, MasterKeys, MASTER_LEN};
+use crate::object::pack::{self, PackEntry, PackWriter, FOOTER_LEN};
+use crate::object::sealed::{self, SealedKind};
+use crate::object::segment::{IndexSegment, IndexedPack};
+use crate::object::session;
+use crate::object::snapshot::{Snapshot, Summary};
+use crate::object::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
 fn id() -> impl Strategy<Value = Id> {
     any::<[u8; 32]>().prop_map(Id)
@@ -187,13 +187,13 @@ fn config() -> impl Strategy<Value = Config> {
     (
         id(),
         (6u32..=20, 0u32..=2, 0u32..=2),
-        crate::config::COMPRESSION_LEVELS,
-        crate::config::PACK_TARGET_RANGE,
+        crate::object::config::COMPRESSION_LEVELS,
+        crate::object::config::PACK_TARGET_RANGE,
     )
         .prop_map(|(id, (avg_log2, below, above), compression_level, pack)| {
             let avg = 1u32 << avg_log2.max(8);
             Config {
-                version: crate::config::REPOSITORY_VERSION,
+                version: crate::object::config::REPOSITORY_VERSION,
                 id,
                 chunker: ChunkerParams {
                     min_bytes: (avg >> below).max(64),
@@ -240,9 +240,9 @@ proptest! {
         ],
     ) {
         let sealer = Sealer::new(&SecretKey(key));
-        let bytes = object::seal(kind, SessionId(session), &sealer, &plaintext);
-        prop_assert_eq!(object::session_of(kind, &bytes).unwrap(), SessionId(session));
-        prop_assert_eq!(object::open(kind, &sealer, &bytes).unwrap(), plaintext);
+        let bytes = sealed::seal(kind, SessionId(session), &sealer, &plaintext);
+        prop_assert_eq!(sealed::session_of(kind, &bytes).unwrap(), SessionId(session));
+        prop_assert_eq!(sealed::open(kind, &sealer, &bytes).unwrap(), plaintext);
     }
 
     #[test]
@@ -323,9 +323,9 @@ proptest! {
         let _ = pack::trailer_session(&bytes);
         let sealer = Sealer::new(&SecretKey([1; 32]));
         let _ = pack::open_trailer(&bytes, 0, &sealer);
-        let _ = object::open(SealedKind::Snapshot, &sealer, &bytes);
+        let _ = sealed::open(SealedKind::Snapshot, &sealer, &bytes);
         let _ = session::open(&bytes, &StaticSecret::from([2; 32]));
-        let _ = keys::open_key_file(&bytes, b"pw");
+        let _ = key_file::open_key_file(&bytes, b"pw");
     }
 
     #[test]
@@ -350,11 +350,11 @@ proptest! {
         bytes[40..72].copy_from_slice(&master);
         let keys = MasterKeys::from_fixed(bytes);
         let params = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
-        let file = keys::seal_key_file(&keys, &password, params);
-        let opened = keys::open_key_file(&file, &password).unwrap();
+        let file = key_file::seal_key_file(&keys, &password, params);
+        let opened = key_file::open_key_file(&file, &password).unwrap();
         prop_assert_eq!(opened.public().to_bytes(), keys.public().to_bytes());
         if password != b"not the password" {
-            prop_assert!(keys::open_key_file(&file, b"not the password").is_err());
+            prop_assert!(key_file::open_key_file(&file, b"not the password").is_err());
         }
     }
 }

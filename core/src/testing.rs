@@ -18,7 +18,7 @@ pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 /// Repository settings that open fast: the cheapest key derivation.
 pub(crate) fn fast_options() -> crate::InitOptions {
     crate::InitOptions {
-        kdf: crate::keys::KdfParams {
+        kdf: crate::object::key_file::KdfParams {
             memory_kib: 64,
             iterations: 1,
             parallelism: 1,

@@ -7,19 +7,19 @@ use std::collections::BTreeMap;
 
 use x25519_dalek::StaticSecret;
 
-use crate::blob::{self, BlobType};
 use crate::chunker::{Chunker, ChunkerParams};
-use crate::config::Config;
 use crate::crypto::{Sealer, SecretKey};
 use crate::id::{BlobId, Id, PackId, SessionId, SnapshotId};
-use crate::index::{IndexSegment, IndexedPack};
-use crate::keys::{self, KdfParams, MasterKeys, MASTER_LEN};
-use crate::object::{self, SealedKind};
-use crate::pack::PackWriter;
-use crate::session;
-use crate::snapshot::{Snapshot, Summary};
+use crate::object::blob::{self, BlobType};
+use crate::object::config::Config;
+use crate::object::key_file::{self, KdfParams, MasterKeys, MASTER_LEN};
+use crate::object::pack::PackWriter;
+use crate::object::sealed::{self, SealedKind};
+use crate::object::segment::{IndexSegment, IndexedPack};
+use crate::object::session;
+use crate::object::snapshot::{Snapshot, Summary};
+use crate::object::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 use crate::testing::pseudo_random;
-use crate::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
 const VECTORS_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -180,7 +180,7 @@ fn compute() -> BTreeMap<String, (String, String)> {
     put(
         "index_segment",
         "index_segment_plaintext sealed with the index key (master bytes 64..96), nonce 0x58*12",
-        &object::seal_with_nonce(
+        &sealed::seal_with_nonce(
             SealedKind::IndexSegment,
             session_id,
             &index_sealer,
@@ -203,7 +203,7 @@ fn compute() -> BTreeMap<String, (String, String)> {
     put(
         "snapshot",
         "snapshot_plaintext sealed by session 0x44*32 with data key 0x33*32, nonce 0x59*12",
-        &object::seal_with_nonce(
+        &sealed::seal_with_nonce(
             SealedKind::Snapshot,
             session_id,
             &sealer,
@@ -237,7 +237,7 @@ fn compute() -> BTreeMap<String, (String, String)> {
     put(
         "key_file",
         "master sealed under password \"correct horse\" with Argon2id m=64 KiB t=1 p=1, salt 0x77*32, nonce 0x5b*12",
-        &keys::seal_key_file_with(&master, b"correct horse", fast, [0x77; 32], nonce(0x5b)),
+        &key_file::seal_key_file_with(&master, b"correct horse", fast, [0x77; 32], nonce(0x5b)),
     );
 
     let config = Config {
@@ -309,10 +309,10 @@ fn recorded_vectors_open() {
     let recorded: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(VECTORS_PATH).unwrap()).unwrap();
     let bytes = |name: &str| hex::decode(recorded[name]["hex"].as_str().unwrap()).unwrap();
-    let opened = keys::open_key_file(&bytes("key_file"), b"correct horse").unwrap();
+    let opened = key_file::open_key_file(&bytes("key_file"), b"correct horse").unwrap();
     assert_eq!(opened.public().as_bytes(), master.public().as_bytes());
     let session = session::open(&bytes("session"), &master.private).unwrap();
-    let snapshot = object::open(SealedKind::Snapshot, &session.sealer, &bytes("snapshot")).unwrap();
+    let snapshot = sealed::open(SealedKind::Snapshot, &session.sealer, &bytes("snapshot")).unwrap();
     assert_eq!(Snapshot::decode(&snapshot).unwrap(), sample_snapshot());
     assert_eq!(
         Tree::decode(&bytes("tree_plaintext")).unwrap(),

@@ -1,7 +1,9 @@
 //! Snapshots: a root tree plus when, where and what (SPEC.md §14).
 
 use crate::codec;
-use crate::id::{BlobId, SnapshotId};
+use crate::crypto::Sealer;
+use crate::id::{BlobId, SessionId, SnapshotId};
+use crate::object::sealed::{self, ObjectError, SealedKind};
 
 /// Largest snapshot object read from storage.
 pub const MAX_SNAPSHOT_LEN: u64 = 16 << 20;
@@ -65,6 +67,22 @@ impl Snapshot {
     /// Decodes a snapshot's plaintext.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, codec::DecodeError> {
         codec::decode(bytes)
+    }
+
+    /// Seals the snapshot for storage by `session`, under its data key.
+    pub fn seal(&self, session: SessionId, sealer: &Sealer) -> Vec<u8> {
+        sealed::seal(SealedKind::Snapshot, session, sealer, &self.encode())
+    }
+
+    /// The session whose data key opens a stored snapshot.
+    pub fn session_of(bytes: &[u8]) -> Result<SessionId, ObjectError> {
+        sealed::session_of(SealedKind::Snapshot, bytes)
+    }
+
+    /// Opens a stored snapshot with its session's data key and decodes it.
+    pub fn open(bytes: &[u8], sealer: &Sealer) -> Result<Snapshot, ObjectError> {
+        let plain = sealed::open(SealedKind::Snapshot, sealer, bytes)?;
+        Ok(Snapshot::decode(&plain)?)
     }
 
     /// Whether some source paths could not be read.

@@ -20,14 +20,14 @@ use filetime::FileTime;
 use rayon::prelude::*;
 use xattr::FileExt;
 
-use crate::blob::BlobType;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
+use crate::object::blob::BlobType;
+use crate::object::snapshot::Snapshot;
+use crate::object::tree::{Node, NodeKind, Timestamp, Tree};
 use crate::pattern::{MatchState, Patterns};
 use crate::progress::Progress;
 use crate::repository::Repository;
-use crate::snapshot::Snapshot;
-use crate::tree::{Node, NodeKind, Timestamp, Tree};
 
 /// A regular file restored by a parallel worker.
 struct RestoredFile {
@@ -1093,7 +1093,7 @@ impl FileRestorer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Summary;
+    use crate::object::snapshot::Summary;
     use crate::testing::memory_repository;
 
     /// Records what a restore reports.

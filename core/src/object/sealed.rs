@@ -33,6 +33,9 @@ pub enum ObjectError {
     /// The key does not open it or it was altered.
     #[error("authentication failed")]
     Authentication,
+    /// It opened, but what it holds does not decode.
+    #[error(transparent)]
+    Undecodable(#[from] crate::codec::DecodeError),
 }
 
 /// Seals `plaintext` as an object of `kind` written by `session`.

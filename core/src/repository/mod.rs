@@ -5,6 +5,8 @@
 //! then the snapshot naming their trees. A crash at any point leaves only
 //! unreferenced objects, never a reference to something missing.
 
+pub(crate) mod packer;
+
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
@@ -14,22 +16,20 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use rayon::prelude::*;
 
 use crate::backend::{object_name, Backend, ObjectKind};
-use crate::blob::{self, BlobType, MAX_BLOB_LEN};
 use crate::chunker::{Chunker, ChunkerParams};
-use crate::config::{Config, ConfigError, DEFAULT_PACK_TARGET_BYTES, REPOSITORY_VERSION};
 use crate::crypto::{self, Sealer};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, PackId, SegmentId, SessionId, SnapshotId};
-use crate::index::{
-    self, BlobLocation, IndexCache, IndexSegment, IndexedPack, OpenedCache, MAX_SEGMENT_LEN,
-};
-use crate::keys::{self, KdfParams, KeyFileError, MasterKeys};
-use crate::object::ObjectError;
-use crate::object::{self, SealedKind};
-use crate::packer::{Job, Packer, PackerConfig};
-use crate::session::{self, Session, SESSION_LEN};
-use crate::snapshot::{Snapshot, MAX_SNAPSHOT_LEN};
-use crate::tree::Tree;
+use crate::index::{BlobLocation, IndexCache, OpenedCache};
+use crate::object::blob::{self, BlobType, MAX_BLOB_LEN};
+use crate::object::config::{Config, ConfigError, DEFAULT_PACK_TARGET_BYTES, REPOSITORY_VERSION};
+use crate::object::key_file::{self, KdfParams, KeyFileError, MasterKeys};
+use crate::object::sealed::ObjectError;
+use crate::object::segment::{IndexSegment, IndexedPack, MAX_SEGMENT_LEN};
+use crate::object::session::{self, Session, SESSION_LEN};
+use crate::object::snapshot::{Snapshot, MAX_SNAPSHOT_LEN};
+use crate::object::tree::Tree;
+use crate::repository::packer::{Job, Packer, PackerConfig};
 
 /// Settings for a new repository.
 #[derive(Clone, Debug)]
@@ -48,7 +48,7 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             chunker: ChunkerParams::DEFAULT,
-            compression_level: crate::config::DEFAULT_COMPRESSION_LEVEL,
+            compression_level: crate::object::config::DEFAULT_COMPRESSION_LEVEL,
             pack_target_bytes: DEFAULT_PACK_TARGET_BYTES,
             kdf: KdfParams::DEFAULT,
         }
@@ -124,7 +124,7 @@ fn may_be_stale_cache(error: &Error) -> bool {
 fn open_error(object: String, error: ObjectError) -> Error {
     match error {
         ObjectError::Authentication => Error::Unauthenticated { object },
-        ObjectError::Malformed(_) => Error::corrupted(object, error),
+        ObjectError::Malformed(_) | ObjectError::Undecodable(_) => Error::corrupted(object, error),
     }
 }
 
@@ -143,7 +143,7 @@ const SEGMENT_ENTRY_LIMIT: usize = 100_000;
 
 /// Errors unless `level` is a compression level cairn writes with.
 fn check_compression_level(level: i32) -> Result<()> {
-    if crate::config::COMPRESSION_LEVELS.contains(&level) {
+    if crate::object::config::COMPRESSION_LEVELS.contains(&level) {
         Ok(())
     } else {
         Err(Error::OutOfRange {
@@ -193,7 +193,7 @@ impl Repository {
             });
         }
         check_compression_level(options.compression_level)?;
-        if !crate::config::PACK_TARGET_RANGE.contains(&options.pack_target_bytes) {
+        if !crate::object::config::PACK_TARGET_RANGE.contains(&options.pack_target_bytes) {
             return Err(Error::OutOfRange {
                 setting: "pack size",
                 value: format!("{} bytes", options.pack_target_bytes),
@@ -236,7 +236,7 @@ impl Repository {
             compression_level: options.compression_level,
             pack_target_bytes: options.pack_target_bytes,
         };
-        let key_file = keys::seal_key_file(&keys, password, options.kdf);
+        let key_file = key_file::seal_key_file(&keys, password, options.kdf);
         let key_name = Id::of_bytes(&key_file).to_hex();
         // The key goes first: a config without a key would be a repository
         // nobody can open, while a key without a config is simply not one.
@@ -290,7 +290,7 @@ impl Repository {
         let config_len = backend
             .size(ObjectKind::Config, "")
             .map_err(|e| Error::storage(ObjectKind::Config, "", e))?;
-        if config_len > crate::config::MAX_CONFIG_LEN as u64 {
+        if config_len > crate::object::config::MAX_CONFIG_LEN as u64 {
             return Err(Error::corrupted("config", "longer than any config"));
         }
         let config_bytes = backend
@@ -327,16 +327,19 @@ impl Repository {
             let len = backend
                 .size(ObjectKind::Key, &name)
                 .map_err(|e| Error::storage(ObjectKind::Key, &name, e))?;
-            if len != keys::KEY_FILE_LEN as u64 {
+            if len != key_file::KEY_FILE_LEN as u64 {
                 damaged.get_or_insert_with(|| {
-                    Error::corrupted(&object, format!("length {len}, not {}", keys::KEY_FILE_LEN))
+                    Error::corrupted(
+                        &object,
+                        format!("length {len}, not {}", key_file::KEY_FILE_LEN),
+                    )
                 });
                 continue;
             }
             let bytes = backend
                 .get(ObjectKind::Key, &name)
                 .map_err(|e| Error::storage(ObjectKind::Key, &name, e))?;
-            match keys::open_key_file(&bytes, password) {
+            match key_file::open_key_file(&bytes, password) {
                 Ok(keys) => match Repository::check_key(backend, &keys)? {
                     KeyCheck::Confirmed | KeyCheck::Unknown => return Ok(keys),
                     // Another repository's key under the same password: try
@@ -577,10 +580,8 @@ impl Repository {
     fn read_segment(&self, id: SegmentId) -> Result<IndexSegment> {
         let name = id.to_string();
         let bytes = self.get_verified(ObjectKind::Index, &name, MAX_SEGMENT_LEN)?;
-        let object = object_name(ObjectKind::Index, &name);
-        let plain = object::open(SealedKind::IndexSegment, &self.index_sealer, &bytes)
-            .map_err(|e| open_error(object.clone(), e))?;
-        IndexSegment::decode(&plain).map_err(|e| Error::corrupted(&object, e))
+        IndexSegment::open(&bytes, &self.index_sealer)
+            .map_err(|e| open_error(object_name(ObjectKind::Index, &name), e))
     }
 
     /// Index segments that could not be read when the repository was
@@ -760,8 +761,7 @@ impl Repository {
     fn read_snapshot(&self, name: &str) -> Result<Snapshot> {
         let object = object_name(ObjectKind::Snapshot, name);
         let bytes = self.get_verified(ObjectKind::Snapshot, name, MAX_SNAPSHOT_LEN)?;
-        let session = object::session_of(SealedKind::Snapshot, &bytes)
-            .map_err(|e| Error::corrupted(&object, e))?;
+        let session = Snapshot::session_of(&bytes).map_err(|e| Error::corrupted(&object, e))?;
         // Named as the snapshot's failure, so that a listing says which
         // snapshot is lost, not only which session.
         let sealer = self.session_sealer(session).map_err(|e| match e {
@@ -780,9 +780,7 @@ impl Repository {
             ),
             other => other,
         })?;
-        let plain = object::open(SealedKind::Snapshot, &sealer, &bytes)
-            .map_err(|e| open_error(object.clone(), e))?;
-        Snapshot::decode(&plain).map_err(|e| Error::corrupted(&object, e))
+        Snapshot::open(&bytes, &sealer).map_err(|e| open_error(object, e))
     }
 
     /// Finds a snapshot by full id, unique id prefix, or `latest`, over
@@ -1151,7 +1149,7 @@ impl BlobWriter<'_> {
             packs: std::mem::take(&mut self.unindexed),
         };
         self.unindexed_entries = 0;
-        let bytes = index::seal_segment(&segment, self.session.id, &self.repository.index_sealer);
+        let bytes = segment.seal(self.session.id, &self.repository.index_sealer);
         let id = SegmentId(Id::of_bytes(&bytes));
         let name = id.to_string();
         self.repository
@@ -1184,12 +1182,7 @@ impl BlobWriter<'_> {
     /// names data that is not stored and indexed.
     pub fn commit(mut self, snapshot: &Snapshot) -> Result<SnapshotId> {
         self.flush()?;
-        let bytes = object::seal(
-            SealedKind::Snapshot,
-            self.session.id,
-            &self.session.sealer,
-            &snapshot.encode(),
-        );
+        let bytes = snapshot.seal(self.session.id, &self.session.sealer);
         let id = SnapshotId(Id::of_bytes(&bytes));
         let name = id.to_string();
         self.repository
@@ -1293,9 +1286,7 @@ mod tests {
             .iter()
             .find(|name| {
                 let bytes = backend.get(ObjectKind::Index, name).unwrap();
-                let plain =
-                    object::open(SealedKind::IndexSegment, &repo.index_sealer, &bytes).unwrap();
-                IndexSegment::decode(&plain)
+                IndexSegment::open(&bytes, &repo.index_sealer)
                     .unwrap()
                     .packs
                     .iter()

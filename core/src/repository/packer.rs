@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::backend::{Backend, ObjectKind, ObjectWriter};
-use crate::blob::{BlobType, Encoder, SealedBlob};
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SessionId};
-use crate::index::IndexedPack;
-use crate::pack::{PackWriter, MAX_PACK_ENTRIES};
+use crate::object::blob::{BlobType, Encoder, SealedBlob};
+use crate::object::pack::{PackWriter, MAX_PACK_ENTRIES};
+use crate::object::segment::IndexedPack;
 
 /// A blob to seal and pack.
 pub struct Job {

@@ -8,11 +8,11 @@
 
 use std::io::{self, Write};
 
-use crate::blob::{BlobType, Compression, SealedBlob, MAX_BLOB_LEN};
 use crate::codec;
 use crate::crypto::{Sealer, SEAL_OVERHEAD};
 use crate::id::{BlobId, Id, PackId, SessionId};
-use crate::object::{self, SealedKind};
+use crate::object::blob::{BlobType, Compression, SealedBlob, MAX_BLOB_LEN};
+use crate::object::sealed::{self, SealedKind};
 
 /// Trailing magic of every pack.
 pub const PACK_MAGIC: &[u8; 4] = b"CRNP";
@@ -137,7 +137,7 @@ impl<W: Write> PackWriter<W> {
         sealer: &Sealer,
         nonce: [u8; crate::crypto::NONCE_LEN],
     ) -> io::Result<FinishedPack<W>> {
-        let trailer = object::seal_with_nonce(
+        let trailer = sealed::seal_with_nonce(
             SealedKind::PackTrailer,
             session,
             sealer,
@@ -183,7 +183,7 @@ pub fn trailer_bounds(footer: &[u8], pack_len: u64) -> Result<(u64, u32), PackEr
 
 /// The session that sealed a trailer.
 pub fn trailer_session(trailer: &[u8]) -> Result<SessionId, PackError> {
-    object::session_of(SealedKind::PackTrailer, trailer)
+    sealed::session_of(SealedKind::PackTrailer, trailer)
         .map_err(|e| PackError::Malformed(e.to_string()))
 }
 
@@ -193,7 +193,7 @@ pub fn open_trailer(
     trailer_offset: u64,
     sealer: &Sealer,
 ) -> Result<Vec<PackEntry>, PackError> {
-    let plain = object::open(SealedKind::PackTrailer, sealer, trailer)
+    let plain = sealed::open(SealedKind::PackTrailer, sealer, trailer)
         .map_err(|_| PackError::Authentication)?;
     let entries: Vec<PackEntry> =
         codec::decode(&plain).map_err(|e| PackError::Malformed(e.to_string()))?;
@@ -218,8 +218,8 @@ pub fn open_trailer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob;
     use crate::crypto::{IdKey, SecretKey};
+    use crate::object::blob;
 
     #[test]
     fn write_then_read_trailer() {

@@ -14,50 +14,10 @@ use redb::{
     TableDefinition, TableHandle,
 };
 
-use crate::codec;
-use crate::crypto::Sealer;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, PackId, SegmentId, SessionId};
-use crate::pack::PackEntry;
-
-/// Largest index segment read from storage.
-pub const MAX_SEGMENT_LEN: u64 = 64 << 20;
-
-/// One pack's entries within an index segment.
-#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub struct IndexedPack {
-    /// The pack.
-    pub pack: PackId,
-    /// The session whose key sealed the pack's blobs.
-    pub session: SessionId,
-    /// The blobs in the pack.
-    pub entries: Vec<PackEntry>,
-}
-
-/// The plaintext of an index segment.
-#[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub struct IndexSegment {
-    /// Packs this segment describes.
-    pub packs: Vec<IndexedPack>,
-}
-
-impl IndexSegment {
-    /// Encodes the segment's plaintext.
-    pub fn encode(&self) -> Vec<u8> {
-        codec::encode(self)
-    }
-
-    /// Decodes and checks a segment's plaintext.
-    pub fn decode(bytes: &[u8]) -> Result<IndexSegment, codec::DecodeError> {
-        let segment: IndexSegment = codec::decode(bytes)?;
-        for pack in &segment.packs {
-            if let Some(bad) = pack.entries.iter().find(|e| !e.is_plausible()) {
-                return Err(codec::DecodeError::ImplausibleEntry(bad.id.to_string()));
-            }
-        }
-        Ok(segment)
-    }
-}
+use crate::object::pack::PackEntry;
+use crate::object::segment::{IndexSegment, IndexedPack};
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -684,16 +644,6 @@ fn open_tables(txn: &redb::WriteTransaction) -> std::result::Result<(), redb::Ta
     txn.open_table(PACK_NUMBERS)?;
     txn.open_table(SEGMENTS)?;
     Ok(())
-}
-
-/// Seals a segment for storage.
-pub fn seal_segment(segment: &IndexSegment, session: SessionId, index_sealer: &Sealer) -> Vec<u8> {
-    crate::object::seal(
-        crate::object::SealedKind::IndexSegment,
-        session,
-        index_sealer,
-        &segment.encode(),
-    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! type, size, mtime, ctime and inode equal its entry in the parent snapshot
 //! is not read again: its content list is reused.
 
+pub(crate) mod exclude;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
@@ -17,14 +19,14 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::blob::{BlobType, MAX_BLOB_LEN};
+use crate::archiver::exclude::{ExcludeOptions, Excluder};
 use crate::error::{Error, Result};
-use crate::exclude::{ExcludeOptions, Excluder};
 use crate::id::{BlobId, SnapshotId};
+use crate::object::blob::{BlobType, MAX_BLOB_LEN};
+use crate::object::snapshot::{Snapshot, Summary};
+use crate::object::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 use crate::progress::Progress;
 use crate::repository::{BlobWriter, Repository};
-use crate::snapshot::{Snapshot, Summary};
-use crate::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
 /// What to back up and how to label it.
 pub struct BackupOptions {
@@ -363,7 +365,7 @@ fn check_stream_names(options: &BackupOptions, paths: &[PathBuf]) -> Result<()> 
         .collect();
     for stream in &options.streams {
         let name = stream.name().as_bytes();
-        if !crate::tree::is_safe_name(name) {
+        if !crate::object::tree::is_safe_name(name) {
             return Err(Error::StreamName {
                 name: stream.name().to_string(),
                 reason: "must be one path component",
