@@ -1,6 +1,7 @@
-//! The background half of writing blobs (SPEC.md §11, §16): sealing
-//! workers compress and encrypt, one packer thread fills packs and stores
-//! them, while the caller goes on reading and chunking.
+//! The background half of writing blobs (SPEC.md §11, §12, §16): sealing
+//! workers compress and encrypt, one packer thread fills packs, stores
+//! them, and stores the index segments that list them, while the caller
+//! goes on reading and chunking.
 //!
 //! Blobs travel in batches of about a megabyte, so that a tree of small
 //! files costs one hand-over per batch rather than one per file. Queues
@@ -17,10 +18,10 @@ use std::thread::JoinHandle;
 use crate::backend::{Backend, ObjectKind, ObjectWriter};
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, SessionId};
+use crate::id::{BlobId, Id, SegmentId, SessionId};
 use crate::object::blob::{BlobType, Encoder, SealedBlob};
 use crate::object::pack::{PackWriter, MAX_PACK_ENTRIES};
-use crate::object::segment::IndexedPack;
+use crate::object::segment::{IndexSegment, IndexedPack};
 
 /// A blob to seal and pack.
 pub struct Job {
@@ -40,16 +41,25 @@ pub struct PackerConfig {
     pub session: SessionId,
     /// That session's data key.
     pub sealer: Sealer,
+    /// The repository's index key, which seals segments.
+    pub index_sealer: Sealer,
     /// zstd level (0 stores raw).
     pub compression_level: i32,
     /// Packs are closed at this many bytes.
     pub pack_target_bytes: u64,
 }
 
+/// An index segment the packer stored, for the caller's cache.
+pub type StoredSegment = (SegmentId, IndexSegment);
+
+/// Index segments are stored once they list this many blobs, so that no
+/// segment grows past what a reader accepts.
+const SEGMENT_ENTRY_LIMIT: usize = 100_000;
+
 /// What a finished pipeline leaves.
 pub struct Finished {
-    /// Packs stored and not yet taken.
-    pub packs: Vec<IndexedPack>,
+    /// Segments stored and not yet taken.
+    pub segments: Vec<StoredSegment>,
     /// Sealed bytes stored in all.
     pub bytes_added: u64,
     /// Blobs stored in all.
@@ -69,7 +79,7 @@ pub struct Packer {
     batch: Vec<Job>,
     batch_bytes: usize,
     threads: Vec<JoinHandle<()>>,
-    stored: Receiver<IndexedPack>,
+    stored: Receiver<StoredSegment>,
     failure: Arc<Mutex<Option<Error>>>,
     bytes_added: Arc<AtomicU64>,
     blobs_added: Arc<AtomicU64>,
@@ -114,7 +124,12 @@ impl Packer {
             session: config.session,
             sealer: config.sealer,
             target: config.pack_target_bytes,
-            stored: stored_tx,
+            segment: SegmentWriter {
+                index_sealer: config.index_sealer,
+                unindexed: Vec::new(),
+                unindexed_entries: 0,
+                stored: stored_tx,
+            },
             failure: Arc::clone(&failure),
             bytes_added: Arc::clone(&bytes_added),
             blobs_added: Arc::clone(&blobs_added),
@@ -168,8 +183,8 @@ impl Packer {
         jobs.send(batch).map_err(|_| self.take_failure())
     }
 
-    /// Packs stored since the last call.
-    pub fn take_stored(&self) -> Vec<IndexedPack> {
+    /// Index segments stored since the last call.
+    pub fn take_stored(&self) -> Vec<StoredSegment> {
         self.stored.try_iter().collect()
     }
 
@@ -183,9 +198,9 @@ impl Packer {
         self.blobs_added.load(Ordering::Relaxed)
     }
 
-    /// Seals what is queued, stores the last pack, stops the threads, and
-    /// returns the packs stored since the last [`Packer::take_stored`] with
-    /// the final counters.
+    /// Seals what is queued, stores the last pack and the last segment,
+    /// stops the threads, and returns the segments stored since the last
+    /// [`Packer::take_stored`] with the final counters.
     pub fn finish(mut self) -> Result<Finished> {
         let sent = self.send_batch();
         self.stop();
@@ -199,7 +214,7 @@ impl Packer {
         }
         sent?;
         Ok(Finished {
-            packs: self.take_stored(),
+            segments: self.take_stored(),
             bytes_added: self.bytes_added(),
             blobs_added: self.blobs_added(),
         })
@@ -235,7 +250,7 @@ struct PackThread {
     session: SessionId,
     sealer: Sealer,
     target: u64,
-    stored: mpsc::Sender<IndexedPack>,
+    segment: SegmentWriter,
     failure: Arc<Mutex<Option<Error>>>,
     bytes_added: Arc<AtomicU64>,
     blobs_added: Arc<AtomicU64>,
@@ -244,8 +259,50 @@ struct PackThread {
 /// A pack being streamed to storage.
 type OpenPack = PackWriter<Box<dyn ObjectWriter>>;
 
+/// Gathers the packs stored and stores a segment listing them once it
+/// holds [`SEGMENT_ENTRY_LIMIT`] entries, and when the pipeline ends.
+struct SegmentWriter {
+    index_sealer: Sealer,
+    unindexed: Vec<IndexedPack>,
+    unindexed_entries: usize,
+    /// Where each stored segment goes, for the caller's cache.
+    stored: mpsc::Sender<StoredSegment>,
+}
+
+impl SegmentWriter {
+    fn add(&mut self, backend: &dyn Backend, session: SessionId, pack: IndexedPack) -> Result<()> {
+        self.unindexed_entries += pack.entries.len();
+        self.unindexed.push(pack);
+        if self.unindexed_entries >= SEGMENT_ENTRY_LIMIT {
+            self.store(backend, session)?;
+        }
+        Ok(())
+    }
+
+    /// Stores a segment for the packs gathered since the last one.
+    fn store(&mut self, backend: &dyn Backend, session: SessionId) -> Result<()> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        let segment = IndexSegment {
+            packs: std::mem::take(&mut self.unindexed),
+        };
+        self.unindexed_entries = 0;
+        let bytes = segment.seal(session, &self.index_sealer);
+        let id = SegmentId(Id::of_bytes(&bytes));
+        let name = id.to_string();
+        backend
+            .put(ObjectKind::Index, &name, &bytes)
+            .map_err(|e| Error::storage(ObjectKind::Index, &name, e))?;
+        // The receiver lives as long as the writer; if it is gone, nobody
+        // needs the cache to know this segment before the next open.
+        let _ = self.stored.send((id, segment));
+        Ok(())
+    }
+}
+
 impl PackThread {
-    fn run(self, sealed: Receiver<Vec<SealedBlob>>) {
+    fn run(mut self, sealed: Receiver<Vec<SealedBlob>>) {
         let mut pack = None;
         for blob in sealed.iter().flatten() {
             self.bytes_added
@@ -256,16 +313,19 @@ impl PackThread {
                 return;
             }
         }
-        if let Some(pack) = pack {
-            if let Err(error) = self.store(pack) {
-                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
-            }
+        let last = match pack {
+            Some(pack) => self.store(pack),
+            None => Ok(()),
+        };
+        let indexed = last.and_then(|()| self.segment.store(self.backend.as_ref(), self.session));
+        if let Err(error) = indexed {
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
         }
     }
 
     /// Appends a blob to the open pack, opening one if needed, and stores
     /// the pack once it is full.
-    fn add(&self, pack: &mut Option<OpenPack>, blob: &SealedBlob) -> Result<()> {
+    fn add(&mut self, pack: &mut Option<OpenPack>, blob: &SealedBlob) -> Result<()> {
         let writer = match pack {
             Some(writer) => writer,
             None => pack.insert(PackWriter::new(
@@ -290,7 +350,7 @@ impl PackThread {
         }
     }
 
-    fn store(&self, pack: OpenPack) -> Result<()> {
+    fn store(&mut self, pack: OpenPack) -> Result<()> {
         let pack = pack
             .finish(self.session, &self.sealer)
             .map_err(|e| self.new_pack_error(e))?;
@@ -298,13 +358,12 @@ impl PackThread {
         pack.sink
             .finish(&name)
             .map_err(|e| Error::storage(ObjectKind::Pack, &name, e))?;
-        // The receiver lives as long as the writer; if it is gone, nobody
-        // will index this pack anyway.
-        let _ = self.stored.send(IndexedPack {
+        let indexed = IndexedPack {
             pack: pack.id,
             session: self.session,
             entries: pack.entries,
-        });
-        Ok(())
+        };
+        self.segment
+            .add(self.backend.as_ref(), self.session, indexed)
     }
 }

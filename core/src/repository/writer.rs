@@ -1,0 +1,352 @@
+//! The write side (SPEC.md §15, §16): a session starts, blobs are queued
+//! to the packer, packs are indexed by segments, and the snapshot is the
+//! last object stored.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::packer::{Job, Packer, PackerConfig, StoredSegment};
+use super::{check_compression_level, parse_name, Repository};
+use crate::backend::{object_name, ObjectKind};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, Id, PackId, SessionId, SnapshotId};
+use crate::object::blob::{BlobType, MAX_BLOB_LEN};
+use crate::object::session::{self, Session};
+use crate::object::snapshot::Snapshot;
+
+impl Repository {
+    /// Starts a write session: stores a fresh session object and returns a
+    /// writer whose packs, index and snapshot are sealed under it. Sealing
+    /// and storing run in background threads until [`BlobWriter::flush`].
+    pub fn start_write(&self, compression_level: i32) -> Result<BlobWriter<'_>> {
+        check_compression_level(compression_level)?;
+        // A segment intact but sealed under another key means this key may
+        // not be the one the repository's readers hold: writing under it
+        // could store what they cannot read back.
+        if let Some(Error::Unauthenticated { object }) = self
+            .damaged_segments
+            .iter()
+            .find(|e| matches!(e, Error::Unauthenticated { .. }))
+        {
+            return Err(Error::Unauthenticated {
+                object: object.clone(),
+            });
+        }
+        let (check, warnings) = self.check_packs()?;
+        let (session, bytes) = session::create(&self.keys.public());
+        let name = session.id.to_string();
+        self.backend
+            .put(ObjectKind::Session, &name, &bytes)
+            .map_err(|e| Error::storage(ObjectKind::Session, &name, e))?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(session.id, session.sealer.clone());
+        let packer = Packer::start(PackerConfig {
+            backend: Arc::clone(&self.backend),
+            session: session.id,
+            sealer: session.sealer.clone(),
+            index_sealer: self.index_sealer.clone(),
+            compression_level,
+            pack_target_bytes: u64::from(self.config.pack_target_bytes),
+        });
+        Ok(BlobWriter {
+            repository: self,
+            session,
+            packer: Some(packer),
+            written: HashSet::new(),
+            bytes_added: 0,
+            blobs_added: 0,
+            check,
+            warnings,
+        })
+    }
+
+    /// Which indexed packs a backup may deduplicate against: lists `data/`
+    /// and `sessions/` once, and marks the packs the cache knows that are
+    /// missing, or whose session is. Returns the check and a warning for
+    /// each missing object (at most [`MAX_MISSING_WARNINGS`], then a count).
+    fn check_packs(&self) -> Result<(PackCheck, Vec<String>)> {
+        let listed = |kind: ObjectKind| {
+            self.backend
+                .list(kind)
+                .map_err(|e| Error::storage(kind, "", e))
+        };
+        let packs: HashSet<Id> = listed(ObjectKind::Pack)?
+            .iter()
+            .filter_map(|n| parse_name(n))
+            .collect();
+        let sessions: HashSet<Id> = listed(ObjectKind::Session)?
+            .iter()
+            .filter_map(|n| parse_name(n))
+            .collect();
+        let mut check = PackCheck::default();
+        let mut missing = Vec::new();
+        self.with_index(|index| {
+            index.for_each_pack(|_, pack, session| {
+                if !packs.contains(&pack.0) && check.missing_packs.insert(pack) {
+                    missing.push(object_name(ObjectKind::Pack, &pack.to_string()));
+                }
+                if !sessions.contains(&session.0) && check.bad_sessions.insert(session) {
+                    missing.push(object_name(ObjectKind::Session, &session.to_string()));
+                }
+            })
+        })?;
+        let mut warnings: Vec<String> = missing
+            .iter()
+            .take(MAX_MISSING_WARNINGS)
+            .map(|object| {
+                format!("{object} is missing from the repository: the blobs the index places there are stored again")
+            })
+            .collect();
+        if missing.len() > MAX_MISSING_WARNINGS {
+            warnings.push(format!(
+                "{} more packs and sessions are missing from the repository: their blobs are stored again",
+                missing.len() - MAX_MISSING_WARNINGS
+            ));
+        }
+        check.rebuilds = self.index_rebuilds.load(Ordering::SeqCst);
+        Ok((check, warnings))
+    }
+}
+
+/// Warnings given one by one for missing packs and sessions; beyond this
+/// many, one line counts the rest.
+const MAX_MISSING_WARNINGS: usize = 20;
+
+/// What a writer knows about which indexed packs it may deduplicate
+/// against: a blob is only reused if it could be read back.
+#[derive(Default)]
+struct PackCheck {
+    /// Indexed packs missing from `data/` when the writer started.
+    missing_packs: HashSet<PackId>,
+    /// Sessions missing from `sessions/`, or that failed to open.
+    bad_sessions: HashSet<SessionId>,
+    /// Verdicts by the cache's pack number, valid while the cache is not
+    /// rebuilt (which renumbers packs).
+    verdicts: HashMap<u32, bool>,
+    /// The cache rebuilds counted when `verdicts` were made.
+    rebuilds: u64,
+}
+
+/// Adds blobs and finally a snapshot within one session.
+pub struct BlobWriter<'r> {
+    repository: &'r Repository,
+    session: Session,
+    /// Running until [`BlobWriter::flush`].
+    packer: Option<Packer>,
+    /// Blobs this session queued or stored that no index segment lists yet.
+    written: HashSet<BlobId>,
+    /// Final counts, once flushed.
+    bytes_added: u64,
+    blobs_added: u64,
+    /// Which packs deduplication may rely on.
+    check: PackCheck,
+    /// Warnings not yet taken by the caller.
+    warnings: Vec<String>,
+}
+
+impl BlobWriter<'_> {
+    /// Whether `id` is queued in this session, or stored in a pack that is
+    /// present and whose session opens: a snapshot must never name a blob
+    /// that cannot be read back. Errors if a session is intact but does
+    /// not open with this repository's key.
+    fn is_known(&mut self, id: &BlobId) -> Result<bool> {
+        if self.written.contains(id) {
+            return Ok(true);
+        }
+        // Pack numbers belong to one build of the cache: if it was rebuilt
+        // meanwhile (by this thread or another), the answer may rest on a
+        // number that now names another pack, so it is worked out again.
+        // Rebuilds are bounded, and so is this loop.
+        loop {
+            let rebuilds = self.repository.index_rebuilds.load(Ordering::SeqCst);
+            let known = self.is_usable_in_cache(id)?;
+            if self.repository.index_rebuilds.load(Ordering::SeqCst) == rebuilds {
+                return Ok(known);
+            }
+        }
+    }
+
+    /// [`BlobWriter::is_known`] for a blob not written by this session,
+    /// from the cache as it is.
+    fn is_usable_in_cache(&mut self, id: &BlobId) -> Result<bool> {
+        let repository = self.repository;
+        let Some(number) = repository.with_index(|index| index.pack_number(id))? else {
+            return Ok(false);
+        };
+        if self.is_usable(number)? {
+            return Ok(true);
+        }
+        // Stored again since, perhaps: any readable copy will do.
+        let all = repository.with_index(|index| index.locations(id, true))?;
+        for (number, _) in all.iter().skip(1) {
+            if self.is_usable(*number)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether the pack the cache numbers `number` may be deduplicated
+    /// against.
+    fn is_usable(&mut self, number: u32) -> Result<bool> {
+        let repository = self.repository;
+        let rebuilds = repository.index_rebuilds.load(Ordering::SeqCst);
+        if rebuilds != self.check.rebuilds {
+            self.check.verdicts.clear();
+            self.check.rebuilds = rebuilds;
+        }
+        if let Some(verdict) = self.check.verdicts.get(&number) {
+            return Ok(*verdict);
+        }
+        let verdict = match repository.with_index(|index| index.pack(number))? {
+            None => false,
+            Some((pack, _)) if self.check.missing_packs.contains(&pack) => false,
+            Some((_, session)) if self.check.bad_sessions.contains(&session) => false,
+            Some((_, session)) => match repository.session_sealer(session) {
+                Ok(_) => true,
+                Err(e @ Error::Unauthenticated { .. }) => return Err(e),
+                Err(e) => {
+                    self.check.bad_sessions.insert(session);
+                    self.warnings.push(format!(
+                        "{e}: the blobs in the packs it sealed are stored again"
+                    ));
+                    false
+                }
+            },
+        };
+        self.check.verdicts.insert(number, verdict);
+        Ok(verdict)
+    }
+
+    /// Warnings gathered since the last call: packs or sessions missing or
+    /// damaged, whose blobs are therefore stored again.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Whether every blob of `ids` is stored (readably) or queued in this
+    /// session.
+    pub fn contains_all(&mut self, ids: &[BlobId]) -> Result<bool> {
+        for id in ids {
+            if !self.is_known(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Queues the blobs not stored yet and returns every blob's id, in
+    /// order. Ids are computed here (in parallel); compression, encryption
+    /// and storage happen in the background. Errors if a blob is larger
+    /// than [`MAX_BLOB_LEN`], which readers would refuse, if the writer was
+    /// flushed, or if the background pipeline failed.
+    pub fn add_blobs(&mut self, blob_type: BlobType, blobs: Vec<Vec<u8>>) -> Result<Vec<BlobId>> {
+        if let Some(big) = blobs.iter().find(|b| b.len() > MAX_BLOB_LEN as usize) {
+            return Err(Error::BlobTooLarge {
+                blob_type: match blob_type {
+                    BlobType::Data => "data",
+                    BlobType::Tree => "tree",
+                },
+                len_bytes: big.len(),
+                limit_bytes: MAX_BLOB_LEN,
+            });
+        }
+        let repository = self.repository;
+        let ids: Vec<BlobId> = if blobs.len() > 1 {
+            blobs
+                .par_iter()
+                .map(|b| repository.blob_id(blob_type, b))
+                .collect()
+        } else {
+            blobs
+                .iter()
+                .map(|b| repository.blob_id(blob_type, b))
+                .collect()
+        };
+        for (id, plaintext) in ids.iter().zip(blobs) {
+            if self.is_known(id)? {
+                continue;
+            }
+            self.written.insert(*id);
+            let packer = self.packer.as_mut().ok_or(Error::WriterFlushed)?;
+            packer.submit(Job {
+                id: *id,
+                blob_type,
+                plaintext,
+            })?;
+        }
+        let stored = self
+            .packer
+            .as_ref()
+            .map(Packer::take_stored)
+            .unwrap_or_default();
+        self.absorb(stored)?;
+        Ok(ids)
+    }
+
+    /// Stores one blob (if new) and returns its id.
+    pub fn add_blob(&mut self, blob_type: BlobType, plaintext: Vec<u8>) -> Result<BlobId> {
+        Ok(self.add_blobs(blob_type, vec![plaintext])?[0])
+    }
+
+    /// Sealed bytes added to the repository: those sealed so far, or all
+    /// once flushed.
+    pub fn bytes_added(&self) -> u64 {
+        self.packer
+            .as_ref()
+            .map_or(self.bytes_added, Packer::bytes_added)
+    }
+
+    /// Blobs added to the repository: those sealed so far, or all once
+    /// flushed.
+    pub fn blobs_added(&self) -> u64 {
+        self.packer
+            .as_ref()
+            .map_or(self.blobs_added, Packer::blobs_added)
+    }
+
+    /// Adds the segments the packer stored to the local cache.
+    fn absorb(&mut self, segments: Vec<StoredSegment>) -> Result<()> {
+        for (id, segment) in segments {
+            self.repository
+                .with_index(|index| index.absorb(id, &segment))?;
+            // The index finds these now: forgetting them keeps memory flat
+            // however many blobs one session writes.
+            for entry in segment.packs.iter().flat_map(|p| &p.entries) {
+                self.written.remove(&entry.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every queued blob is stored and indexed.
+    /// After this no blob can be added; the counters are final.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(packer) = self.packer.take() {
+            let finished = packer.finish()?;
+            self.bytes_added = finished.bytes_added;
+            self.blobs_added = finished.blobs_added;
+            self.absorb(finished.segments)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, then stores `snapshot`: the last write, so a snapshot never
+    /// names data that is not stored and indexed.
+    pub fn commit(mut self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        self.flush()?;
+        let bytes = snapshot.seal(self.session.id, &self.session.sealer);
+        let id = SnapshotId(Id::of_bytes(&bytes));
+        let name = id.to_string();
+        self.repository
+            .backend
+            .put(ObjectKind::Snapshot, &name, &bytes)
+            .map_err(|e| Error::storage(ObjectKind::Snapshot, &name, e))?;
+        Ok(id)
+    }
+}
