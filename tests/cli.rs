@@ -198,7 +198,7 @@ fn password_from_file_and_command() {
     fs::write(&file, "from a file\n").unwrap();
     let base = || {
         let mut cmd = crate::util::bare_cairn();
-        cmd.env("CAIRN_REPO", &env.repo)
+        cmd.env("CAIRN_REPO", env.location())
             .env("CAIRN_CACHE_DIR", &env.cache);
         cmd
     };

@@ -4,24 +4,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::util::{stderr, walk_files, Env};
+use cairn_core::backend::ObjectKind;
+
+use crate::util::{stderr, Env};
 
 /// Where the fixture's source lived when it was backed up.
 const FIXTURE_SOURCE: &str = "/tmp/cairn-fixture-v1/src";
-
-/// Copies `from` into `to`, recursively.
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 /// The fixture's `data.bin`, as it was generated.
 fn fixture_data() -> Vec<u8> {
@@ -30,12 +18,12 @@ fn fixture_data() -> Vec<u8> {
         .collect()
 }
 
-/// An environment whose repository is a copy of the version 1 fixture,
+/// An environment whose repository holds the objects of the version 1 fixture,
 /// written by cairn 6311d42 (format version 1, index cache layout v2).
 fn fixture_env() -> Env {
     let env = Env::new();
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/v1-repo");
-    copy_tree(&fixture, &env.repo);
+    env.import_repository(&fixture);
     env
 }
 
@@ -93,5 +81,5 @@ fn a_version_1_repository_restores_and_takes_new_backups() {
         fs::read(again.join("added.txt")).unwrap(),
         b"written by a newer cairn\n"
     );
-    assert_eq!(walk_files(&env.repo.join("snapshots")).len(), 2);
+    assert_eq!(env.objects(ObjectKind::Snapshot).len(), 2);
 }

@@ -225,7 +225,7 @@ fn one_file_system_records_the_mount_point_but_not_its_contents() {
          CAIRN_REPO='{repo}' CAIRN_PASSWORD='correct horse' CAIRN_CACHE_DIR='{cache}' '{cairn}' backup -q -x '{src}' && \
          CAIRN_REPO='{repo}' CAIRN_PASSWORD='correct horse' CAIRN_CACHE_DIR='{cache}' '{cairn}' backup -q '{src}'",
         src = src.display(),
-        repo = env.repo.display(),
+        repo = env.location(),
         cache = env.cache.display(),
         cairn = cairn.display(),
     );

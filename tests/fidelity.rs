@@ -398,8 +398,8 @@ fn no_plaintext_of_a_backed_up_file_is_in_the_repository() {
     fs::write(source.join("secret-file-name.txt"), &secret).unwrap();
     fs::write(source.join("prose.txt"), &text).unwrap();
     env.backup(&[&source], &[]);
-    for path in crate::util::walk_files(&env.repo) {
-        let bytes = fs::read(&path).unwrap();
+    for (kind, name) in env.all_objects() {
+        let bytes = env.read_object(kind, &name);
         for needle in [
             &secret[1000..1032],
             &text[..32],
@@ -409,7 +409,7 @@ fn no_plaintext_of_a_backed_up_file_is_in_the_repository() {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
                 "{} holds plaintext {:?}",
-                path.display(),
+                cairn_core::backend::object_name(kind, &name),
                 String::from_utf8_lossy(needle)
             );
         }

@@ -5,7 +5,6 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use cairn_core::backend::LocalBackend;
 use cairn_core::{BlobType, BlobWriter, Node, NodeKind, Repository, Snapshot, Summary, Tree};
 
 use crate::util::{restored, stderr, Env};
@@ -21,7 +20,7 @@ fn node(name: &[u8], kind: NodeKind) -> Node {
 /// hostile or buggy writer could store.
 fn store_crafted_snapshot(env: &Env, build: impl FnOnce(&mut BlobWriter<'_>) -> Vec<Node>) {
     let repo = Repository::open(
-        Box::new(LocalBackend::new(&env.repo)),
+        cairn_core::backend::open(&env.location()).unwrap(),
         b"correct horse",
         &env.cache,
     )

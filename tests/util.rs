@@ -1,25 +1,119 @@
 //! Helpers shared by the black-box tests.
+//!
+//! Tests reach the repository only through [`Env::location`] (what
+//! `CAIRN_REPO` is set to) and the object-level helpers below, which go
+//! through the public [`Backend`] trait: so the suite means the same on any
+//! backend. `CAIRN_TEST_BACKEND` chooses the backend: unset or `local`, a
+//! directory; `memory`, the in-memory backend kept in an image file between
+//! processes. The few tests about the local directory itself check
+//! [`is_local`] and skip themselves on other backends.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
+use cairn_core::backend::{open, Backend, ObjectKind};
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// A scratch directory with a repository path, a cache and a password.
+/// The variable that chooses the backend the suite runs against.
+const BACKEND_VARIABLE: &str = "CAIRN_TEST_BACKEND";
+
+/// The backends the suite can run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestBackend {
+    /// A directory, `<scratch>/repo`.
+    Local,
+    /// The in-memory backend with its image file, `memory:<scratch>/repo.img`.
+    Memory,
+}
+
+impl TestBackend {
+    /// The backend's name, as `CAIRN_TEST_BACKEND` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TestBackend::Local => "local",
+            TestBackend::Memory => "memory",
+        }
+    }
+}
+
+/// The backend `CAIRN_TEST_BACKEND` chooses; panics on a value it does not
+/// know, so that a typo never silently runs the local suite again.
+pub fn test_backend() -> TestBackend {
+    match std::env::var(BACKEND_VARIABLE) {
+        Err(std::env::VarError::NotPresent) => TestBackend::Local,
+        Ok(value) if value == "local" => TestBackend::Local,
+        Ok(value) if value == "memory" => TestBackend::Memory,
+        Ok(value) => panic!(
+            "{BACKEND_VARIABLE}={value:?} names no backend: use `local` (the default) or `memory`"
+        ),
+        Err(std::env::VarError::NotUnicode(value)) => {
+            panic!("{BACKEND_VARIABLE}={value:?} is not UTF-8: use `local` or `memory`")
+        }
+    }
+}
+
+/// Whether the suite runs against the local directory backend.
+pub fn is_local() -> bool {
+    test_backend() == TestBackend::Local
+}
+
+/// For a test (or the part of one) about the local directory backend
+/// itself: true, after saying so on standard error, when the suite runs
+/// against another backend and the test must skip it.
+pub fn skip_unless_local(what: &str) -> bool {
+    if is_local() {
+        return false;
+    }
+    eprintln!(
+        "{what}: local-backend property, skipped on {}",
+        test_backend().name()
+    );
+    true
+}
+
+/// A scratch directory with a repository location, a cache and a password.
 pub struct Env {
     pub dir: TempDir,
-    pub repo: PathBuf,
+    /// What `CAIRN_REPO` is set to.
+    location: String,
+    /// The repository directory, for the local backend.
+    repo_dir: PathBuf,
     pub cache: PathBuf,
 }
 
 impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
-        let repo = dir.path().join("repo");
+        let repo_dir = dir.path().join("repo");
+        let location = match test_backend() {
+            TestBackend::Local => repo_dir.display().to_string(),
+            TestBackend::Memory => format!("memory:{}", dir.path().join("repo.img").display()),
+        };
         let cache = dir.path().join("cache");
-        Env { dir, repo, cache }
+        Env {
+            dir,
+            location,
+            repo_dir,
+            cache,
+        }
+    }
+
+    /// The repository's location, as `CAIRN_REPO` gives it.
+    pub fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    /// The repository's directory, for tests about the local backend
+    /// itself; panics on any other backend.
+    pub fn repo_dir(&self) -> &Path {
+        assert!(
+            is_local(),
+            "the repository is a directory only on the local backend: guard the test with is_local()"
+        );
+        &self.repo_dir
     }
 
     /// A path inside the scratch directory.
@@ -30,7 +124,7 @@ impl Env {
     /// `cairn` with only this test's settings in its environment.
     pub fn cairn(&self) -> Command {
         let mut cmd = bare_cairn();
-        cmd.env("CAIRN_REPO", &self.repo)
+        cmd.env("CAIRN_REPO", &self.location)
             .env("CAIRN_PASSWORD", "correct horse")
             .env("CAIRN_CACHE_DIR", &self.cache);
         cmd
@@ -110,12 +204,141 @@ impl Env {
         target
     }
 
-    /// Total bytes of all files under the repository.
+    /// The repository's store, opened afresh (as a new process would).
+    pub fn store(&self) -> Box<dyn Backend> {
+        open(&self.location).unwrap_or_else(|e| panic!("open the store at {}: {e}", self.location))
+    }
+
+    /// Names of the repository's objects of `kind`, sorted: for `Config`,
+    /// the one name `""` if there is a config, else none.
+    pub fn objects(&self, kind: ObjectKind) -> Vec<String> {
+        objects_of(self.store().as_ref(), kind)
+            .unwrap_or_else(|e| panic!("list {kind:?} objects at {}: {e}", self.location))
+    }
+
+    /// The bytes of one object.
+    pub fn read_object(&self, kind: ObjectKind, name: &str) -> Vec<u8> {
+        self.store()
+            .get(kind, name)
+            .unwrap_or_else(|e| panic!("read {kind:?} {name:?}: {e}"))
+    }
+
+    /// The length of one object in bytes.
+    pub fn object_size(&self, kind: ObjectKind, name: &str) -> u64 {
+        self.store()
+            .size(kind, name)
+            .unwrap_or_else(|e| panic!("size of {kind:?} {name:?}: {e}"))
+    }
+
+    /// Removes one object.
+    pub fn remove_object(&self, kind: ObjectKind, name: &str) {
+        self.store()
+            .delete(kind, name)
+            .unwrap_or_else(|e| panic!("delete {kind:?} {name:?}: {e}"));
+    }
+
+    /// Stores an object under `name`. A put keeps an object that exists
+    /// under the name: to change one, use [`Env::replace_object`].
+    pub fn put_object(&self, kind: ObjectKind, name: &str, bytes: &[u8]) {
+        self.store()
+            .put(kind, name, bytes)
+            .unwrap_or_else(|e| panic!("put {kind:?} {name:?}: {e}"));
+    }
+
+    /// Replaces an existing object's bytes (to damage it, say): a delete,
+    /// then a put.
+    pub fn replace_object(&self, kind: ObjectKind, name: &str, bytes: &[u8]) {
+        let store = self.store();
+        store
+            .delete(kind, name)
+            .unwrap_or_else(|e| panic!("delete {kind:?} {name:?}: {e}"));
+        store
+            .put(kind, name, bytes)
+            .unwrap_or_else(|e| panic!("put {kind:?} {name:?}: {e}"));
+    }
+
+    /// Every object of the repository, of every kind, as (kind, name).
+    pub fn all_objects(&self) -> Vec<(ObjectKind, String)> {
+        let store = self.store();
+        all_kinds()
+            .flat_map(|kind| {
+                let names = objects_of(store.as_ref(), kind)
+                    .unwrap_or_else(|e| panic!("list {kind:?} objects at {}: {e}", self.location));
+                names.into_iter().map(move |name| (kind, name))
+            })
+            .collect()
+    }
+
+    /// Total bytes of all the repository's objects.
     pub fn repo_size(&self) -> u64 {
-        walk_files(&self.repo)
-            .iter()
-            .map(|p| p.metadata().unwrap().len())
+        let store = self.store();
+        self.all_objects()
+            .into_iter()
+            .map(|(kind, name)| {
+                store
+                    .size(kind, &name)
+                    .unwrap_or_else(|e| panic!("size of {kind:?} {name:?}: {e}"))
+            })
             .sum()
+    }
+
+    /// Copies every object of the local repository directory `from` (a
+    /// fixture, say) into this environment's store, which must hold no
+    /// repository yet. The config goes last, as `init` writes it.
+    pub fn import_repository(&self, from: &Path) {
+        let source = open(&format!("local:{}", from.display()))
+            .unwrap_or_else(|e| panic!("open {}: {e}", from.display()));
+        let store = self.store();
+        // The layout first: a local store's folders must exist to take
+        // objects.
+        store
+            .create()
+            .unwrap_or_else(|e| panic!("create the layout at {}: {e}", self.location));
+        for kind in ObjectKind::FOLDERS.into_iter().chain([ObjectKind::Config]) {
+            // Git keeps no empty folder: a fixture may lack `locks/`.
+            let names = match objects_of(source.as_ref(), kind) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                names => {
+                    names.unwrap_or_else(|e| panic!("list {kind:?} in {}: {e}", from.display()))
+                }
+            };
+            for name in names {
+                let bytes = source.get(kind, &name).unwrap_or_else(|e| {
+                    panic!("read {kind:?} {name:?} of {}: {e}", from.display())
+                });
+                store
+                    .put(kind, &name, &bytes)
+                    .unwrap_or_else(|e| panic!("put {kind:?} {name:?}: {e}"));
+            }
+        }
+    }
+}
+
+/// Every kind of object: the config, then the folders.
+fn all_kinds() -> impl Iterator<Item = ObjectKind> {
+    [ObjectKind::Config].into_iter().chain(ObjectKind::FOLDERS)
+}
+
+/// Names of the objects of `kind` in `store`, sorted; for `Config`, `""`
+/// if there is one.
+fn objects_of(store: &dyn Backend, kind: ObjectKind) -> io::Result<Vec<String>> {
+    if kind == ObjectKind::Config {
+        return match store.size(kind, "") {
+            Ok(_) => Ok(vec![String::new()]),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
+            Err(e) => Err(e),
+        };
+    }
+    let mut names = store.list(kind)?;
+    names.sort();
+    Ok(names)
+}
+
+/// How messages name an object: its name, or for the config, `config`.
+pub fn shown_name(kind: ObjectKind, name: &str) -> String {
+    match kind {
+        ObjectKind::Config => "config".into(),
+        _ => name.to_string(),
     }
 }
 
