@@ -25,7 +25,7 @@ const BACKEND_VARIABLE: &str = "CAIRN_TEST_BACKEND";
 pub enum TestBackend {
     /// A directory, `<scratch>/repo`.
     Local,
-    /// The in-memory backend with its image file, `memory:<scratch>/repo.img`.
+    /// The in-memory backend with its image file, `memory:<scratch>/memory/repo.img`.
     Memory,
 }
 
@@ -90,7 +90,13 @@ impl Env {
         let repo_dir = dir.path().join("repo");
         let location = match test_backend() {
             TestBackend::Local => repo_dir.display().to_string(),
-            TestBackend::Memory => format!("memory:{}", dir.path().join("repo.img").display()),
+            // In a folder of its own: each change renames a new image into
+            // place, which must not touch the folders that hold sources.
+            TestBackend::Memory => {
+                let folder = dir.path().join("memory");
+                std::fs::create_dir(&folder).expect("image folder");
+                format!("memory:{}", folder.join("repo.img").display())
+            }
         };
         let cache = dir.path().join("cache");
         Env {
