@@ -1,0 +1,232 @@
+//! The walk: depth first over the sources, directory by directory, in
+//! name order. A directory's tree is stored once all its entries are, so a
+//! tree only ever names blobs that exist.
+
+use std::ffi::OsStr;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::exclude::Excluder;
+use super::sources::SourceLayout;
+use super::Archiver;
+use crate::error::Result;
+use crate::id::BlobId;
+use crate::object::tree::{Node, NodeKind, Tree};
+use crate::progress::Progress;
+
+impl Archiver<'_, '_> {
+    pub(super) fn mark_unreadable(&mut self, path: &Path, error: &io::Error) {
+        self.progress.warning(path, &error.to_string());
+        self.unreadable.push(path.as_os_str().as_bytes().to_vec());
+    }
+
+    /// The entries of a directory above the source paths: only the
+    /// children that lead to a source, each archived.
+    pub(super) fn layout_children(
+        &mut self,
+        dir: &Path,
+        layout: &SourceLayout,
+        parent_tree: Option<&Tree>,
+    ) -> Result<Vec<Node>> {
+        let mut nodes = Vec::new();
+        for (name, child) in &layout.children {
+            let path = dir.join(OsStr::from_bytes(name));
+            let parent = parent_tree.and_then(|t| t.find(name));
+            // A source itself is recorded as it is (a symlink stays one); a
+            // directory above it is what the path goes through, so a symlink
+            // there is followed and the real directory's metadata recorded.
+            let meta = if child.is_source {
+                fs::symlink_metadata(&path)
+            } else {
+                fs::metadata(&path)
+            };
+            let meta = match meta {
+                Ok(meta) => meta,
+                Err(e) => {
+                    self.mark_unreadable(&path, &e);
+                    continue;
+                }
+            };
+            let node = if child.is_source {
+                self.source_device = meta.dev();
+                self.archive_entry(name, &path, &meta, parent)?
+            } else {
+                let parent_subtree = self.parent_subtree(&path, parent);
+                let children = self.layout_children(&path, child, parent_subtree.as_ref())?;
+                let subtree = self.store_tree(
+                    &path,
+                    Tree { nodes: children },
+                    parent,
+                    parent_subtree.as_ref(),
+                )?;
+                Some(self.node(name, &path, &meta, NodeKind::Directory { subtree }))
+            };
+            nodes.extend(node);
+        }
+        Ok(nodes)
+    }
+
+    /// Archives one entry of any type; `None` for what is skipped (sockets).
+    pub(super) fn archive_entry(
+        &mut self,
+        name: &[u8],
+        path: &Path,
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        let file_type = meta.file_type();
+        let kind = if file_type.is_dir() {
+            let subtree = self.archive_dir(path, parent)?;
+            NodeKind::Directory { subtree }
+        } else if file_type.is_file() {
+            match self.archive_file(path, meta, parent)? {
+                Some(kind) => kind,
+                None => return Ok(None),
+            }
+        } else if file_type.is_symlink() {
+            // Reading a link updates its access time, which no flag avoids:
+            // record the metadata as the read left it, so the next backup
+            // sees the same and the directory's tree is unchanged.
+            let read = fs::read_link(path).and_then(|t| Ok((t, fs::symlink_metadata(path)?)));
+            match read {
+                Ok((target, after)) if after.file_type().is_symlink() => {
+                    let kind = NodeKind::Symlink {
+                        target: target.into_os_string().into_vec(),
+                    };
+                    return Ok(Some(self.node(name, path, &after, kind)));
+                }
+                Ok(_) => {
+                    let e = io::Error::other("changed from a symlink during backup");
+                    self.mark_unreadable(path, &e);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.mark_unreadable(path, &e);
+                    return Ok(None);
+                }
+            }
+        } else if file_type.is_fifo() {
+            NodeKind::Fifo
+        } else if file_type.is_char_device() {
+            NodeKind::CharDevice { rdev: meta.rdev() }
+        } else if file_type.is_block_device() {
+            NodeKind::BlockDevice { rdev: meta.rdev() }
+        } else {
+            self.progress.warning(path, "socket skipped");
+            return Ok(None);
+        };
+        Ok(Some(self.node(name, path, meta, kind)))
+    }
+
+    pub(super) fn archive_dir(&mut self, path: &Path, parent: Option<&Node>) -> Result<BlobId> {
+        let parent_tree = self.parent_subtree(path, parent);
+        let mut tree = Tree::default();
+        let entries = match list_dir(path) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.mark_unreadable(path, &e);
+                Vec::new()
+            }
+        };
+        for name in entries {
+            let child_path = path.join(&name);
+            let meta = match fs::symlink_metadata(&child_path) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    self.mark_unreadable(&child_path, &e);
+                    continue;
+                }
+            };
+            if self.excluder.excludes(&child_path, &meta) {
+                continue;
+            }
+            let child_parent = parent_tree.as_ref().and_then(|t| t.find(name.as_bytes()));
+            let node = if self.excluder.stops_at(&meta, self.source_device) {
+                // A mount point: recorded, but not descended into.
+                let subtree = self.store_tree(&child_path, Tree::default(), child_parent, None)?;
+                Some(self.node(
+                    name.as_bytes(),
+                    &child_path,
+                    &meta,
+                    NodeKind::Directory { subtree },
+                ))
+            } else {
+                self.archive_entry(name.as_bytes(), &child_path, &meta, child_parent)?
+            };
+            tree.nodes.extend(node);
+        }
+        self.store_tree(path, tree, parent, parent_tree.as_ref())
+    }
+}
+
+/// Counts the regular files and bytes below `sources` that a backup will
+/// process, applying the same excludes, and reports the totals: they let
+/// a progress display estimate the time left. Runs beside the backup.
+pub(super) fn scan(sources: &[PathBuf], excluder: &Excluder, progress: &dyn Progress) {
+    let mut files = 0u64;
+    let mut bytes = 0u64;
+    let mut stack: Vec<(PathBuf, u64)> = Vec::new();
+    for source in sources {
+        if let Ok(meta) = fs::symlink_metadata(source) {
+            if meta.is_file() {
+                files += 1;
+                bytes += meta.len();
+            } else if meta.is_dir() {
+                stack.push((source.clone(), meta.dev()));
+            }
+        }
+    }
+    while let Some((dir, device)) = stack.pop() {
+        for name in list_dir(&dir).unwrap_or_default() {
+            let path = dir.join(name);
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if excluder.excludes(&path, &meta) {
+                continue;
+            }
+            if meta.is_file() {
+                files += 1;
+                bytes += meta.len();
+            } else if meta.is_dir() && !excluder.stops_at(&meta, device) {
+                stack.push((path, device));
+            }
+        }
+    }
+    progress.scan_finished(files, bytes);
+}
+
+/// The names in a directory, sorted by bytes. The directory is opened with
+/// `O_NOATIME` where allowed, so a backup does not change the access time it
+/// records, which would make the next backup's tree differ.
+pub(super) fn list_dir(path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    use nix::fcntl::OFlag;
+    let open = |extra: OFlag| {
+        nix::dir::Dir::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | extra,
+            nix::sys::stat::Mode::empty(),
+        )
+    };
+    let mut dir = match open(OFlag::O_NOATIME) {
+        Err(nix::errno::Errno::EPERM) => open(OFlag::empty()),
+        other => other,
+    }
+    .map_err(io::Error::from)?;
+    let mut names = Vec::new();
+    for entry in dir.iter() {
+        let name = entry
+            .map_err(io::Error::from)?
+            .file_name()
+            .to_bytes()
+            .to_vec();
+        if name != b"." && name != b".." {
+            names.push(std::ffi::OsString::from_vec(name));
+        }
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
