@@ -5,19 +5,30 @@
 //! database kept in step with those segments on open: new segments are
 //! added, and if one vanished or the database is damaged it is rebuilt from
 //! scratch. Lookups go to redb, so memory does not grow with the repository.
+//!
+//! This module opens the cache: its file, recreated if damaged, or when
+//! the file cannot be used a private temporary database, on disk or in
+//! memory. The parts:
+//!
+//! - `tables`: the cache's tables, how a blob's location and a pack are
+//!   stored in them, and absorbing segments into them and looking blobs up.
+//! - `redb_guard`: calls into redb with its panics turned into errors, as a
+//!   damaged file can make redb panic.
 
-use std::collections::HashSet;
+mod redb_guard;
+mod tables;
+#[cfg(test)]
+mod tests;
+
 use std::path::{Path, PathBuf};
 
-use redb::{
-    Database, MultimapTableDefinition, MultimapTableHandle, ReadableDatabase, ReadableTable,
-    TableDefinition, TableHandle,
-};
+use redb::{Database, MultimapTableHandle, TableHandle};
 
 use crate::error::{Error, Result};
-use crate::id::{BlobId, Id, PackId, SegmentId, SessionId};
+use crate::id::{PackId, SessionId};
 use crate::object::pack::PackEntry;
-use crate::object::segment::{IndexSegment, IndexedPack};
+use redb_guard::catch_redb;
+use tables::{open_tables, TABLE_NAMES};
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,82 +39,6 @@ pub struct BlobLocation {
     pub session: SessionId,
     /// Its entry in that pack.
     pub entry: PackEntry,
-}
-
-/// A blob's row: pack number (u32), type, compression, offset, stored and
-/// raw length.
-const LOCATION_LEN: usize = 4 + 1 + 1 + 4 + 4 + 4;
-
-// The cache's tables. The suffix is the layout's version: tables of any
-// other name (an older layout) are deleted on open, and the cache refilled
-// from the segments.
-/// Blob id → [`LOCATION_LEN`] bytes: the location absorbed last.
-const BLOBS: TableDefinition<[u8; 32], [u8; LOCATION_LEN]> = TableDefinition::new("blobs.v3");
-/// Blob id → its other locations, in packs other than its `blobs.v3` row's.
-/// A blob stored again (because its first pack went missing, say) keeps
-/// both, so that whichever is readable serves it.
-const DUPLICATES: MultimapTableDefinition<[u8; 32], [u8; LOCATION_LEN]> =
-    MultimapTableDefinition::new("duplicates.v3");
-/// Pack number → pack id (32) || session id (32). Numbering packs keeps
-/// 64 bytes out of every blob's row, which halves the cache on disk.
-const PACKS: TableDefinition<u32, [u8; 64]> = TableDefinition::new("packs.v3");
-/// Pack id → pack number.
-const PACK_NUMBERS: TableDefinition<[u8; 32], u32> = TableDefinition::new("pack_numbers.v3");
-/// Segment id → entries absorbed from it.
-const SEGMENTS: TableDefinition<[u8; 32], u64> = TableDefinition::new("segments.v3");
-/// The names of the tables above.
-const TABLE_NAMES: [&str; 5] = [
-    "blobs.v3",
-    "duplicates.v3",
-    "packs.v3",
-    "pack_numbers.v3",
-    "segments.v3",
-];
-
-fn encode_location(pack_number: u32, entry: &PackEntry) -> [u8; LOCATION_LEN] {
-    let mut out = [0u8; LOCATION_LEN];
-    out[0..4].copy_from_slice(&pack_number.to_le_bytes());
-    out[4] = entry.blob_type;
-    out[5] = entry.compression;
-    out[6..10].copy_from_slice(&entry.offset.to_le_bytes());
-    out[10..14].copy_from_slice(&entry.stored_len.to_le_bytes());
-    out[14..18].copy_from_slice(&entry.raw_len.to_le_bytes());
-    out
-}
-
-/// The pack number of a blob's row.
-fn location_pack_number(bytes: &[u8; LOCATION_LEN]) -> u32 {
-    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
-}
-
-/// The pack number and the entry of a blob's row.
-fn decode_location(id: BlobId, bytes: &[u8; LOCATION_LEN]) -> (u32, PackEntry) {
-    let u32_at =
-        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    let entry = PackEntry {
-        id,
-        blob_type: bytes[4],
-        compression: bytes[5],
-        offset: u32_at(6),
-        stored_len: u32_at(10),
-        raw_len: u32_at(14),
-    };
-    (location_pack_number(bytes), entry)
-}
-
-fn encode_pack(pack: &IndexedPack) -> [u8; 64] {
-    let mut out = [0u8; 64];
-    out[..32].copy_from_slice(&pack.pack.0 .0);
-    out[32..].copy_from_slice(&pack.session.0 .0);
-    out
-}
-
-fn decode_pack(bytes: &[u8; 64]) -> (PackId, SessionId) {
-    let mut pack = [0u8; 32];
-    let mut session = [0u8; 32];
-    pack.copy_from_slice(&bytes[..32]);
-    session.copy_from_slice(&bytes[32..]);
-    (PackId(Id(pack)), SessionId(Id(session)))
 }
 
 /// Memory redb may use for its page cache and write buffer. redb's default
@@ -141,42 +76,6 @@ pub struct OpenedCache {
     pub cache: IndexCache,
     /// One line for the user, if the cache is not the usual file.
     pub notice: Option<String>,
-}
-
-thread_local! {
-    /// Set while this thread is inside redb, so that the panic hook keeps
-    /// quiet about a panic that [`IndexCache::guarded`] turns into an error.
-    static IN_REDB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Installs (once) a panic hook that stays silent for panics inside redb
-/// calls and hands every other panic to the hook that was there before.
-fn quiet_redb_panics() {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !IN_REDB.with(std::cell::Cell::get) {
-                previous(info);
-            }
-        }));
-    });
-}
-
-/// Runs `op` on redb, turning a panic into `Err` with its message.
-fn catch_redb<T>(op: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    quiet_redb_panics();
-    let was_inside = IN_REDB.with(|inside| inside.replace(true));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op));
-    IN_REDB.with(|inside| inside.set(was_inside));
-    outcome.map_err(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        format!("the database is damaged (redb: {message})")
-    })
 }
 
 /// Why the cache file could not be opened.
@@ -407,7 +306,7 @@ impl IndexCache {
 
     /// Runs `op` on the database. A redb error or a panic inside redb (which
     /// a damaged file can cause) becomes an [`Error::IndexCache`].
-    fn guarded<T>(
+    pub(super) fn guarded<T>(
         &self,
         op: impl FnOnce(&Database) -> std::result::Result<T, redb::Error>,
     ) -> Result<T> {
@@ -418,7 +317,7 @@ impl IndexCache {
         }
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> Error {
+    pub(super) fn error(&self, e: impl std::fmt::Display) -> Error {
         Error::IndexCache {
             path: self.path.clone(),
             reason: e.to_string(),
@@ -434,455 +333,5 @@ impl IndexCache {
     /// The cache file's path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Segments the cache has absorbed.
-    pub fn known_segments(&self) -> Result<HashSet<SegmentId>> {
-        self.guarded(|db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(SEGMENTS)?;
-            let mut out = HashSet::new();
-            for row in table.iter()? {
-                let (key, _) = row?;
-                out.insert(SegmentId(Id(key.value())));
-            }
-            Ok(out)
-        })
-    }
-
-    /// Empties the cache, before a rebuild.
-    pub fn clear(&self) -> Result<()> {
-        self.guarded(|db| {
-            let txn = db.begin_write()?;
-            txn.delete_table(BLOBS)?;
-            txn.delete_multimap_table(DUPLICATES)?;
-            txn.delete_table(PACKS)?;
-            txn.delete_table(PACK_NUMBERS)?;
-            txn.delete_table(SEGMENTS)?;
-            open_tables(&txn)?;
-            txn.commit()?;
-            Ok(())
-        })
-    }
-
-    /// Adds a segment's entries in one transaction, and records the segment.
-    pub fn absorb(&self, id: SegmentId, segment: &IndexSegment) -> Result<()> {
-        // Inserted in key order: the B-tree's pages are then touched one
-        // after another rather than at random, which makes absorbing a
-        // segment into a large cache much faster. Only positions are
-        // sorted, so the segment is not copied; the sort is stable, so of
-        // two entries for one blob the later still wins.
-        let mut order: Vec<(u32, u32)> = segment
-            .packs
-            .iter()
-            .enumerate()
-            .flat_map(|(p, pack)| (0..pack.entries.len()).map(move |e| (p as u32, e as u32)))
-            .collect();
-        order.sort_by_key(|&(p, e)| segment.packs[p as usize].entries[e as usize].id.0 .0);
-        self.guarded(|db| {
-            let txn = db.begin_write()?;
-            {
-                let numbers = number_packs(&txn, segment)?;
-                let mut blobs = txn.open_table(BLOBS)?;
-                let mut duplicates = txn.open_multimap_table(DUPLICATES)?;
-                for &(p, e) in &order {
-                    let blob = &segment.packs[p as usize].entries[e as usize];
-                    let row = encode_location(numbers[p as usize], blob);
-                    let replaced = blobs.insert(blob.id.0 .0, row)?.map(|old| old.value());
-                    // The same blob in another pack: keep the old location
-                    // too, so a read can fall back to it.
-                    if let Some(old) = replaced {
-                        if location_pack_number(&old) != location_pack_number(&row) {
-                            duplicates.insert(blob.id.0 .0, old)?;
-                            duplicates.remove(blob.id.0 .0, row)?;
-                        }
-                    }
-                }
-                let count = order.len() as u64;
-                let mut segments = txn.open_table(SEGMENTS)?;
-                segments.insert(id.0 .0, count)?;
-            }
-            txn.commit()?;
-            Ok(())
-        })
-    }
-
-    /// The pack number of the location absorbed last for `id`, if it is
-    /// indexed: [`IndexCache::lookup`] without reading its pack's row, for
-    /// deduplication.
-    pub fn pack_number(&self, id: &BlobId) -> Result<Option<u32>> {
-        self.guarded(|db| {
-            let txn = db.begin_read()?;
-            let blobs = txn.open_table(BLOBS)?;
-            Ok(blobs
-                .get(id.0 .0)?
-                .map(|row| location_pack_number(&row.value())))
-        })
-    }
-
-    /// The pack and session a pack number stands for.
-    pub fn pack(&self, number: u32) -> Result<Option<(PackId, SessionId)>> {
-        self.guarded(|db| {
-            let txn = db.begin_read()?;
-            let packs = txn.open_table(PACKS)?;
-            Ok(packs.get(number)?.map(|row| decode_pack(&row.value())))
-        })
-    }
-
-    /// Calls `visit` with every pack the cache knows: its number, id and
-    /// session.
-    pub fn for_each_pack(&self, mut visit: impl FnMut(u32, PackId, SessionId)) -> Result<()> {
-        self.guarded(|db| {
-            let txn = db.begin_read()?;
-            let packs = txn.open_table(PACKS)?;
-            for row in packs.iter()? {
-                let (number, pack) = row?;
-                let (pack, session) = decode_pack(&pack.value());
-                visit(number.value(), pack, session);
-            }
-            Ok(())
-        })
-    }
-
-    /// Where `id` is stored, if anywhere: the location absorbed last.
-    pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
-        Ok(self
-            .locations(id, false)?
-            .into_iter()
-            .next()
-            .map(|(_, l)| l))
-    }
-
-    /// Every location of `id` with its pack number, the one absorbed last
-    /// first; with `all` false, only that one.
-    pub fn locations(&self, id: &BlobId, all: bool) -> Result<Vec<(u32, BlobLocation)>> {
-        let rows = self.guarded(|db| {
-            let txn = db.begin_read()?;
-            let blobs = txn.open_table(BLOBS)?;
-            let Some(row) = blobs.get(id.0 .0)? else {
-                return Ok(Vec::new());
-            };
-            let mut rows = vec![row.value()];
-            if all {
-                let duplicates = txn.open_multimap_table(DUPLICATES)?;
-                for other in duplicates.get(id.0 .0)? {
-                    rows.push(other?.value());
-                }
-            }
-            Ok(rows)
-        })?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let (number, entry) = decode_location(*id, &row);
-            let (pack, session) = self.pack(number)?.ok_or_else(|| {
-                self.error(format!(
-                    "blob {id} names pack number {number}, which is unknown"
-                ))
-            })?;
-            out.push((
-                number,
-                BlobLocation {
-                    pack,
-                    session,
-                    entry,
-                },
-            ));
-        }
-        Ok(out)
-    }
-
-    /// Number of blobs indexed.
-    #[cfg(test)]
-    pub fn blob_count(&self) -> Result<u64> {
-        use redb::ReadableTableMetadata;
-        self.guarded(|db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(BLOBS)?;
-            Ok(table.len()?)
-        })
-    }
-}
-
-/// The numbers of a segment's packs, numbering those not seen before.
-/// A pack seen before takes the session given last.
-fn number_packs(
-    txn: &redb::WriteTransaction,
-    segment: &IndexSegment,
-) -> std::result::Result<Vec<u32>, redb::Error> {
-    let mut packs = txn.open_table(PACKS)?;
-    let mut numbers = txn.open_table(PACK_NUMBERS)?;
-    let mut out = Vec::with_capacity(segment.packs.len());
-    for pack in &segment.packs {
-        let known = numbers.get(pack.pack.0 .0)?.map(|n| n.value());
-        let number = match known {
-            Some(number) => number,
-            None => {
-                // One past the highest, so that a number is never reused
-                // even if rows are one day deleted.
-                let last = packs.last()?.map(|(key, _)| key.value());
-                let number = match last {
-                    None => 0,
-                    Some(last) => last
-                        .checked_add(1)
-                        .ok_or_else(|| redb::Error::Corrupted("more than 2^32 packs".into()))?,
-                };
-                numbers.insert(pack.pack.0 .0, number)?;
-                number
-            }
-        };
-        packs.insert(number, encode_pack(pack))?;
-        out.push(number);
-    }
-    Ok(out)
-}
-
-/// Opens (creating if needed) every table of the cache.
-fn open_tables(txn: &redb::WriteTransaction) -> std::result::Result<(), redb::TableError> {
-    txn.open_table(BLOBS)?;
-    txn.open_multimap_table(DUPLICATES)?;
-    txn.open_table(PACKS)?;
-    txn.open_table(PACK_NUMBERS)?;
-    txn.open_table(SEGMENTS)?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use redb::ReadableTableMetadata;
-
-    fn entry(n: u8) -> PackEntry {
-        PackEntry {
-            id: BlobId(Id([n; 32])),
-            blob_type: 0,
-            compression: 1,
-            offset: u32::from(n) * 100,
-            stored_len: 100,
-            raw_len: 200,
-        }
-    }
-
-    #[test]
-    fn absorb_lookup_clear() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/index.redb");
-        let cache = IndexCache::open(&path).unwrap().cache;
-        let segment = IndexSegment {
-            packs: vec![IndexedPack {
-                pack: PackId(Id([1; 32])),
-                session: SessionId(Id([2; 32])),
-                entries: vec![entry(3), entry(4)],
-            }],
-        };
-        let decoded = IndexSegment::decode(&segment.encode()).unwrap();
-        assert_eq!(decoded, segment);
-        cache.absorb(SegmentId(Id([5; 32])), &segment).unwrap();
-        let found = cache.lookup(&BlobId(Id([4; 32]))).unwrap().unwrap();
-        assert_eq!(found.pack, PackId(Id([1; 32])));
-        assert_eq!(found.session, SessionId(Id([2; 32])));
-        assert_eq!(found.entry, entry(4));
-        assert!(cache.lookup(&BlobId(Id([9; 32]))).unwrap().is_none());
-        assert!(cache.pack_number(&BlobId(Id([4; 32]))).unwrap().is_some());
-        assert!(cache.pack_number(&BlobId(Id([9; 32]))).unwrap().is_none());
-        assert_eq!(cache.blob_count().unwrap(), 2);
-        assert_eq!(cache.known_segments().unwrap().len(), 1);
-        drop(cache);
-        // Reopening keeps the data; a damaged file is replaced.
-        assert_eq!(
-            IndexCache::open(&path).unwrap().cache.blob_count().unwrap(),
-            2
-        );
-        std::fs::write(&path, b"not a database at all").unwrap();
-        let cache = IndexCache::open(&path).unwrap().cache;
-        assert_eq!(cache.blob_count().unwrap(), 0);
-        cache.absorb(SegmentId(Id([5; 32])), &segment).unwrap();
-        cache.clear().unwrap();
-        assert_eq!(cache.blob_count().unwrap(), 0);
-    }
-
-    #[test]
-    fn packs_are_numbered_once_and_lookups_name_the_right_pack() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = IndexCache::open(&dir.path().join("index.redb"))
-            .unwrap()
-            .cache;
-        let pack = |n: u8, entries| IndexedPack {
-            pack: PackId(Id([n; 32])),
-            session: SessionId(Id([n + 100; 32])),
-            entries,
-        };
-        let first = IndexSegment {
-            packs: vec![
-                pack(1, vec![entry(10), entry(11)]),
-                pack(2, vec![entry(20)]),
-            ],
-        };
-        cache.absorb(SegmentId(Id([1; 32])), &first).unwrap();
-        // The same packs again (as after a rebuild), and a new one.
-        let second = IndexSegment {
-            packs: vec![pack(2, vec![entry(20)]), pack(3, vec![entry(30)])],
-        };
-        cache.absorb(SegmentId(Id([2; 32])), &second).unwrap();
-        for (blob, pack_byte) in [(10, 1), (11, 1), (20, 2), (30, 3)] {
-            let found = cache.lookup(&BlobId(Id([blob; 32]))).unwrap().unwrap();
-            assert_eq!(found.pack, PackId(Id([pack_byte; 32])), "blob {blob}");
-            assert_eq!(found.session, SessionId(Id([pack_byte + 100; 32])));
-            assert_eq!(found.entry, entry(blob));
-        }
-        let txn = cache.db.begin_read().unwrap();
-        assert_eq!(txn.open_table(PACKS).unwrap().len().unwrap(), 3);
-        drop(txn);
-
-        // One blob in two packs of a segment: the later entry wins; and
-        // across segments, the segment absorbed last.
-        let twice = IndexSegment {
-            packs: vec![pack(4, vec![entry(40)]), pack(5, vec![entry(40)])],
-        };
-        cache.absorb(SegmentId(Id([3; 32])), &twice).unwrap();
-        let found = cache.lookup(&BlobId(Id([40; 32]))).unwrap().unwrap();
-        assert_eq!(found.pack, PackId(Id([5; 32])));
-        let moved = IndexSegment {
-            packs: vec![pack(6, vec![entry(10)])],
-        };
-        cache.absorb(SegmentId(Id([4; 32])), &moved).unwrap();
-        let found = cache.lookup(&BlobId(Id([10; 32]))).unwrap().unwrap();
-        assert_eq!(found.pack, PackId(Id([6; 32])));
-        assert_eq!(found.session, SessionId(Id([106; 32])));
-
-        // After a clear, numbering starts again and lookups still agree.
-        cache.clear().unwrap();
-        assert!(cache.lookup(&BlobId(Id([10; 32]))).unwrap().is_none());
-        cache.absorb(SegmentId(Id([2; 32])), &second).unwrap();
-        let found = cache.lookup(&BlobId(Id([30; 32]))).unwrap().unwrap();
-        assert_eq!(found.pack, PackId(Id([3; 32])));
-        assert_eq!(found.session, SessionId(Id([103; 32])));
-        assert!(cache.pack_number(&BlobId(Id([10; 32]))).unwrap().is_none());
-    }
-
-    #[test]
-    fn a_cache_of_an_older_layout_is_emptied_and_refilled() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.redb");
-        {
-            let old_blobs: TableDefinition<[u8; 32], [u8; 18]> = TableDefinition::new("blobs.v2");
-            let old_segments: TableDefinition<[u8; 32], u64> = TableDefinition::new("segments.v2");
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(old_blobs)
-                .unwrap()
-                .insert([3; 32], [0; 18])
-                .unwrap();
-            txn.open_table(old_segments)
-                .unwrap()
-                .insert([5; 32], 1)
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let cache = IndexCache::open(&path).unwrap().cache;
-        assert!(
-            cache.known_segments().unwrap().is_empty(),
-            "so sync absorbs every segment"
-        );
-        let txn = cache.db.begin_read().unwrap();
-        let mut names: Vec<String> = txn
-            .list_tables()
-            .unwrap()
-            .map(|t| t.name().to_string())
-            .chain(
-                txn.list_multimap_tables()
-                    .unwrap()
-                    .map(|t| t.name().to_string()),
-            )
-            .collect();
-        names.sort();
-        let mut expected = TABLE_NAMES.map(String::from).to_vec();
-        expected.sort();
-        assert_eq!(names, expected);
-    }
-
-    #[test]
-    fn a_table_of_the_wrong_type_is_damage_and_the_cache_starts_afresh() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.redb");
-        {
-            let wrong: TableDefinition<u64, u64> = TableDefinition::new("blobs.v3");
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(wrong).unwrap().insert(1, 2).unwrap();
-            txn.commit().unwrap();
-        }
-        let cache = IndexCache::open(&path).unwrap().cache;
-        assert_eq!(cache.blob_count().unwrap(), 0);
-        assert!(cache.known_segments().unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_blob_stored_again_keeps_every_location() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = IndexCache::open(&dir.path().join("index.redb"))
-            .unwrap()
-            .cache;
-        let pack = |n: u8| IndexedPack {
-            pack: PackId(Id([n; 32])),
-            session: SessionId(Id([n + 100; 32])),
-            entries: vec![entry(7)],
-        };
-        let blob = BlobId(Id([7; 32]));
-        for (segment, n) in [(1, 1), (2, 2), (3, 2), (4, 3)] {
-            cache
-                .absorb(
-                    SegmentId(Id([segment; 32])),
-                    &IndexSegment {
-                        packs: vec![pack(n)],
-                    },
-                )
-                .unwrap();
-        }
-        let found: Vec<PackId> = cache
-            .locations(&blob, true)
-            .unwrap()
-            .into_iter()
-            .map(|(_, location)| location.pack)
-            .collect();
-        assert_eq!(
-            found[0],
-            PackId(Id([3; 32])),
-            "the last absorbed comes first"
-        );
-        let mut others = found[1..].to_vec();
-        others.sort_by_key(|p| p.0 .0);
-        assert_eq!(others, [PackId(Id([1; 32])), PackId(Id([2; 32]))]);
-        assert_eq!(cache.locations(&blob, false).unwrap().len(), 1);
-        assert_eq!(
-            cache
-                .pack(cache.pack_number(&blob).unwrap().unwrap())
-                .unwrap(),
-            Some((PackId(Id([3; 32])), SessionId(Id([103; 32]))))
-        );
-    }
-
-    #[test]
-    fn an_unusable_cache_folder_falls_back_to_a_temporary_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let blocked = dir.path().join("file");
-        std::fs::write(&blocked, b"").unwrap();
-        let opened = IndexCache::open(&blocked.join("index.redb")).unwrap();
-        assert!(!opened.cache.is_persistent());
-        assert!(opened.notice.unwrap().contains("temporary"));
-        opened
-            .cache
-            .absorb(SegmentId(Id([1; 32])), &IndexSegment::default())
-            .unwrap();
-        assert_eq!(opened.cache.known_segments().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_second_opener_gets_a_private_cache() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.redb");
-        let first = IndexCache::open(&path).unwrap().cache;
-        let second = IndexCache::open(&path).unwrap().cache;
-        assert_eq!(second.blob_count().unwrap(), 0);
-        drop(first);
     }
 }
