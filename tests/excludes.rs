@@ -265,3 +265,86 @@ fn excludes_never_apply_to_the_named_paths_or_above() {
     );
     assert!(has(&kept, "docs/a.txt"), "{kept:?}");
 }
+
+/// The files below `base`, as sorted paths relative to it.
+fn files_below(base: &Path) -> Vec<String> {
+    let mut out: Vec<String> = crate::util::walk_files(base)
+        .iter()
+        .map(|p| p.strip_prefix(base).unwrap().display().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn backup_and_restore_read_a_pattern_the_same_way() {
+    // One dialect: `--exclude PATTERN` leaves out the same entries whether
+    // backup or restore is given it, and `--include` selects its mirror.
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    for dir in ["x/a/b", "y/a", "a", "keep/a/b"] {
+        fs::create_dir_all(src.join(dir)).unwrap();
+    }
+    for file in [
+        "x/a/b/in-dir",
+        "y/a/b",
+        "a/b.txt",
+        "a/B",
+        "keep/a/b/kept",
+        "notes.TXT",
+        "notes.md",
+    ] {
+        fs::write(src.join(file), file.as_bytes()).unwrap();
+    }
+    let full = env.backup(&[&src], &[]);
+    let full_id = full["snapshot_id"].as_str().unwrap().to_string();
+    let cases: &[&[&str]] = &[
+        // Unanchored with an inner slash: at any depth.
+        &["--exclude", "a/b"],
+        // A trailing slash: directories only (x/a/b, keep/a/b; not y/a/b).
+        &["--exclude", "a/b/"],
+        // The last matching pattern decides; `!` takes back.
+        &["--exclude", "a/b", "--exclude", "!/**/keep/a/b"],
+        // Case-insensitive patterns.
+        &["--iexclude", "*.txt"],
+        &["--iexclude", "b"],
+    ];
+    for (n, options) in cases.iter().enumerate() {
+        let by_backup = backed_up(&env, &src, options);
+        let target = env.restore(&full_id, &format!("r{n}"), options);
+        let by_restore = files_below(&restored(&target, &src));
+        assert_eq!(by_backup, by_restore, "{options:?}");
+        assert!(by_backup.contains(&"notes.md".to_string()), "{options:?}");
+    }
+    let kept = backed_up(&env, &src, &["--exclude", "a/b"]);
+    assert_eq!(kept, ["a/B", "a/b.txt", "notes.TXT", "notes.md"]);
+    let kept = backed_up(&env, &src, &["--exclude", "a/b/"]);
+    assert!(kept.contains(&"y/a/b".to_string()), "{kept:?}");
+    assert!(!kept.iter().any(|p| p.starts_with("x/")), "{kept:?}");
+    let kept = backed_up(
+        &env,
+        &src,
+        &["--exclude", "a/b", "--exclude", "!/**/keep/a/b"],
+    );
+    assert!(kept.contains(&"keep/a/b/kept".to_string()), "{kept:?}");
+    assert!(!kept.contains(&"y/a/b".to_string()), "{kept:?}");
+
+    // Includes read patterns the same way: `--iinclude` and a take-back.
+    let target = env.restore(
+        &full_id,
+        "inc",
+        &[
+            "--iinclude",
+            "*.txt",
+            "--include",
+            "a/b",
+            "--include",
+            "!/**/x/a/b",
+        ],
+    );
+    assert_eq!(
+        files_below(&restored(&target, &src)),
+        ["a/b.txt", "keep/a/b/kept", "notes.TXT", "y/a/b"]
+    );
+}

@@ -105,7 +105,8 @@ struct BackupArgs {
     /// Repeatable; all run concurrently with the file walk.
     #[arg(long = "command", value_name = "NAME=COMMAND")]
     commands: Vec<String>,
-    /// Leave out paths matching this gitignore-style pattern (repeatable).
+    /// Leave out paths this pattern selects (repeatable; see "Patterns" in
+    /// the README: `!PATTERN` takes back, a trailing `/` means directories).
     #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
     excludes: Vec<String>,
     /// Like --exclude, but ignoring case.
@@ -167,12 +168,19 @@ struct RestoreArgs {
     /// Directory to restore into.
     #[arg(short, long)]
     target: PathBuf,
-    /// Restore only paths matching this pattern (repeatable).
-    #[arg(long = "include")]
+    /// Restore only paths this pattern selects, with what they contain
+    /// (repeatable; the same patterns as backup's --exclude).
+    #[arg(long = "include", value_name = "PATTERN")]
     includes: Vec<String>,
-    /// Skip paths matching this pattern (repeatable).
-    #[arg(long = "exclude")]
+    /// Like --include, but ignoring case.
+    #[arg(long = "iinclude", value_name = "PATTERN")]
+    iincludes: Vec<String>,
+    /// Skip paths this pattern selects, with what they contain (repeatable).
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
     excludes: Vec<String>,
+    /// Like --exclude, but ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    iexcludes: Vec<String>,
     /// Show what would be restored; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -368,7 +376,9 @@ fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
         target: args.target.clone(),
         subpath,
         includes: args.includes.clone(),
+        case_insensitive_includes: args.iincludes.clone(),
         excludes: args.excludes.clone(),
+        case_insensitive_excludes: args.iexcludes.clone(),
         dry_run: args.dry_run,
         verify: args.verify,
     };

@@ -178,12 +178,6 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
-    /// The exclude patterns cannot be compiled together.
-    #[error("exclude patterns: {reason}")]
-    InvalidExcludes {
-        /// Why they are refused.
-        reason: String,
-    },
     /// An earlier `init` stopped after writing key files but before the
     /// config.
     #[error(

@@ -1,18 +1,22 @@
-//! The one pattern dialect of restore's includes and excludes (SPEC.md §17),
-//! matched one path component at a time.
+//! The one pattern dialect of cairn (SPEC.md §16, "Patterns"): backup's
+//! excludes and restore's includes and excludes, matched one path
+//! component at a time.
 //!
 //! A pattern that starts with `/` is anchored at the root; any other matches
-//! at any depth, as if it started with `**/`. A trailing `/` is ignored. The
-//! pattern is split at `/` into components: `**` as a whole component
-//! matches any number of path components (at the end of a pattern, at least
-//! one, so `/a/**` matches what is below `/a` but not `/a`), and any other
-//! component is a glob over one name (`*`, `?`, `[abc]`, `{a,b}`, `\`
-//! escapes), compiled by globset. As when globset matches an absolute
-//! path, a path starts with the root's empty name before its first `/`: an
-//! anchored pattern's leading `/` is the one after it, and an unanchored
-//! pattern may match it, so `*/b` matches `/b`.
+//! at any depth, as if it started with `**/`. A leading `!` negates: among
+//! the patterns of one list that match an entry, the last decides, so
+//! `!pattern` takes back what earlier ones matched (`\!` is a literal `!`).
+//! A trailing `/` makes a pattern match directories only. The rest is split
+//! at `/` into components: `**` as a whole component matches any number of
+//! path components (at the end of a pattern, at least one, so `/a/**`
+//! matches what is below `/a` but not `/a`), and any other component is a
+//! glob over one name (`*`, `?`, `[abc]`, `{a,b}`, `\` escapes), compiled by
+//! globset, optionally without regard to case. As when globset matches an
+//! absolute path, a path starts with the root's empty name before its first
+//! `/`: an anchored pattern's leading `/` is the one after it, and an
+//! unanchored pattern may match it, so `*/b` matches `/b`.
 //!
-//! Restore walks down trees, so matching follows the walk: the state of a
+//! Walks go down trees, so matching follows the walk: the state of a
 //! directory is the set of pattern positions still alive after its path,
 //! and a child's state follows from its parent's and the child's name
 //! alone. The work per entry is the same at any depth, where matching whole
@@ -39,12 +43,23 @@ enum Component {
     Name(GlobMatcher),
 }
 
-/// Compiled patterns, matched together: a path matches if any one does.
+/// One compiled pattern.
+#[derive(Debug)]
+struct Pattern {
+    /// Its components, starting with one for the root's empty name: the
+    /// empty glob if anchored, `**` if not.
+    components: Vec<Component>,
+    /// `!pattern`: a match takes back what earlier patterns matched.
+    negated: bool,
+    /// `pattern/`: matches directories only.
+    directories_only: bool,
+}
+
+/// Compiled patterns, matched together: the last one that matches a path
+/// decides whether it is selected.
 #[derive(Debug)]
 pub(crate) struct Patterns {
-    /// The components of each pattern, starting with one for the root's
-    /// empty name: the empty glob if anchored, `**` if not.
-    patterns: Vec<Vec<Component>>,
+    patterns: Vec<Pattern>,
 }
 
 /// How far a pattern got along a path: its index in [`Patterns`] and the
@@ -64,13 +79,18 @@ pub(crate) struct MatchState {
 }
 
 impl Patterns {
-    /// Compiles `patterns`. Errors with [`Error::InvalidPattern`], naming
-    /// the pattern, on a glob that globset refuses or a `/` inside `{…}`.
-    pub(crate) fn new(patterns: &[String]) -> Result<Patterns> {
-        let patterns = patterns
-            .iter()
-            .map(|pattern| {
-                compile(pattern).map_err(|e| Error::InvalidPattern {
+    /// Compiles `patterns`, matched with regard to case, then
+    /// `case_insensitive`, matched without: those count as later when the
+    /// last matching pattern decides. Errors with [`Error::InvalidPattern`],
+    /// naming the pattern, on a glob that globset refuses or a `/` inside
+    /// `{…}`.
+    pub(crate) fn new(patterns: &[String], case_insensitive: &[String]) -> Result<Patterns> {
+        let with_case = patterns.iter().map(|p| (p, false));
+        let without = case_insensitive.iter().map(|p| (p, true));
+        let patterns = with_case
+            .chain(without)
+            .map(|(pattern, ignore_case)| {
+                compile(pattern, ignore_case).map_err(|e| Error::InvalidPattern {
                     pattern: pattern.clone(),
                     reason: e.to_string(),
                 })
@@ -89,16 +109,26 @@ impl Patterns {
     /// from either start does. Both runs step through the same names from
     /// here on, so one set of positions holds them both.
     pub(crate) fn top_state(&self, in_snapshot: &Path) -> MatchState {
-        let root = self.descend(&self.close(self.starts()), b"");
-        let mut below = root.clone();
-        for component in in_snapshot.components() {
+        let mut positions = self.root_state().positions;
+        positions.extend(self.state_of(in_snapshot).positions);
+        self.close(positions)
+    }
+
+    /// The state of the absolute path `path`, stepped name by name from
+    /// the root.
+    pub(crate) fn state_of(&self, path: &Path) -> MatchState {
+        let mut state = self.root_state();
+        for component in path.components() {
             if let PathComponent::Normal(name) = component {
-                below = self.descend(&below, name.as_bytes());
+                state = self.descend(&state, name.as_bytes());
             }
         }
-        let mut positions = root.positions;
-        positions.extend(below.positions);
-        self.close(positions)
+        state
+    }
+
+    /// The state of `/`: every pattern past the root's empty name.
+    fn root_state(&self) -> MatchState {
+        self.descend(&self.close(self.starts()), b"")
     }
 
     /// The state of the entry `name` inside a directory whose state is
@@ -125,9 +155,20 @@ impl Patterns {
         self.close(next)
     }
 
-    /// Whether the path whose state is `state` matches a pattern.
-    pub(crate) fn is_match(&self, state: &MatchState) -> bool {
-        state.positions.iter().any(|&p| self.component(p).is_none())
+    /// Whether the path whose state is `state`, a directory if `is_dir`,
+    /// is selected: whether the last pattern that matches it is not a
+    /// negated one.
+    pub(crate) fn is_match(&self, state: &MatchState, is_dir: bool) -> bool {
+        // Positions are sorted by pattern, so the last complete one that
+        // applies is the last pattern that matches.
+        state
+            .positions
+            .iter()
+            .rev()
+            .filter(|&&p| self.component(p).is_none())
+            .map(|p| &self.patterns[p.pattern])
+            .find(|pattern| is_dir || !pattern.directories_only)
+            .is_some_and(|pattern| !pattern.negated)
     }
 
     /// Whether some path below the one whose state is `state` could still
@@ -148,7 +189,9 @@ impl Patterns {
 
     /// The component a position waits for; `None` once all matched.
     fn component(&self, position: Position) -> Option<&Component> {
-        self.patterns[position.pattern].get(position.component)
+        self.patterns[position.pattern]
+            .components
+            .get(position.component)
     }
 
     /// Adds the positions past every `**` that may match no component
@@ -157,7 +200,7 @@ impl Patterns {
         let mut i = 0;
         while i < positions.len() {
             let position = positions[i];
-            let components = &self.patterns[position.pattern];
+            let components = &self.patterns[position.pattern].components;
             if matches!(self.component(position), Some(Component::AnyDepth))
                 && position.component + 1 < components.len()
             {
@@ -180,8 +223,12 @@ impl Position {
     }
 }
 
-/// Compiles one pattern into its components.
-fn compile(pattern: &str) -> std::result::Result<Vec<Component>, String> {
+/// Compiles one pattern.
+fn compile(pattern: &str, case_insensitive: bool) -> std::result::Result<Pattern, String> {
+    let (negated, pattern) = match pattern.strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, pattern),
+    };
     let trimmed = pattern.trim_end_matches('/');
     let (anchored, body) = match trimmed.strip_prefix('/') {
         Some(body) => (true, body),
@@ -190,7 +237,11 @@ fn compile(pattern: &str) -> std::result::Result<Vec<Component>, String> {
     // `/`, or nothing, is the root: everything is below it (globset reads
     // the `**/` it becomes as `**`).
     if body.is_empty() {
-        return Ok(vec![Component::AnyDepth]);
+        return Ok(Pattern {
+            components: vec![Component::AnyDepth],
+            negated,
+            directories_only: false,
+        });
     }
     // An anchored pattern's leading `/` is the one that follows the root's
     // empty name; an unanchored one may start anywhere, even at that name
@@ -200,17 +251,26 @@ fn compile(pattern: &str) -> std::result::Result<Vec<Component>, String> {
         texts[0] = "**".into();
     }
     texts.extend(split(body)?);
-    texts.iter().map(|text| compile_component(text)).collect()
+    let components = texts
+        .iter()
+        .map(|text| compile_component(text, case_insensitive))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(Pattern {
+        components,
+        negated,
+        directories_only: trimmed.len() < pattern.len(),
+    })
 }
 
 /// Compiles one component: `**`, or a glob over one name.
-fn compile_component(text: &str) -> std::result::Result<Component, String> {
+fn compile_component(text: &str, case_insensitive: bool) -> std::result::Result<Component, String> {
     if text == "**" {
         return Ok(Component::AnyDepth);
     }
     let glob = GlobBuilder::new(text)
         .literal_separator(true)
         .backslash_escape(true)
+        .case_insensitive(case_insensitive)
         .build()
         .map_err(|e| e.to_string())?;
     Ok(Component::Name(glob.compile_matcher()))
@@ -297,16 +357,18 @@ mod tests {
 
     /// The state of an absolute path, stepped name by name from the root.
     fn state_of(patterns: &Patterns, path: &[u8]) -> MatchState {
-        let mut state = patterns.top_state(Path::new("/"));
-        for name in path.split(|&b| b == b'/').filter(|n| !n.is_empty()) {
-            state = patterns.descend(&state, name);
-        }
-        state
+        patterns.state_of(Path::new(OsStr::from_bytes(path)))
+    }
+
+    fn selects(patterns: &[&str], path: &[u8], is_dir: bool) -> bool {
+        let owned: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        let patterns = Patterns::new(&owned, &[]).unwrap();
+        patterns.is_match(&state_of(&patterns, path), is_dir)
     }
 
     fn matches(pattern: &str, path: &[u8]) -> bool {
-        let patterns = Patterns::new(&[pattern.to_string()]).unwrap();
-        patterns.is_match(&state_of(&patterns, path))
+        let patterns = Patterns::new(&[pattern.to_string()], &[]).unwrap();
+        patterns.is_match(&state_of(&patterns, path), true)
     }
 
     const PATTERNS: &[&str] = &[
@@ -457,17 +519,18 @@ mod tests {
 
     #[test]
     fn the_top_matches_from_the_snapshot_and_from_the_restore() {
-        let patterns = Patterns::new(&["/old".to_string(), "/src/docs/a.txt".to_string()]).unwrap();
+        let patterns =
+            Patterns::new(&["/old".to_string(), "/src/docs/a.txt".to_string()], &[]).unwrap();
         let top = patterns.top_state(Path::new("/src/docs"));
         // `/old` in the restore, `/src/docs/old` in the snapshot.
-        assert!(patterns.is_match(&patterns.descend(&top, b"old")));
-        assert!(patterns.is_match(&patterns.descend(&top, b"a.txt")));
-        assert!(!patterns.is_match(&patterns.descend(&top, b"b.txt")));
+        assert!(patterns.is_match(&patterns.descend(&top, b"old"), false));
+        assert!(patterns.is_match(&patterns.descend(&top, b"a.txt"), false));
+        assert!(!patterns.is_match(&patterns.descend(&top, b"b.txt"), false));
     }
 
     #[test]
     fn anchored_patterns_die_off_the_path() {
-        let patterns = Patterns::new(&["/a/b".to_string()]).unwrap();
+        let patterns = Patterns::new(&["/a/b".to_string()], &[]).unwrap();
         let top = patterns.top_state(Path::new("/"));
         let a = patterns.descend(&top, b"a");
         assert!(patterns.can_match_below(&a));
@@ -475,7 +538,7 @@ mod tests {
         assert!(!patterns.can_match_below(&x));
         assert_eq!(x, MatchState::default());
         let b = patterns.descend(&a, b"b");
-        assert!(patterns.is_match(&b));
+        assert!(patterns.is_match(&b, false));
         assert!(!patterns.can_match_below(&b));
     }
 
@@ -483,30 +546,30 @@ mod tests {
     fn states_do_not_grow_with_depth() {
         // What lets restore remember a subtree by (tree, state): walking
         // down a chain leaves the same state at every level.
-        let patterns = Patterns::new(&["nomatch".to_string(), "/x/**/y".to_string()]).unwrap();
+        let patterns = Patterns::new(&["nomatch".to_string(), "/x/**/y".to_string()], &[]).unwrap();
         let mut state = state_of(&patterns, b"/x/d");
         let first = state.clone();
         for _ in 0..1000 {
             state = patterns.descend(&state, b"d");
             assert_eq!(state, first);
         }
-        assert!(patterns.is_match(&patterns.descend(&state, b"y")));
-        assert!(patterns.is_match(&patterns.descend(&state, b"nomatch")));
+        assert!(patterns.is_match(&patterns.descend(&state, b"y"), false));
+        assert!(patterns.is_match(&patterns.descend(&state, b"nomatch"), false));
     }
 
     #[test]
     fn several_patterns_match_together() {
-        let patterns = Patterns::new(&["*.md".to_string(), "/a/b".to_string()]).unwrap();
-        assert!(patterns.is_match(&state_of(&patterns, b"/x/y.md")));
-        assert!(patterns.is_match(&state_of(&patterns, b"/a/b")));
-        assert!(!patterns.is_match(&state_of(&patterns, b"/a/c")));
-        assert!(Patterns::new(&[]).unwrap().is_empty());
+        let patterns = Patterns::new(&["*.md".to_string(), "/a/b".to_string()], &[]).unwrap();
+        assert!(patterns.is_match(&state_of(&patterns, b"/x/y.md"), false));
+        assert!(patterns.is_match(&state_of(&patterns, b"/a/b"), false));
+        assert!(!patterns.is_match(&state_of(&patterns, b"/a/c"), false));
+        assert!(Patterns::new(&[], &[]).unwrap().is_empty());
     }
 
     #[test]
     fn bad_patterns_are_errors_that_name_them() {
         for bad in ["[", "a\\", "{a", "a}", "[z-a]", "x/{a/b,c}", "{a\\/b}"] {
-            let error = Patterns::new(&["ok".to_string(), bad.to_string()]).unwrap_err();
+            let error = Patterns::new(&["ok".to_string(), bad.to_string()], &[]).unwrap_err();
             assert!(
                 matches!(&error, Error::InvalidPattern { pattern, .. } if pattern == bad),
                 "{bad:?}: {error}"
@@ -525,9 +588,47 @@ mod tests {
                 .build()
                 .is_err());
             assert!(
-                Patterns::new(&[pattern.to_string()]).is_err(),
+                Patterns::new(&[pattern.to_string()], &[]).is_err(),
                 "{pattern:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_last_matching_pattern_decides_and_negation_takes_back() {
+        assert!(!selects(&["*.txt", "!keep.txt"], b"/d/keep.txt", false));
+        assert!(selects(&["*.txt", "!keep.txt"], b"/d/other.txt", false));
+        // A later positive pattern wins over an earlier negation.
+        assert!(selects(&["!keep.txt", "*.txt"], b"/d/keep.txt", false));
+        // A negation alone selects nothing.
+        assert!(!selects(&["!*.txt"], b"/d/a.txt", false));
+        // `\!` is a literal `!`.
+        assert!(selects(&["\\!x"], b"/d/!x", false));
+        assert!(!selects(&["\\!x"], b"/d/x", false));
+    }
+
+    #[test]
+    fn a_trailing_slash_matches_directories_only() {
+        assert!(selects(&["cache/"], b"/home/u/cache", true));
+        assert!(!selects(&["cache/"], b"/home/u/cache", false));
+        assert!(selects(&["cache"], b"/home/u/cache", false));
+        assert!(selects(&["/home/*/cache/"], b"/home/u/cache", true));
+        // `/` alone is the root: it selects everything.
+        assert!(selects(&["/"], b"/a/b", false));
+        // A negation for directories leaves files as the others decided.
+        assert!(selects(&["x*", "!x*/"], b"/a/xfile", false));
+        assert!(!selects(&["x*", "!x*/"], b"/a/xdir", true));
+    }
+
+    #[test]
+    fn case_can_be_ignored() {
+        let patterns = Patterns::new(&[], &["*.iso".to_string()]).unwrap();
+        assert!(patterns.is_match(&state_of(&patterns, b"/d/DISK.ISO"), false));
+        let patterns = Patterns::new(&["*.iso".to_string()], &[]).unwrap();
+        assert!(!patterns.is_match(&state_of(&patterns, b"/d/DISK.ISO"), false));
+        // Case-insensitive patterns come last: one can take back the others.
+        let patterns = Patterns::new(&["*.iso".to_string()], &["!keep.ISO".to_string()]).unwrap();
+        assert!(!patterns.is_match(&state_of(&patterns, b"/d/Keep.iso"), false));
+        assert!(patterns.is_match(&state_of(&patterns, b"/d/other.iso"), false));
     }
 }

@@ -1,18 +1,16 @@
 //! What a backup leaves out (SPEC.md §16).
 //!
-//! Patterns follow gitignore: `*`, `**`, `?` and `[classes]`; a pattern with
-//! a leading or inner `/` is anchored at the file system root, any other
-//! matches at any depth; `!` re-includes; a trailing `/` matches only
-//! directories. Matching uses the `ignore` crate, with `/` as the root.
+//! Patterns are cairn's one dialect ([`crate::pattern`]), the same as
+//! restore's, matched against each entry's absolute path as the walk goes
+//! down: a directory's match state gives its children's.
 
 use std::fs::{self, Metadata};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
-
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::pattern::{MatchState, Patterns};
 
 /// The tag of a cache directory, from the Cache Directory Tagging
 /// Specification (bford.info/cachedir).
@@ -38,50 +36,37 @@ pub struct ExcludeOptions {
 
 /// Decides, entry by entry, what [`ExcludeOptions`] leave out.
 pub struct Excluder {
-    patterns: Gitignore,
-    case_insensitive: Gitignore,
+    patterns: Patterns,
     options: ExcludeOptions,
 }
 
-fn build(patterns: &[String], case_insensitive: bool) -> Result<Gitignore> {
-    let mut builder = GitignoreBuilder::new("/");
-    builder
-        .case_insensitive(case_insensitive)
-        .map_err(|e| Error::InvalidExcludes {
-            reason: e.to_string(),
-        })?;
-    for pattern in patterns {
-        builder
-            .add_line(None, pattern)
-            .map_err(|e| Error::InvalidPattern {
-                pattern: pattern.clone(),
-                reason: e.to_string(),
-            })?;
-    }
-    builder.build().map_err(|e| Error::InvalidExcludes {
-        reason: e.to_string(),
-    })
-}
-
 impl Excluder {
-    /// Compiles the options; errors on an invalid pattern.
+    /// Compiles the options; errors on an invalid pattern, naming it.
     pub fn new(options: &ExcludeOptions) -> Result<Excluder> {
         Ok(Excluder {
-            patterns: build(&options.patterns, false)?,
-            case_insensitive: build(&options.case_insensitive_patterns, true)?,
+            patterns: Patterns::new(&options.patterns, &options.case_insensitive_patterns)?,
             options: options.clone(),
         })
     }
 
-    /// Whether the entry at absolute `path`, with metadata `meta`, is left
-    /// out: by a pattern, by its size, or as a tagged directory.
-    pub fn excludes(&self, path: &Path, meta: &Metadata) -> bool {
+    /// The state at the absolute path `path`, such as a source path.
+    pub fn state_of(&self, path: &Path) -> MatchState {
+        self.patterns.state_of(path)
+    }
+
+    /// The state at the entry `name` of the directory whose state is `dir`.
+    pub fn child(&self, dir: &MatchState, name: &[u8]) -> MatchState {
+        self.patterns.descend(dir, name)
+    }
+
+    /// Whether the entry at absolute `path`, whose state is `state` and
+    /// metadata `meta`, is left out: by a pattern, by its size, or as a
+    /// tagged directory.
+    pub fn excludes(&self, state: &MatchState, path: &Path, meta: &Metadata) -> bool {
         let is_dir = meta.is_dir();
         // Only the entry itself: the walk never enters an excluded
         // directory, and what lies above a source path is never excluded.
-        if self.patterns.matched(path, is_dir).is_ignore()
-            || self.case_insensitive.matched(path, is_dir).is_ignore()
-        {
+        if self.patterns.is_match(state, is_dir) {
             return true;
         }
         if let Some(limit) = self.options.larger_than {
@@ -134,7 +119,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gitignore_semantics() {
+    fn patterns_case_and_anchoring() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("a/cache")).unwrap();
@@ -146,10 +131,19 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let meta = |p: &str| std::fs::metadata(root.join(p)).unwrap();
-        assert!(excluder.excludes(&root.join("a/x.TMP"), &meta("a/x.TMP")));
-        assert!(excluder.excludes(&root.join("a/cache"), &meta("a/cache")));
-        assert!(!excluder.excludes(&root.join("a/keep.txt"), &meta("a/keep.txt")));
+        let excludes = |p: &str| {
+            let path = root.join(p);
+            let meta = std::fs::metadata(&path).unwrap();
+            excluder.excludes(&excluder.state_of(&path), &path, &meta)
+        };
+        assert!(excludes("a/x.TMP"));
+        assert!(excludes("a/cache"));
+        assert!(!excludes("a/keep.txt"));
+        // Stepping down name by name gives what the whole path gives.
+        let a = excluder.state_of(&root.join("a"));
+        let stepped = excluder.child(&a, b"x.TMP");
+        let meta = std::fs::metadata(root.join("a/x.TMP")).unwrap();
+        assert!(excluder.excludes(&stepped, &root.join("a/x.TMP"), &meta));
         assert!(Excluder::new(&ExcludeOptions {
             patterns: vec!["a[z-a]".into()],
             ..Default::default()

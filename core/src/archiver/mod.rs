@@ -195,7 +195,11 @@ pub fn backup(
             // `backup /`: the root is archived whole.
             archiver.source_device = fs::symlink_metadata(root_dir).map(|m| m.dev()).unwrap_or(0);
             archiver
-                .archive_dir(root_dir, parent_root_node.as_ref())
+                .archive_dir(
+                    root_dir,
+                    parent_root_node.as_ref(),
+                    &excluder.state_of(root_dir),
+                )
                 .map(RootWalk::Whole)
         } else {
             archiver

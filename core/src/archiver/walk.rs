@@ -15,6 +15,7 @@ use super::Archiver;
 use crate::error::Result;
 use crate::id::BlobId;
 use crate::object::tree::{Node, NodeKind, Tree};
+use crate::pattern::MatchState;
 use crate::progress::Progress;
 
 impl Archiver<'_, '_> {
@@ -52,7 +53,8 @@ impl Archiver<'_, '_> {
             };
             let node = if child.is_source {
                 self.source_device = meta.dev();
-                self.archive_entry(name, &path, &meta, parent)?
+                let state = self.excluder.state_of(&path);
+                self.archive_entry(name, &path, &meta, parent, &state)?
             } else {
                 let parent_subtree = self.parent_subtree(&path, parent);
                 let children = self.layout_children(&path, child, parent_subtree.as_ref())?;
@@ -76,10 +78,11 @@ impl Archiver<'_, '_> {
         path: &Path,
         meta: &Metadata,
         parent: Option<&Node>,
+        state: &MatchState,
     ) -> Result<Option<Node>> {
         let file_type = meta.file_type();
         let kind = if file_type.is_dir() {
-            let subtree = self.archive_dir(path, parent)?;
+            let subtree = self.archive_dir(path, parent, state)?;
             NodeKind::Directory { subtree }
         } else if file_type.is_file() {
             match self.archive_file(path, meta, parent)? {
@@ -121,7 +124,14 @@ impl Archiver<'_, '_> {
         Ok(Some(self.node(name, path, meta, kind)))
     }
 
-    pub(super) fn archive_dir(&mut self, path: &Path, parent: Option<&Node>) -> Result<BlobId> {
+    /// Archives a directory whose exclude state is `state`, and returns
+    /// its tree's id.
+    pub(super) fn archive_dir(
+        &mut self,
+        path: &Path,
+        parent: Option<&Node>,
+        state: &MatchState,
+    ) -> Result<BlobId> {
         let parent_tree = self.parent_subtree(path, parent);
         let mut tree = Tree::default();
         let entries = match list_dir(path) {
@@ -140,7 +150,8 @@ impl Archiver<'_, '_> {
                     continue;
                 }
             };
-            if self.excluder.excludes(&child_path, &meta) {
+            let child_state = self.excluder.child(state, name.as_bytes());
+            if self.excluder.excludes(&child_state, &child_path, &meta) {
                 continue;
             }
             let child_parent = parent_tree.as_ref().and_then(|t| t.find(name.as_bytes()));
@@ -154,7 +165,13 @@ impl Archiver<'_, '_> {
                     NodeKind::Directory { subtree },
                 ))
             } else {
-                self.archive_entry(name.as_bytes(), &child_path, &meta, child_parent)?
+                self.archive_entry(
+                    name.as_bytes(),
+                    &child_path,
+                    &meta,
+                    child_parent,
+                    &child_state,
+                )?
             };
             tree.nodes.extend(node);
         }
@@ -168,31 +185,32 @@ impl Archiver<'_, '_> {
 pub(super) fn scan(sources: &[PathBuf], excluder: &Excluder, progress: &dyn Progress) {
     let mut files = 0u64;
     let mut bytes = 0u64;
-    let mut stack: Vec<(PathBuf, u64)> = Vec::new();
+    let mut stack: Vec<(PathBuf, u64, MatchState)> = Vec::new();
     for source in sources {
         if let Ok(meta) = fs::symlink_metadata(source) {
             if meta.is_file() {
                 files += 1;
                 bytes += meta.len();
             } else if meta.is_dir() {
-                stack.push((source.clone(), meta.dev()));
+                stack.push((source.clone(), meta.dev(), excluder.state_of(source)));
             }
         }
     }
-    while let Some((dir, device)) = stack.pop() {
+    while let Some((dir, device, state)) = stack.pop() {
         for name in list_dir(&dir).unwrap_or_default() {
+            let child_state = excluder.child(&state, name.as_bytes());
             let path = dir.join(name);
             let Ok(meta) = fs::symlink_metadata(&path) else {
                 continue;
             };
-            if excluder.excludes(&path, &meta) {
+            if excluder.excludes(&child_state, &path, &meta) {
                 continue;
             }
             if meta.is_file() {
                 files += 1;
                 bytes += meta.len();
             } else if meta.is_dir() && !excluder.stops_at(&meta, device) {
-                stack.push((path, device));
+                stack.push((path, device, child_state));
             }
         }
     }

@@ -60,10 +60,14 @@ pub struct RestoreOptions {
     /// snapshot when `None`. A directory's contents go into the target; any
     /// other entry goes into the target under its own name.
     pub subpath: Option<PathBuf>,
-    /// Restore only entries matching one of these (and what they contain).
+    /// Restore only entries these patterns select (and what they contain).
     pub includes: Vec<String>,
-    /// Skip entries matching one of these (and what they contain).
+    /// Include patterns matched without regard to case.
+    pub case_insensitive_includes: Vec<String>,
+    /// Skip entries these patterns select (and what they contain).
     pub excludes: Vec<String>,
+    /// Exclude patterns matched without regard to case.
+    pub case_insensitive_excludes: Vec<String>,
     /// Report what would be restored without writing anything.
     pub dry_run: bool,
     /// Re-read every restored file and compare it with the stored blob ids.
@@ -144,8 +148,8 @@ fn restore_to_depth(
         None => (tree.nodes, in_snapshot),
         Some(node) => (vec![node], in_snapshot.parent().unwrap_or(Path::new("/"))),
     };
-    let includes = Patterns::new(&options.includes)?;
-    let excludes = Patterns::new(&options.excludes)?;
+    let includes = Patterns::new(&options.includes, &options.case_insensitive_includes)?;
+    let excludes = Patterns::new(&options.excludes, &options.case_insensitive_excludes)?;
     if !options.dry_run {
         fs::create_dir_all(&options.target).map_err(|e| Error::io(&options.target, e))?;
     }

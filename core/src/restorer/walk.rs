@@ -201,15 +201,16 @@ impl Restorer<'_, '_> {
     /// on top of the stack: matches it, and enters it if it is a directory.
     fn restore_entry(&mut self, node: Node) -> Result<()> {
         let parent = self.stack.last().expect("the walk is in a directory");
+        let is_dir = matches!(node.kind, NodeKind::Directory { .. });
         let excludes = self.excludes.descend(&parent.excludes, &node.name);
-        if self.excludes.is_match(&excludes) {
+        if self.excludes.is_match(&excludes, is_dir) {
             return Ok(());
         }
         let (selected, includes) = if parent.selected || self.includes.is_empty() {
             (true, MatchState::default())
         } else {
             let includes = self.includes.descend(&parent.includes, &node.name);
-            if self.includes.is_match(&includes) {
+            if self.includes.is_match(&includes, is_dir) {
                 (true, MatchState::default())
             } else {
                 (false, includes)
