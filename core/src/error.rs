@@ -257,18 +257,6 @@ impl Error {
         }
     }
 
-    /// The error for a failed storage operation on an object (or, with an
-    /// empty `name`, on its kind's folder): [`Error::MissingObject`] when it
-    /// is not there, else [`Error::Storage`].
-    pub fn storage(kind: crate::backend::ObjectKind, name: &str, error: std::io::Error) -> Self {
-        let object = crate::backend::object_name(kind, name);
-        if error.kind() == std::io::ErrorKind::NotFound {
-            Error::MissingObject { object }
-        } else {
-            Error::Storage { object, error }
-        }
-    }
-
     /// Builds an [`Error::Corrupted`] for `object`.
     pub fn corrupted(object: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
         Error::Corrupted {

@@ -21,6 +21,39 @@
 //! println!("snapshot {}", outcome.snapshot_id);
 //! # Ok(()) }
 //! ```
+//!
+//! # A tour of the source
+//!
+//! The modules are layers, lowest first; each uses only those above it in
+//! this list (and `error`, `id`, which everything uses).
+//!
+//! - `codec`, `crypto`, `id`, `chunker`: bytes ↔ structures (bincode,
+//!   versioned), sealing (AES-256-GCM-SIV, X25519, Argon2id), content ids
+//!   (keyed BLAKE3), and content-defined chunking (FastCDC).
+//! - `object/`: the stored objects, one file each, each owning its bytes
+//!   and its seal/open pair: `config`, `key_file`, `session`, `sealed` (the
+//!   envelope), `blob`, `pack`, `tree`, `snapshot`, `segment` (of the index).
+//! - [`backend`]: storage of opaque objects by kind and name. The trait,
+//!   `local` (a directory) and `memory` (a map, optionally kept in an image
+//!   file), and [`backend::open`], which picks one by location. Nothing
+//!   above it builds a path from a repository location.
+//! - `index/`: the redb cache of where every blob lives, derived from the
+//!   stored segments and rebuilt whenever it fails or disagrees.
+//! - `repository/`: an open repository. `unlock` (key files, the key
+//!   check, session keys), `index_sync` (the cache kept in step), `read`
+//!   (verified reads), `snapshots` (listing, resolving `latest`), `writer`
+//!   (session start, blob writer, commit) and `packer` (the background
+//!   sealing workers and the pack thread, which also stores index segments).
+//! - `pattern`: the one pattern dialect, matched component by component.
+//! - `archiver/`: backup, as walk → chunk → store → tree → snapshot:
+//!   `sources`, `stream`, `walk`, `file`, `store`, `tree`, `node`, `exclude`.
+//! - `restorer/`: restore, as snapshot → tree → blobs → files: `walk`,
+//!   `file`, `create`, `open_dir`, `metadata`, `path_buffer`.
+//! - [`progress`]: how the pipelines report to a user interface.
+//!
+//! Unit tests of a module live beside it (`tests.rs` where they are long);
+//! `roundtrip` holds the property tests of every stored structure and
+//! `vectors` checks the format's test vectors.
 #![deny(missing_docs)]
 
 pub(crate) mod archiver;

@@ -69,6 +69,22 @@ pub fn object_name(kind: ObjectKind, name: &str) -> String {
     }
 }
 
+// Here rather than in error.rs, so that errors need not know the layout
+// of object names: the backend is what names objects.
+impl crate::Error {
+    /// The error for a failed storage operation on an object (or, with an
+    /// empty `name`, on its kind's folder): [`crate::Error::MissingObject`]
+    /// when it is not there, else [`crate::Error::Storage`].
+    pub fn storage(kind: ObjectKind, name: &str, error: io::Error) -> Self {
+        let object = object_name(kind, name);
+        if error.kind() == io::ErrorKind::NotFound {
+            crate::Error::MissingObject { object }
+        } else {
+            crate::Error::Storage { object, error }
+        }
+    }
+}
+
 /// Schemes of remote stores that cairn users may expect (restic's names),
 /// none of which version 1 can reach yet.
 const REMOTE_SCHEMES: [&str; 7] = ["s3", "sftp", "rest", "b2", "azure", "gs", "rclone"];

@@ -108,7 +108,7 @@ pub fn associated_data(id: &BlobId, blob_type: BlobType, compression: Compressio
 }
 
 /// Blobs shorter than this (whole small files, most trees) are compressed
-/// [`SMALL_BLOB_EXTRA_LEVELS`] levels higher than the rest.
+/// `SMALL_BLOB_EXTRA_LEVELS` levels higher than the rest.
 pub const SMALL_BLOB_LEN: usize = 64 << 10;
 /// How many zstd levels higher small blobs are compressed (capped at 22).
 /// At the default level 4, on the Rust toolchain (52,000 files, 1.3 GB),
@@ -117,7 +117,7 @@ pub const SMALL_BLOB_LEN: usize = 64 << 10;
 pub const SMALL_BLOB_EXTRA_LEVELS: i32 = 1;
 
 /// Compresses and seals blobs one after another at one zstd level (and
-/// small blobs at [`SMALL_BLOB_EXTRA_LEVELS`] more).
+/// small blobs at `SMALL_BLOB_EXTRA_LEVELS` more).
 ///
 /// It keeps its zstd contexts between blobs: creating one per blob costs
 /// more than compressing a small file.

@@ -243,7 +243,7 @@ impl BlobWriter<'_> {
     /// Queues the blobs not stored yet and returns every blob's id, in
     /// order. Ids are computed here (in parallel); compression, encryption
     /// and storage happen in the background. Errors if a blob is larger
-    /// than [`MAX_BLOB_LEN`], which readers would refuse, if the writer was
+    /// than `MAX_BLOB_LEN` (128 MiB), which readers would refuse, if the writer was
     /// flushed, or if the background pipeline failed.
     pub fn add_blobs(&mut self, blob_type: BlobType, blobs: Vec<Vec<u8>>) -> Result<Vec<BlobId>> {
         if let Some(big) = blobs.iter().find(|b| b.len() > MAX_BLOB_LEN as usize) {

@@ -117,7 +117,7 @@ pub const MAX_TREE_DEPTH: usize = 65_536;
 ///
 /// The walk keeps its own stack of directory levels, so a tree of any
 /// depth cannot overflow the thread's; a directory deeper than
-/// [`MAX_TREE_DEPTH`] levels is reported as an error, and so is a path
+/// 65,536 levels (`MAX_TREE_DEPTH`) is reported as an error, and so is a path
 /// longer than the system allows, and the restore goes on. Errors on
 /// entries are counted in the summary; this returns an error only if the
 /// starting tree cannot be read, a pattern is invalid or the target cannot
