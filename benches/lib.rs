@@ -9,12 +9,10 @@ pub fn text_like(len: usize, seed: u64) -> Vec<u8> {
         b"fn ", b"let ", b"match ", b"self", b"{\n", b"}\n", b"return ", b"Result<", b"the ",
         b"backup ", b"chunk ", b"= ", b"(", b")", b";\n", b"    ",
     ];
-    let mut state = seed | 1;
+    let mut generator = cairn_core::internals::Xorshift64::new(seed | 1);
     let mut out = Vec::with_capacity(len + 16);
     while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
+        let state = generator.next_u64();
         out.extend_from_slice(WORDS[(state % 16) as usize]);
         if state.is_multiple_of(7) {
             out.extend_from_slice(&state.to_le_bytes()[..3]);

@@ -403,16 +403,8 @@ pub fn stderr(out: &Output) -> String {
 }
 
 /// Deterministic incompressible bytes.
-pub fn noise(len: usize, mut state: u64) -> Vec<u8> {
-    state |= 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+pub fn noise(len: usize, state: u64) -> Vec<u8> {
+    cairn_core::internals::Xorshift64::new(state | 1).bytes(len)
 }
 
 pub fn is_root() -> bool {

@@ -75,6 +75,7 @@ mod roundtrip;
 mod testing;
 #[cfg(test)]
 mod vectors;
+mod xorshift;
 
 // The public API: what a program embedding cairn needs. Everything else is
 // crate-private, so that core can be reshaped without breaking callers.
@@ -100,4 +101,5 @@ pub mod internals {
     pub use crate::object::blob::Encoder;
     pub use crate::object::pack::{open_trailer, trailer_bounds, trailer_session, FOOTER_LEN};
     pub use crate::object::segment::IndexSegment;
+    pub use crate::xorshift::Xorshift64;
 }

@@ -33,8 +33,9 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
-    /// Every kind that lives in a folder, in creation order.
-    pub const FOLDERS: [ObjectKind; 6] = [
+    /// Every kind: `Config`, then the folders in creation order.
+    pub const ALL: [ObjectKind; 7] = [
+        ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Session,
         ObjectKind::Pack,
@@ -42,6 +43,18 @@ impl ObjectKind {
         ObjectKind::Snapshot,
         ObjectKind::Lock,
     ];
+
+    /// Every kind that lives in a folder, in creation order: all but
+    /// `Config`.
+    pub const FOLDERS: [ObjectKind; 6] = {
+        let mut folders = [ObjectKind::Key; 6];
+        let mut i = 0;
+        while i < folders.len() {
+            folders[i] = ObjectKind::ALL[i + 1];
+            i += 1;
+        }
+        folders
+    };
 
     /// The folder (or for `Config`, the file) name.
     pub fn dir_name(self) -> &'static str {
