@@ -211,6 +211,10 @@ pub enum Error {
         /// The limit, `MAX_BLOB_LEN`.
         limit_bytes: u32,
     },
+    /// The background sealing and packing threads stopped without saying
+    /// why (one of them panicked, and the panic was reported).
+    #[error("the packer stopped after an earlier failure")]
+    PackerStopped,
     /// A blob was given to a writer after it was flushed: a caller's bug.
     #[error("blob added after the writer was flushed")]
     WriterFlushed,

@@ -24,26 +24,26 @@ mod walk;
 
 pub use sources::StreamSource;
 
-use node::NameCache;
-use sources::{check_sources, CheckedSources, SourceLayout};
-use stream::archive_stream;
-use walk::scan;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::archiver::exclude::{ExcludeOptions, Excluder};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::object::snapshot::{Snapshot, Summary};
 use crate::object::tree::{Node, NodeKind, Tree};
 use crate::progress::Progress;
 use crate::repository::{BlobWriter, Repository};
-use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::{self};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use exclude::{ExcludeOptions, Excluder};
+use node::NameCache;
+use sources::{check_sources, CheckedSources, SourceLayout};
+use stream::archive_stream;
+use walk::scan;
 
 /// What to back up and how to label it.
 pub struct BackupOptions {

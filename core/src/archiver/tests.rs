@@ -1,11 +1,12 @@
 //! Unit tests of the archiver's internals: batching, streams, errors.
 
+use std::io;
+
 use super::store::{store_chunks, CHUNKS_PER_BATCH};
 use super::stream::store_stream;
 use super::*;
 use crate::object::blob::BlobType;
 use crate::testing::memory_repository;
-use std::io;
 
 #[test]
 fn chunks_are_stored_in_batches_and_ids_come_back_in_order() {
@@ -70,4 +71,50 @@ fn a_stream_is_chunked_and_stored() {
         .flat_map(|id| repo.read_blob(id, BlobType::Data).unwrap())
         .collect();
     assert_eq!(restored, data);
+}
+
+#[test]
+fn an_unchanged_file_reuses_the_parents_content_and_a_touched_one_is_read() {
+    let (_cache, repo) = memory_repository();
+    let dir = tempfile::tempdir().unwrap();
+    let same = dir.path().join("same");
+    let touched = dir.path().join("touched");
+    std::fs::write(&same, crate::testing::pseudo_random(50_000, 7)).unwrap();
+    std::fs::write(&touched, crate::testing::pseudo_random(50_000, 8)).unwrap();
+    let run = || {
+        let options = BackupOptions::new(vec![dir.path().to_path_buf()]);
+        backup(&repo, options, &crate::progress::Silent).unwrap()
+    };
+    let first = run();
+    assert_eq!(first.snapshot.summary.files_new, 2);
+
+    let second = run();
+    assert_eq!(second.snapshot.parent, Some(first.snapshot_id));
+    assert_eq!(second.snapshot.summary.files_unmodified, 2);
+    assert_eq!(second.snapshot.summary.bytes_read, 0);
+    assert_eq!(second.snapshot.tree, first.snapshot.tree);
+
+    // Same size and content, another mtime: read again, stored as before.
+    let later = filetime::FileTime::from_unix_time(1_700_000_000, 0);
+    filetime::set_file_mtime(&touched, later).unwrap();
+    let third = run();
+    assert_eq!(third.snapshot.summary.files_unmodified, 1);
+    assert_eq!(third.snapshot.summary.files_changed, 1);
+    assert_eq!(third.snapshot.summary.bytes_read, 50_000);
+    // The content was deduplicated: the same blobs as in the first.
+    let content = |snapshot: &Snapshot| {
+        let mut tree = repo.read_tree(&snapshot.tree).unwrap();
+        for name in dir.path().iter().skip(1) {
+            let node = tree.find(name.as_bytes()).unwrap().clone();
+            let NodeKind::Directory { subtree } = node.kind else {
+                panic!("not a directory")
+            };
+            tree = repo.read_tree(&subtree).unwrap();
+        }
+        match &tree.find(b"touched").unwrap().kind {
+            NodeKind::File { content, .. } => content.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(content(&third.snapshot), content(&first.snapshot));
 }

@@ -152,12 +152,7 @@ impl Packer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-            .unwrap_or_else(|| {
-                Error::io(
-                    "packer",
-                    std::io::Error::other("the packer stopped after an earlier error"),
-                )
-            })
+            .unwrap_or(Error::PackerStopped)
     }
 
     /// Adds a blob to the batch being gathered. A full batch is handed to
@@ -365,5 +360,152 @@ impl PackThread {
         };
         self.segment
             .add(self.backend.as_ref(), self.session, indexed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::crypto::SecretKey;
+    use crate::object::pack::{open_trailer, trailer_bounds, FOOTER_LEN};
+    use crate::testing::pseudo_random;
+
+    fn config(backend: Arc<dyn Backend>, pack_target_bytes: u64) -> PackerConfig {
+        PackerConfig {
+            backend,
+            session: SessionId(Id([3; 32])),
+            sealer: Sealer::new(&SecretKey::random()),
+            index_sealer: Sealer::new(&SecretKey::random()),
+            compression_level: 1,
+            pack_target_bytes,
+        }
+    }
+
+    fn job(n: u64) -> Job {
+        Job {
+            id: BlobId(Id::of_bytes(&n.to_le_bytes())),
+            blob_type: BlobType::Data,
+            plaintext: pseudo_random(10_000, n + 1),
+        }
+    }
+
+    #[test]
+    fn packs_close_at_the_target_and_one_segment_lists_every_blob_once() {
+        let backend = MemoryBackend::default();
+        let config = config(Arc::new(backend.clone()), 64 << 10);
+        let sealer = config.sealer.clone();
+        let index_sealer = config.index_sealer.clone();
+        let mut packer = Packer::start(config);
+        for n in 0..40 {
+            packer.submit(job(n)).unwrap();
+        }
+        let finished = packer.finish().unwrap();
+        assert_eq!(finished.blobs_added, 40);
+
+        // One segment, stored, listing every blob exactly once.
+        assert_eq!(finished.segments.len(), 1);
+        let (id, segment) = &finished.segments[0];
+        let stored = backend.get(ObjectKind::Index, &id.to_string()).unwrap();
+        assert_eq!(
+            &IndexSegment::open(&stored, &index_sealer).unwrap(),
+            segment
+        );
+        let mut listed: Vec<BlobId> = segment
+            .packs
+            .iter()
+            .flat_map(|p| p.entries.iter().map(|e| e.id))
+            .collect();
+        listed.sort();
+        let mut expected: Vec<BlobId> = (0..40).map(|n| job(n).id).collect();
+        expected.sort();
+        assert_eq!(listed, expected);
+
+        // Several packs, each closed once past the target, each holding
+        // the entries its trailer names.
+        let packs = backend.list(ObjectKind::Pack).unwrap();
+        assert!(packs.len() >= 5, "{} packs", packs.len());
+        assert_eq!(packs.len(), segment.packs.len());
+        for indexed in &segment.packs {
+            let bytes = backend
+                .get(ObjectKind::Pack, &indexed.pack.to_string())
+                .unwrap();
+            assert!(bytes.len() < (64 << 10) + 20_000, "{} bytes", bytes.len());
+            let (offset, len) =
+                trailer_bounds(&bytes[bytes.len() - FOOTER_LEN..], bytes.len() as u64).unwrap();
+            let trailer = &bytes[offset as usize..offset as usize + len as usize];
+            assert_eq!(
+                open_trailer(trailer, offset, &sealer).unwrap(),
+                indexed.entries
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_submitted_stores_nothing() {
+        let backend = MemoryBackend::default();
+        let finished = Packer::start(config(Arc::new(backend.clone()), 1 << 20))
+            .finish()
+            .unwrap();
+        assert!(finished.segments.is_empty());
+        assert!(backend.list(ObjectKind::Pack).unwrap().is_empty());
+        assert!(backend.list(ObjectKind::Index).unwrap().is_empty());
+    }
+
+    /// A store whose packs cannot be written.
+    struct NoPacks(MemoryBackend);
+
+    impl Backend for NoPacks {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn get(&self, kind: ObjectKind, name: &str) -> std::io::Result<Vec<u8>> {
+            self.0.get(kind, name)
+        }
+        fn get_range(
+            &self,
+            kind: ObjectKind,
+            name: &str,
+            offset: u64,
+            len: u64,
+        ) -> std::io::Result<Vec<u8>> {
+            self.0.get_range(kind, name, offset, len)
+        }
+        fn size(&self, kind: ObjectKind, name: &str) -> std::io::Result<u64> {
+            self.0.size(kind, name)
+        }
+        fn put(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+            self.0.put(kind, name, bytes)
+        }
+        fn create_writer(&self, _: ObjectKind) -> std::io::Result<Box<dyn ObjectWriter>> {
+            Err(std::io::Error::other("disk full"))
+        }
+        fn list(&self, kind: ObjectKind) -> std::io::Result<Vec<String>> {
+            self.0.list(kind)
+        }
+        fn delete(&self, kind: ObjectKind, name: &str) -> std::io::Result<()> {
+            self.0.delete(kind, name)
+        }
+        fn create(&self) -> std::io::Result<()> {
+            self.0.create()
+        }
+    }
+
+    #[test]
+    fn a_storage_failure_stops_the_pipeline_and_no_segment_is_stored() {
+        let backend = MemoryBackend::default();
+        let mut packer = Packer::start(config(Arc::new(NoPacks(backend.clone())), 1 << 20));
+        // The failure shows at a later hand-over or at the latest at finish.
+        let submitted = (0..2000).try_for_each(|n| packer.submit(job(n)));
+        let finished = packer.finish();
+        let error = submitted
+            .err()
+            .or(finished.err())
+            .expect("the failure is reported");
+        assert!(
+            matches!(&error, Error::Storage { object, .. } if object.starts_with("data/")),
+            "{error}"
+        );
+        assert!(backend.list(ObjectKind::Index).unwrap().is_empty());
     }
 }
