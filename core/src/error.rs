@@ -215,6 +215,27 @@ pub enum Error {
     /// why (one of them panicked, and the panic was reported).
     #[error("the packer stopped after an earlier failure")]
     PackerStopped,
+    /// A retention policy was asked for while a snapshot cannot be read:
+    /// its group and time are unknown, so what the policy keeps is too.
+    #[error("cannot apply a retention policy: {error}; forget snapshots by id, or repair the repository first")]
+    PolicyUnknown {
+        /// Why the snapshot could not be read.
+        error: Box<Error>,
+    },
+    /// `forget` was given no rule.
+    #[error("no policy given: use --keep-* options, --keep-none, or name the snapshots to forget")]
+    EmptyPolicy,
+    /// `--keep-none` together with keep rules.
+    #[error("--keep-none cannot be combined with --keep-* options")]
+    PolicyConflict,
+    /// A policy would remove every snapshot of a group.
+    #[error("the policy would remove all {count} snapshots of {group}: refused; use --keep-none to remove them all, or name them")]
+    PolicyRemovesAll {
+        /// The group, as shown to the user.
+        group: String,
+        /// How many snapshots it holds.
+        count: usize,
+    },
     /// A blob was given to a writer after it was flushed: a caller's bug.
     #[error("blob added after the writer was flushed")]
     WriterFlushed,

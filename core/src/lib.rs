@@ -62,6 +62,7 @@ pub(crate) mod chunker;
 pub(crate) mod codec;
 pub(crate) mod crypto;
 pub(crate) mod error;
+pub mod forget;
 pub(crate) mod id;
 pub(crate) mod index;
 pub(crate) mod object;

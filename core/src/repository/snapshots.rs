@@ -119,4 +119,13 @@ impl Repository {
             }),
         }
     }
+
+    /// Removes one snapshot object. What it alone referenced stays stored
+    /// until a prune; a snapshot already gone is an error naming it.
+    pub fn remove_snapshot(&self, id: SnapshotId) -> Result<()> {
+        let name = id.to_string();
+        self.backend
+            .delete(ObjectKind::Snapshot, &name)
+            .map_err(|e| Error::storage(ObjectKind::Snapshot, &name, e))
+    }
 }
