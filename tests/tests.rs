@@ -9,6 +9,7 @@ mod compat;
 mod excludes;
 mod failures;
 mod fidelity;
+mod forget;
 mod integrity;
 mod safety;
 mod sources;

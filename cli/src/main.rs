@@ -1,6 +1,7 @@
 //! `cairn`: the command line. It parses arguments, calls `cairn-core`, and
 //! prints; nothing about formats or storage lives here.
 
+mod forget;
 mod output;
 mod password;
 mod sources;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_core::progress::Progress;
-use cairn_core::{ChunkerParams, InitOptions, Repository, RestoreOptions};
+use cairn_core::{ChunkerParams, InitOptions, Repository, RestoreOptions, SnapshotId};
 use clap::{Args, Parser, Subcommand};
 
 /// Exit codes, documented in the README.
@@ -55,6 +56,8 @@ enum Command {
     Snapshots(SnapshotsArgs),
     /// Restore a snapshot, or a path inside one, into a directory.
     Restore(RestoreArgs),
+    /// Remove snapshots by a retention policy, or by id.
+    Forget(Box<forget::ForgetArgs>),
 }
 
 #[derive(Args)]
@@ -255,6 +258,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Backup(args) => backup(cli, args),
         Command::Snapshots(args) => snapshots(cli, args),
         Command::Restore(args) => restore(cli, args),
+        Command::Forget(args) => forget(cli, args),
     }
 }
 
@@ -361,6 +365,82 @@ fn snapshots(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
     } else {
         exit::FATAL
     })
+}
+
+fn forget(cli: &Cli, args: &forget::ForgetArgs) -> Result<u8> {
+    args.check()?;
+    let repository = open_repository(cli)?;
+    if !args.snapshots.is_empty() {
+        return forget_named(cli, args, &repository);
+    }
+    let options = args.options()?;
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let list = repository.snapshots()?;
+    let groups = cairn_core::forget::plan(list, &options, now_ns, &chrono::Local)?;
+    if args.json {
+        output::forget_json(&groups)?;
+    } else if !cli.quiet {
+        output::forget_tables(&groups)?;
+    }
+    let doomed: Vec<SnapshotId> = groups
+        .iter()
+        .flat_map(|g| g.remove.iter().map(|(id, _)| *id))
+        .collect();
+    if args.dry_run {
+        if !args.json {
+            output::line(
+                cli,
+                &format!("would remove {} snapshots (dry run)", doomed.len()),
+            )?;
+        }
+        return Ok(0);
+    }
+    removed(cli, args, &repository, &doomed)
+}
+
+/// `forget ID...`: the named snapshots, resolved before any is removed.
+fn forget_named(cli: &Cli, args: &forget::ForgetArgs, repository: &Repository) -> Result<u8> {
+    let mut doomed = Vec::new();
+    for reference in &args.snapshots {
+        let (id, _) = repository.resolve_snapshot(reference)?;
+        if !doomed.contains(&id) {
+            doomed.push(id);
+        }
+    }
+    if args.dry_run {
+        for id in &doomed {
+            output::line(cli, &format!("would remove snapshot {}", id.0.short()))?;
+        }
+        return Ok(0);
+    }
+    removed(cli, args, repository, &doomed)
+}
+
+/// Removes `doomed` and says so.
+fn removed(
+    cli: &Cli,
+    args: &forget::ForgetArgs,
+    repository: &Repository,
+    doomed: &[SnapshotId],
+) -> Result<u8> {
+    if let Err((done, error)) = cairn_core::forget::remove(repository, doomed) {
+        return Err(anyhow::Error::new(error).context(format!(
+            "removed {done} of {} snapshots, then failed",
+            doomed.len()
+        )));
+    }
+    if !args.json {
+        output::line(
+            cli,
+            &format!(
+                "removed {} snapshots; the data only they referenced is still stored",
+                doomed.len()
+            ),
+        )?;
+    }
+    Ok(0)
 }
 
 fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {

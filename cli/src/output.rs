@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
+use cairn_core::forget::GroupPlan;
 use cairn_core::progress::Progress;
 use cairn_core::{BackupOutcome, Snapshot, SnapshotId, Summary};
 use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
@@ -347,49 +348,131 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// Prints snapshots as a table, oldest first.
-pub fn snapshots_table(snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
-    let rows: Vec<[String; 5]> = snapshots
-        .iter()
-        .map(|(id, s)| {
-            [
-                id.0.short(),
-                time_of(s.time_ns).format("%Y-%m-%d %H:%M:%S").to_string(),
-                printable(&s.hostname),
-                s.tags
-                    .iter()
-                    .map(|t| printable(t))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                s.paths
-                    .iter()
-                    .map(|p| printable(&lossy(p)))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    + if s.is_incomplete() {
-                        " (incomplete)"
-                    } else {
-                        ""
-                    },
-            ]
-        })
-        .collect();
-    let header = ["ID", "Time", "Host", "Tags", "Paths"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
+/// A snapshot's cells in a table: id, time, host, tags, paths.
+fn snapshot_row(id: &SnapshotId, s: &Snapshot) -> Vec<String> {
+    vec![
+        id.0.short(),
+        time_of(s.time_ns).format("%Y-%m-%d %H:%M:%S").to_string(),
+        printable(&s.hostname),
+        s.tags
+            .iter()
+            .map(|t| printable(t))
+            .collect::<Vec<_>>()
+            .join(","),
+        s.paths
+            .iter()
+            .map(|p| printable(&lossy(p)))
+            .collect::<Vec<_>>()
+            .join(" ")
+            + if s.is_incomplete() {
+                " (incomplete)"
+            } else {
+                ""
+            },
+    ]
+}
+
+/// Writes `rows` under `header`, each column as wide as its widest cell.
+fn table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = io::stdout().lock();
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(&header).chain(rows) {
         let cells: Vec<String> = row
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         writeln!(out, "{}", cells.join("  ").trim_end())?;
     }
+    Ok(())
+}
+
+const SNAPSHOT_COLUMNS: [&str; 5] = ["ID", "Time", "Host", "Tags", "Paths"];
+
+/// Prints snapshots as a table, oldest first.
+pub fn snapshots_table(snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
+    let rows: Vec<Vec<String>> = snapshots
+        .iter()
+        .map(|(id, s)| snapshot_row(id, s))
+        .collect();
+    let mut out = io::stdout().lock();
+    table(&mut out, &SNAPSHOT_COLUMNS, &rows)?;
     writeln!(out, "{} snapshots", rows.len())?;
+    Ok(())
+}
+
+/// Prints a forget plan: per group, the snapshots kept (with the rules
+/// that kept them) and those removed, newest first.
+pub fn forget_tables(groups: &[GroupPlan]) -> Result<()> {
+    let mut out = io::stdout().lock();
+    for (n, group) in groups.iter().enumerate() {
+        if n > 0 {
+            writeln!(out)?;
+        }
+        writeln!(out, "snapshots of {}:", printable(&group.key.to_string()))?;
+        if !group.keep.is_empty() {
+            writeln!(out, "keep {} snapshots:", group.keep.len())?;
+            let rows: Vec<Vec<String>> = group
+                .keep
+                .iter()
+                .map(|(id, s, reasons)| {
+                    let mut row = snapshot_row(id, s);
+                    row.insert(4, reasons.join(", "));
+                    row
+                })
+                .collect();
+            table(
+                &mut out,
+                &["ID", "Time", "Host", "Tags", "Reasons", "Paths"],
+                &rows,
+            )?;
+        }
+        if !group.remove.is_empty() {
+            writeln!(out, "remove {} snapshots:", group.remove.len())?;
+            let rows: Vec<Vec<String>> = group
+                .remove
+                .iter()
+                .map(|(id, s)| snapshot_row(id, s))
+                .collect();
+            table(&mut out, &SNAPSHOT_COLUMNS, &rows)?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints a forget plan as a JSON array, one object per group: `group`
+/// (host, paths, tags: those grouped by), `keep` (snapshots as `snapshots
+/// --json` prints them, each with its `reasons`) and `remove`.
+pub fn forget_json(groups: &[GroupPlan]) -> Result<()> {
+    let array: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            let keep: Vec<Value> = g
+                .keep
+                .iter()
+                .map(|(id, s, reasons)| {
+                    let mut value = snapshot_json(id, s);
+                    value["reasons"] = json!(reasons);
+                    value
+                })
+                .collect();
+            let remove: Vec<Value> = g.remove.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+            json!({
+                "group": {
+                    "host": g.key.host,
+                    "paths": g.key.paths.as_ref().map(|paths| paths.iter().map(|p| lossy(p)).collect::<Vec<_>>()),
+                    "tags": g.key.tags,
+                },
+                "keep": keep,
+                "remove": remove,
+            })
+        })
+        .collect();
+    writeln!(io::stdout().lock(), "{}", Value::Array(array))?;
     Ok(())
 }

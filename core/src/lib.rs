@@ -49,6 +49,8 @@
 //!   `sources`, `stream`, `walk`, `file`, `store`, `tree`, `node`, `exclude`.
 //! - `restorer/`: restore, as snapshot → tree → blobs → files: `walk`,
 //!   `file`, `create`, `open_dir`, `metadata`, `path_buffer`.
+//! - [`forget`]: retention policies (restic's semantics) and removing
+//!   snapshots.
 //! - [`progress`]: how the pipelines report to a user interface.
 //!
 //! Unit tests of a module live beside it (`tests.rs` where they are long);
@@ -81,7 +83,7 @@ mod xorshift;
 // The public API: what a program embedding cairn needs. Everything else is
 // crate-private, so that core can be reshaped without breaking callers.
 pub use archiver::exclude::ExcludeOptions;
-pub use archiver::{backup, BackupOptions, BackupOutcome, StreamSource};
+pub use archiver::{backup, normalize_path, BackupOptions, BackupOutcome, StreamSource};
 pub use chunker::ChunkerParams;
 pub use error::{Error, Result};
 pub use id::{BlobId, Id, SnapshotId};

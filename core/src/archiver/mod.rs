@@ -22,7 +22,7 @@ mod tests;
 mod tree;
 mod walk;
 
-pub use sources::StreamSource;
+pub use sources::{normalize_path, StreamSource};
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

@@ -1,5 +1,5 @@
 //! forget: which snapshots a retention policy removes, and removing them
-//! (SPEC.md §18).
+//! (SPEC.md §22).
 //!
 //! Snapshots are first filtered (host, tags, paths), then grouped (by
 //! host, paths and tags, as chosen), and the [`policy`] is applied to each

@@ -1,4 +1,4 @@
-//! Retention policies (SPEC.md §18): which snapshots of one group to keep,
+//! Retention policies (SPEC.md §22): which snapshots of one group to keep,
 //! with restic's semantics, so that a crontab moved from restic keeps the
 //! same snapshots.
 //!
