@@ -215,6 +215,12 @@ pub enum Error {
     /// why (one of them panicked, and the panic was reported).
     #[error("the packer stopped after an earlier failure")]
     PackerStopped,
+    /// Another process holds a lock that conflicts with the one wanted.
+    #[error("the repository is locked: {holder}; wait for it (--retry-lock), or if that process is gone, run `cairn unlock`")]
+    Locked {
+        /// Who holds the lock, since when, and its object.
+        holder: String,
+    },
     /// A retention policy was asked for while a snapshot cannot be read:
     /// its group and time are unknown, so what the policy keeps is too.
     #[error("cannot apply a retention policy: {error}; forget snapshots by id, or repair the repository first")]

@@ -92,6 +92,7 @@ pub use object::config::{Config, DEFAULT_COMPRESSION_LEVEL};
 pub use object::key_file::KdfParams;
 pub use object::snapshot::{Snapshot, Summary};
 pub use object::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
+pub use repository::lock::{release_held_locks, LockHost, LockKind, RepositoryLock};
 pub use repository::{BlobWriter, InitOptions, Repository, SnapshotList};
 pub use restorer::{restore, RestoreOptions, RestoreSummary};
 

@@ -14,6 +14,7 @@ use crate::id::{BlobId, Id, PackId, SessionId, SnapshotId};
 use crate::object::blob::{self, BlobType, Compression};
 use crate::object::config::Config;
 use crate::object::key_file::{self, KdfParams, MasterKeys, MASTER_LEN};
+use crate::object::lock::Lock;
 use crate::object::pack::{self, PackEntry, PackWriter, FOOTER_LEN};
 use crate::object::sealed::{self, SealedKind};
 use crate::object::segment::{IndexSegment, IndexedPack};
@@ -219,6 +220,17 @@ proptest! {
     }
 
     #[test]
+    fn locks_round_trip(
+        time_ns in any::<i64>(), exclusive in any::<bool>(), hostname in ".{0,12}",
+        username in ".{0,12}", pid in any::<u32>(), command in ".{0,12}", key in any::<[u8; 32]>(),
+    ) {
+        let lock = Lock { time_ns, exclusive, hostname, username, pid, command };
+        prop_assert_eq!(Lock::decode(&lock.encode()).unwrap(), lock.clone());
+        let sealer = Sealer::new(&SecretKey(key));
+        prop_assert_eq!(Lock::open(&lock.seal(&sealer), &sealer).unwrap(), lock);
+    }
+
+    #[test]
     fn index_segments_round_trip(segment in segment()) {
         prop_assert_eq!(IndexSegment::decode(&segment.encode()).unwrap(), segment);
     }
@@ -237,6 +249,7 @@ proptest! {
             Just(SealedKind::PackTrailer),
             Just(SealedKind::IndexSegment),
             Just(SealedKind::Snapshot),
+            Just(SealedKind::Lock),
         ],
     ) {
         let sealer = Sealer::new(&SecretKey(key));
@@ -317,6 +330,7 @@ proptest! {
         let _ = Tree::decode(&bytes);
         let _ = Snapshot::decode(&bytes);
         let _ = IndexSegment::decode(&bytes);
+        let _ = Lock::decode(&bytes);
         let _ = Config::from_bytes(&bytes);
         let _ = codec::decode::<Vec<PackEntry>>(&bytes);
         let _ = pack::trailer_bounds(&bytes[..bytes.len().min(FOOTER_LEN)], bytes.len() as u64);
@@ -324,6 +338,7 @@ proptest! {
         let sealer = Sealer::new(&SecretKey([1; 32]));
         let _ = pack::open_trailer(&bytes, 0, &sealer);
         let _ = sealed::open(SealedKind::Snapshot, &sealer, &bytes);
+        let _ = Lock::open(&bytes, &sealer);
         let _ = session::open(&bytes, &StaticSecret::from([2; 32]));
         let _ = key_file::open_key_file(&bytes, b"pw");
     }

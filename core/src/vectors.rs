@@ -13,6 +13,7 @@ use crate::id::{BlobId, Id, PackId, SessionId, SnapshotId};
 use crate::object::blob::{self, BlobType};
 use crate::object::config::Config;
 use crate::object::key_file::{self, KdfParams, MasterKeys, MASTER_LEN};
+use crate::object::lock::{Lock, NO_SESSION};
 use crate::object::pack::PackWriter;
 use crate::object::sealed::{self, SealedKind};
 use crate::object::segment::{IndexSegment, IndexedPack};
@@ -209,6 +210,31 @@ fn compute() -> BTreeMap<String, (String, String)> {
             &sealer,
             &snapshot.encode(),
             nonce(0x59),
+        ),
+    );
+
+    let lock = Lock {
+        time_ns: 1_764_547_200_000_000_000,
+        exclusive: true,
+        hostname: "web-1".into(),
+        username: "root".into(),
+        pid: 4242,
+        command: "forget".into(),
+    };
+    put(
+        "lock_plaintext",
+        "an exclusive lock's plaintext",
+        &lock.encode(),
+    );
+    put(
+        "lock",
+        "lock_plaintext sealed with the index key, session field all zeros, nonce 0x5c*12",
+        &sealed::seal_with_nonce(
+            SealedKind::Lock,
+            NO_SESSION,
+            &index_sealer,
+            &lock.encode(),
+            nonce(0x5c),
         ),
     );
 

@@ -5,11 +5,13 @@
 //! wraps each writer's data key; [`sealed`] is the envelope of every
 //! encrypted structure; [`blob`]s are collected into [`pack`]s; a [`tree`]
 //! lists one directory; a [`snapshot`] names a root tree; a [`segment`] of
-//! the index says which pack holds which blob.
+//! the index says which pack holds which blob; a [`lock`] says who is
+//! using the repository.
 
 pub(crate) mod blob;
 pub(crate) mod config;
 pub(crate) mod key_file;
+pub(crate) mod lock;
 pub(crate) mod pack;
 pub(crate) mod sealed;
 pub(crate) mod segment;

@@ -22,6 +22,8 @@ pub enum SealedKind {
     IndexSegment = 2,
     /// A snapshot.
     Snapshot = 3,
+    /// A lock.
+    Lock = 4,
 }
 
 /// Why a sealed object was refused.

@@ -6,6 +6,7 @@
 //! unreferenced objects, never a reference to something missing.
 
 mod index_sync;
+pub(crate) mod lock;
 pub(crate) mod packer;
 mod read;
 mod snapshots;
@@ -72,8 +73,11 @@ pub struct Repository {
     index_rebuilds: AtomicU64,
     sessions: Mutex<HashMap<SessionId, Sealer>>,
     damaged_segments: Vec<Error>,
-    /// Lines for the user about the cache (rebuilt, or a stand-in used).
+    /// Lines for the user about the cache (rebuilt, or a stand-in used)
+    /// and about locks (stale ones removed, unreadable ones passed over).
     notices: Mutex<Vec<String>>,
+    /// The clock and process table locks use.
+    lock_host: Arc<dyn lock::LockHost>,
 }
 
 /// The error for a sealed object that did not open: unauthenticated if it
@@ -279,6 +283,7 @@ impl Repository {
             config,
             keys,
             notices: Mutex::new(opened.notice.into_iter().collect()),
+            lock_host: Arc::new(lock::SystemHost),
         };
         let synced = repository.sync_index(&repository.index());
         repository.damaged_segments = match synced {
