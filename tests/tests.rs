@@ -11,5 +11,6 @@ mod failures;
 mod fidelity;
 mod forget;
 mod integrity;
+mod locks;
 mod safety;
 mod sources;

@@ -13,7 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_core::progress::Progress;
-use cairn_core::{ChunkerParams, InitOptions, Repository, RestoreOptions, SnapshotId};
+use cairn_core::{
+    ChunkerParams, InitOptions, LockKind, Repository, RepositoryLock, RestoreOptions, SnapshotId,
+};
 use clap::{Args, Parser, Subcommand};
 
 /// Exit codes, documented in the README.
@@ -21,6 +23,7 @@ mod exit {
     pub const FATAL: u8 = 1;
     pub const INCOMPLETE: u8 = 3;
     pub const NO_REPOSITORY: u8 = 10;
+    pub const LOCKED: u8 = 11;
     pub const WRONG_PASSWORD: u8 = 12;
 }
 
@@ -42,6 +45,14 @@ struct Cli {
     /// Print only errors and warnings.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// If the repository is locked, retry for this long (like 30s, 5m, 1h)
+    /// before giving up with exit code 11.
+    #[arg(long, value_name = "DURATION", global = true, value_parser = retry_duration, default_value = "0s")]
+    retry_lock: std::time::Duration,
+    /// Take no lock, for a repository this process cannot write to (restore
+    /// only). Unsafe beside a forget.
+    #[arg(long, global = true)]
+    no_lock: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +69,33 @@ enum Command {
     Restore(RestoreArgs),
     /// Remove snapshots by a retention policy, or by id.
     Forget(Box<forget::ForgetArgs>),
+    /// Remove stale locks (of processes that are gone), or all locks.
+    Unlock(UnlockArgs),
+}
+
+#[derive(Args)]
+struct UnlockArgs {
+    /// Remove every lock, also those of running processes.
+    #[arg(long)]
+    remove_all: bool,
+}
+
+/// Parses `30s`, `5m`, `1h` (or a plain number of seconds).
+fn retry_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and s, m or h"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number.saturating_mul(60),
+        "h" => number.saturating_mul(3600),
+        _ => return Err(format!("{text:?}: expected a number and s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 #[derive(Args)]
@@ -227,6 +265,7 @@ fn clean_up_on_signals() {
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             cairn_core::backend::remove_temporary_files();
+            cairn_core::release_held_locks();
             let _ = signal_hook::low_level::emulate_default_handler(signal);
             // Reached only if the default action could not be re-raised.
             std::process::exit(128 + signal);
@@ -248,6 +287,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     {
         Some(cairn_core::Error::RepositoryNotFound { .. }) => exit::NO_REPOSITORY,
         Some(cairn_core::Error::WrongPassword) => exit::WRONG_PASSWORD,
+        Some(cairn_core::Error::Locked { .. }) => exit::LOCKED,
         _ => exit::FATAL,
     }
 }
@@ -259,6 +299,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Snapshots(args) => snapshots(cli, args),
         Command::Restore(args) => restore(cli, args),
         Command::Forget(args) => forget(cli, args),
+        Command::Unlock(args) => unlock(cli, args),
     }
 }
 
@@ -290,8 +331,37 @@ fn open_repository(cli: &Cli) -> Result<Repository> {
     Ok(repository)
 }
 
+/// Takes a lock of `kind` for `command`, retrying as `--retry-lock` says,
+/// and reports stale locks it removed.
+fn lock(
+    cli: &Cli,
+    repository: &Repository,
+    kind: LockKind,
+    command: &str,
+) -> Result<RepositoryLock> {
+    let lock = repository.lock(kind, command, cli.retry_lock);
+    report_notices(cli, repository);
+    Ok(lock?)
+}
+
+/// [`lock`], unless `--no-lock` was given to a command that only reads.
+fn read_lock(cli: &Cli, repository: &Repository, command: &str) -> Result<Option<RepositoryLock>> {
+    if cli.no_lock {
+        return Ok(None);
+    }
+    lock(cli, repository, LockKind::Shared, command).map(Some)
+}
+
+fn unlock(cli: &Cli, args: &UnlockArgs) -> Result<u8> {
+    let repository = open_repository(cli)?;
+    let removed = repository.remove_locks(args.remove_all)?;
+    report_notices(cli, &repository);
+    output::line(cli, &format!("removed {removed} locks"))?;
+    Ok(0)
+}
+
 /// Prints what the repository has to say about its index cache (rebuilt,
-/// or a temporary one used), as warnings.
+/// or a temporary one used) and its locks, as warnings.
 fn report_notices(cli: &Cli, repository: &Repository) {
     let reporter = output::Reporter::new(cli);
     for notice in repository.take_notices() {
@@ -333,6 +403,7 @@ fn backup(cli: &Cli, args: &BackupArgs) -> Result<u8> {
     let time_ns = args.time.as_deref().map(output::parse_time).transpose()?;
     let options = sources::backup_options(args, time_ns)?;
     let repository = open_repository(cli)?;
+    let _lock = lock(cli, &repository, LockKind::Shared, "backup")?;
     let reporter = output::Reporter::for_backup(cli);
     let outcome = cairn_core::backup(&repository, options, &reporter);
     reporter.finish();
@@ -370,6 +441,14 @@ fn snapshots(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
 fn forget(cli: &Cli, args: &forget::ForgetArgs) -> Result<u8> {
     args.check()?;
     let repository = open_repository(cli)?;
+    // Removing snapshots must not run beside a prune or another forget; a
+    // dry run only reads.
+    let kind = if args.dry_run {
+        LockKind::Shared
+    } else {
+        LockKind::Exclusive
+    };
+    let _lock = lock(cli, &repository, kind, "forget")?;
     if !args.snapshots.is_empty() {
         return forget_named(cli, args, &repository);
     }
@@ -450,6 +529,7 @@ fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
         None => (args.snapshot.as_str(), None),
     };
     let repository = open_repository(cli)?;
+    let _lock = read_lock(cli, &repository, "restore")?;
     let reporter = output::Reporter::new(cli).listing(args.dry_run);
     let (id, snapshot) = repository.resolve_snapshot(reference)?;
     let options = RestoreOptions {
