@@ -71,6 +71,49 @@ enum Command {
     Forget(Box<forget::ForgetArgs>),
     /// Remove stale locks (of processes that are gone), or all locks.
     Unlock(UnlockArgs),
+    /// Check the repository: structure, index, and with --read-data, data.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Also read every pack and verify every blob.
+    #[arg(long)]
+    read_data: bool,
+    /// Read only a slice of the packs: `n/m` (subset n of m), or `P%` (a
+    /// window that moves every day, covering everything in 100/P days).
+    #[arg(long, value_name = "SUBSET", value_parser = data_subset, conflicts_with = "read_data")]
+    read_data_subset: Option<cairn_core::check::DataSubset>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn data_subset(text: &str) -> std::result::Result<cairn_core::check::DataSubset, String> {
+    use cairn_core::check::DataSubset;
+    let invalid = || format!("{text:?}: expected n/m (1 <= n <= m) or a percentage like 10%");
+    if let Some((n, m)) = text.split_once('/') {
+        let (n, m): (u32, u32) = (
+            n.parse().map_err(|_| invalid())?,
+            m.parse().map_err(|_| invalid())?,
+        );
+        if n == 0 || n > m {
+            return Err(invalid());
+        }
+        return Ok(DataSubset::Slice { n, m });
+    }
+    let percent: f64 = text
+        .strip_suffix('%')
+        .ok_or_else(invalid)?
+        .parse()
+        .map_err(|_| invalid())?;
+    if !(percent > 0.0 && percent <= 100.0) {
+        return Err(invalid());
+    }
+    let day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400);
+    Ok(DataSubset::Percent { percent, day })
 }
 
 #[derive(Args)]
@@ -300,6 +343,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Restore(args) => restore(cli, args),
         Command::Forget(args) => forget(cli, args),
         Command::Unlock(args) => unlock(cli, args),
+        Command::Check(args) => check(cli, args),
     }
 }
 
@@ -350,6 +394,26 @@ fn read_lock(cli: &Cli, repository: &Repository, command: &str) -> Result<Option
         return Ok(None);
     }
     lock(cli, repository, LockKind::Shared, command).map(Some)
+}
+
+fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
+    let repository = open_repository(cli)?;
+    let _lock = read_lock(cli, &repository, "check")?;
+    let options = cairn_core::check::CheckOptions {
+        read_data: if args.read_data {
+            Some(cairn_core::check::DataSubset::All)
+        } else {
+            args.read_data_subset
+        },
+    };
+    let report = cairn_core::check::check(&repository, &options)?;
+    report_notices(cli, &repository);
+    if args.json {
+        output::check_json(&report)?;
+    } else {
+        output::check_text(cli, &report)?;
+    }
+    Ok(if report.is_clean() { 0 } else { exit::FATAL })
 }
 
 fn unlock(cli: &Cli, args: &UnlockArgs) -> Result<u8> {

@@ -476,3 +476,77 @@ pub fn forget_json(groups: &[GroupPlan]) -> Result<()> {
     writeln!(io::stdout().lock(), "{}", Value::Array(array))?;
     Ok(())
 }
+
+/// One problem of a check, with what it affects, for JSON.
+fn problem_json(problem: &cairn_core::check::Problem) -> Value {
+    json!({
+        "object": problem.object,
+        "message": problem.message,
+        "snapshots": problem.snapshots,
+        "paths": problem.paths,
+        "more_paths": problem.more_paths,
+    })
+}
+
+/// Prints a check report as one JSON object: `errors` and `warnings`
+/// (each with `object`, `message`, `snapshots`, `paths`, `more_paths`) and
+/// the counters.
+pub fn check_json(report: &cairn_core::check::CheckReport) -> Result<()> {
+    let value = json!({
+        "errors": report.errors.iter().map(problem_json).collect::<Vec<_>>(),
+        "warnings": report.warnings.iter().map(problem_json).collect::<Vec<_>>(),
+        "snapshots": report.snapshots,
+        "packs": report.packs,
+        "trees": report.trees,
+        "packs_read": report.packs_read,
+        "blobs_read": report.blobs_read,
+    });
+    writeln!(io::stdout().lock(), "{value}")?;
+    Ok(())
+}
+
+/// Prints a check report: each problem on a line of standard error, with
+/// what it affects below it, then a summary on standard output.
+pub fn check_text(cli: &Cli, report: &cairn_core::check::CheckReport) -> Result<()> {
+    let mut err = io::stderr().lock();
+    for (label, problems) in [("error", &report.errors), ("warning", &report.warnings)] {
+        for problem in problems {
+            writeln!(
+                err,
+                "cairn: {label}: {}: {}",
+                printable(&problem.object),
+                printable(&problem.message)
+            )?;
+            if !problem.snapshots.is_empty() {
+                let mut paths: Vec<String> = problem.paths.iter().map(|p| printable(p)).collect();
+                if problem.more_paths > 0 {
+                    paths.push(format!("and {} more", problem.more_paths));
+                }
+                writeln!(
+                    err,
+                    "  affects snapshots {}: {}",
+                    problem.snapshots.join(", "),
+                    paths.join(", ")
+                )?;
+            }
+        }
+    }
+    let mut text = format!(
+        "checked {} snapshots, {} packs, {} trees",
+        report.snapshots, report.packs, report.trees
+    );
+    if report.packs_read > 0 {
+        text.push_str(&format!(
+            "; read {} packs, {} blobs",
+            report.packs_read, report.blobs_read
+        ));
+    }
+    text.push_str(&match report.errors.len() {
+        0 => "; no errors".to_string(),
+        n => format!("; {n} errors"),
+    });
+    if !report.warnings.is_empty() {
+        text.push_str(&format!(", {} warnings", report.warnings.len()));
+    }
+    line(cli, &text)
+}

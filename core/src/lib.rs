@@ -60,6 +60,7 @@
 
 pub(crate) mod archiver;
 pub mod backend;
+pub mod check;
 pub(crate) mod chunker;
 pub(crate) mod codec;
 pub(crate) mod crypto;

@@ -419,6 +419,42 @@ impl Backend for LocalBackend {
         Ok(names)
     }
 
+    fn leftovers(&self) -> io::Result<Vec<(String, u64)>> {
+        let mut found = Vec::new();
+        let mut dirs = vec![self.root.clone()];
+        for kind in ObjectKind::FOLDERS {
+            dirs.push(self.root.join(kind.dir_name()));
+        }
+        if let Ok(shards) = fs::read_dir(self.root.join(ObjectKind::Pack.dir_name())) {
+            for shard in shards.flatten() {
+                if shard.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(shard.path());
+                }
+            }
+        }
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !entry.file_name().as_encoded_bytes().starts_with(b".tmp-") {
+                    continue;
+                }
+                let age = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .map_or(0, |d| d.as_secs());
+                let path = entry.path();
+                let shown = path.strip_prefix(&self.root).unwrap_or(&path);
+                found.push((shown.display().to_string(), age));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()> {
         self.lock_open_packs().retain(|p| p.name != name);
         fs::remove_file(self.path(kind, name))

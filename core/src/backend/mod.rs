@@ -161,6 +161,12 @@ pub trait Backend: Send + Sync {
     fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>>;
     /// Removes an object.
     fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()>;
+    /// Leftovers of writers that stopped midway (temporary files), by a
+    /// name for messages, with their age in seconds. A store that has none
+    /// returns none.
+    fn leftovers(&self) -> io::Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
+    }
     /// Creates the empty layout. Errors with `AlreadyExists` if a config
     /// already exists, and with [`StrayEntries`] inside if the location
     /// holds anything a repository's layout does not.

@@ -155,7 +155,7 @@ impl Repository {
         Ok(damaged)
     }
 
-    pub(super) fn read_segment(&self, id: SegmentId) -> Result<IndexSegment> {
+    pub(crate) fn read_segment(&self, id: SegmentId) -> Result<IndexSegment> {
         let name = id.to_string();
         let bytes = self.get_verified(ObjectKind::Index, &name, MAX_SEGMENT_LEN)?;
         IndexSegment::open(&bytes, &self.index_sealer)

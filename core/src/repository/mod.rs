@@ -306,6 +306,11 @@ impl Repository {
         self.backend.location()
     }
 
+    /// The store, for commands that walk its objects (check).
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
     /// The repository's settings.
     pub fn config(&self) -> &Config {
         &self.config

@@ -7,10 +7,15 @@ use std::sync::atomic::Ordering;
 use super::index_sync::{may_be_stale_cache, Rebuild};
 use super::Repository;
 use crate::backend::{object_name, ObjectKind};
+use crate::crypto::Sealer;
 use crate::error::{Error, Result};
+use crate::id::SessionId;
 use crate::id::{BlobId, Id};
 use crate::index::BlobLocation;
 use crate::object::blob::{self, BlobType};
+use crate::object::pack::{
+    open_trailer, trailer_bounds, trailer_session, PackEntry, PackError, FOOTER_LEN,
+};
 use crate::object::tree::Tree;
 
 impl Repository {
@@ -104,9 +109,6 @@ impl Repository {
         if entry.blob_type() != Some(expected) || !entry.is_plausible() {
             return Err(Error::corrupted(what, "index entry has the wrong type"));
         }
-        let compression = entry
-            .compression()
-            .expect("plausible entries have a known compression");
         let sealer = self.session_sealer(location.session)?;
         let pack_name = location.pack.to_string();
         let stored = self
@@ -124,16 +126,66 @@ impl Repository {
                 ),
                 _ => Error::storage(ObjectKind::Pack, &pack_name, e),
             })?;
+        self.open_blob(&entry, expected, stored, &sealer)
+            .map_err(|e| Error::corrupted(what, e))
+    }
+
+    /// Authenticates, decompresses and checks one stored blob, described by
+    /// its (plausible) pack entry and sealed with `sealer`.
+    pub(crate) fn open_blob(
+        &self,
+        entry: &PackEntry,
+        expected: BlobType,
+        stored: Vec<u8>,
+        sealer: &Sealer,
+    ) -> std::result::Result<Vec<u8>, blob::BlobError> {
+        let compression = entry
+            .compression()
+            .expect("plausible entries have a known compression");
         blob::open(
-            id,
+            &entry.id,
             expected,
             compression,
             entry.raw_len,
             stored,
-            &sealer,
+            sealer,
             &self.keys.id_key,
         )
-        .map_err(|e| Error::corrupted(what, e))
+    }
+
+    /// The session and entries of a pack's trailer, read with two range
+    /// reads (footer, then trailer) and authenticated.
+    pub(crate) fn read_pack_trailer(&self, name: &str) -> Result<(SessionId, Vec<PackEntry>)> {
+        let object = object_name(ObjectKind::Pack, name);
+        let storage = |e| Error::storage(ObjectKind::Pack, name, e);
+        let len = self.backend.size(ObjectKind::Pack, name).map_err(storage)?;
+        if len < FOOTER_LEN as u64 {
+            return Err(Error::corrupted(object, "shorter than a pack footer"));
+        }
+        let footer = self
+            .backend
+            .get_range(
+                ObjectKind::Pack,
+                name,
+                len - FOOTER_LEN as u64,
+                FOOTER_LEN as u64,
+            )
+            .map_err(storage)?;
+        let (offset, trailer_len) =
+            trailer_bounds(&footer, len).map_err(|e| Error::corrupted(&object, e))?;
+        let trailer = self
+            .backend
+            .get_range(ObjectKind::Pack, name, offset, u64::from(trailer_len))
+            .map_err(storage)?;
+        let session = trailer_session(&trailer).map_err(|e| Error::corrupted(&object, e))?;
+        let sealer = self.session_sealer(session)?;
+        let entries = open_trailer(&trailer, offset, &sealer).map_err(|e| match e {
+            PackError::Authentication => Error::Unauthenticated {
+                object: object.clone(),
+            },
+            other => Error::corrupted(&object, other),
+        })?;
+        Ok((session, entries))
     }
 
     /// Reads and decodes a tree blob.

@@ -118,7 +118,7 @@ impl Repository {
         Ok(refuting.map_or(KeyCheck::Unknown, KeyCheck::Refuted))
     }
 
-    pub(super) fn session_sealer(&self, id: SessionId) -> Result<Sealer> {
+    pub(crate) fn session_sealer(&self, id: SessionId) -> Result<Sealer> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sealer) = sessions.get(&id) {
             return Ok(sealer.clone());
