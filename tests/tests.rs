@@ -12,6 +12,7 @@ mod failures;
 mod fidelity;
 mod forget;
 mod integrity;
+mod kill;
 mod locks;
 mod safety;
 mod sources;
