@@ -14,5 +14,6 @@ mod forget;
 mod integrity;
 mod kill;
 mod locks;
+mod repair;
 mod safety;
 mod sources;

@@ -73,6 +73,15 @@ enum Command {
     Unlock(UnlockArgs),
     /// Check the repository: structure, index, and with --read-data, data.
     Check(CheckArgs),
+    /// Rebuild what can be rebuilt from what survives.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(Subcommand)]
+enum RepairCommand {
+    /// Rebuild the index segments from the pack trailers.
+    Index,
 }
 
 #[derive(Args)]
@@ -344,6 +353,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Forget(args) => forget(cli, args),
         Command::Unlock(args) => unlock(cli, args),
         Command::Check(args) => check(cli, args),
+        Command::Repair(RepairCommand::Index) => repair_index(cli),
     }
 }
 
@@ -414,6 +424,42 @@ fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
         output::check_text(cli, &report)?;
     }
     Ok(if report.is_clean() { 0 } else { exit::FATAL })
+}
+
+fn repair_index(cli: &Cli) -> Result<u8> {
+    let repository = open_repository(cli)?;
+    let _lock = lock(cli, &repository, LockKind::Exclusive, "repair index")?;
+    let report = cairn_core::repair::repair_index(&repository)?;
+    report_notices(cli, &repository);
+    let reporter = output::Reporter::new(cli);
+    let location = repository.location();
+    for damaged in report.damaged_segments.iter().chain(&report.damaged_packs) {
+        reporter.warning(Path::new(&location), damaged);
+    }
+    if report.was_complete {
+        output::line(
+            cli,
+            &format!(
+                "the index already lists all {} packs as their trailers do: nothing to repair",
+                report.packs_indexed
+            ),
+        )?;
+        return Ok(0);
+    }
+    let mut text = format!(
+        "indexed {} packs in {} new segments; removed {} old segments",
+        report.packs_indexed, report.segments_written, report.segments_removed
+    );
+    if !report.damaged_packs.is_empty() {
+        text.push_str(&format!(
+            "\n{} packs have damaged trailers: {} of their blobs verified and kept, {} lost; run `cairn check` to see what they affect",
+            report.damaged_packs.len(),
+            report.blobs_salvaged,
+            report.blobs_lost
+        ));
+    }
+    output::line(cli, &text)?;
+    Ok(0)
 }
 
 fn unlock(cli: &Cli, args: &UnlockArgs) -> Result<u8> {

@@ -54,7 +54,7 @@ pub type StoredSegment = (SegmentId, IndexSegment);
 
 /// Index segments are stored once they list this many blobs, so that no
 /// segment grows past what a reader accepts.
-const SEGMENT_ENTRY_LIMIT: usize = 100_000;
+pub(crate) const SEGMENT_ENTRY_LIMIT: usize = 100_000;
 
 /// What a finished pipeline leaves.
 pub struct Finished {

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::packer::{Job, Packer, PackerConfig, StoredSegment};
+use super::packer::{Job, Packer, PackerConfig, StoredSegment, SEGMENT_ENTRY_LIMIT};
 use super::{check_compression_level, parse_name, Repository};
 use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
-use crate::id::{BlobId, Id, PackId, SessionId, SnapshotId};
+use crate::id::{BlobId, Id, PackId, SegmentId, SessionId, SnapshotId};
 use crate::object::blob::{BlobType, MAX_BLOB_LEN};
+use crate::object::segment::{IndexSegment, IndexedPack};
 use crate::object::session::{self, Session};
 use crate::object::snapshot::Snapshot;
 
@@ -348,5 +349,52 @@ impl BlobWriter<'_> {
             .put(ObjectKind::Snapshot, &name, &bytes)
             .map_err(|e| Error::storage(ObjectKind::Snapshot, &name, e))?;
         Ok(id)
+    }
+}
+
+impl Repository {
+    /// Stores index segments listing `packs` (each segment at most
+    /// [`SEGMENT_ENTRY_LIMIT`] entries, a pack never split), sealed in a
+    /// new session, and returns their ids. For repair, which rebuilds the
+    /// index from pack trailers: the packs are already stored.
+    pub(crate) fn store_segments(&self, packs: Vec<IndexedPack>) -> Result<Vec<SegmentId>> {
+        let (session, bytes) = session::create(&self.keys.public());
+        let name = session.id.to_string();
+        self.backend
+            .put(ObjectKind::Session, &name, &bytes)
+            .map_err(|e| Error::storage(ObjectKind::Session, &name, e))?;
+        let mut stored = Vec::new();
+        let mut batch: Vec<IndexedPack> = Vec::new();
+        let mut entries = 0;
+        let mut packs = packs.into_iter().peekable();
+        while let Some(pack) = packs.next() {
+            entries += pack.entries.len();
+            batch.push(pack);
+            let next_too_many = packs
+                .peek()
+                .is_some_and(|next| entries + next.entries.len() > SEGMENT_ENTRY_LIMIT);
+            if next_too_many || packs.peek().is_none() {
+                let segment = IndexSegment {
+                    packs: std::mem::take(&mut batch),
+                };
+                entries = 0;
+                let bytes = segment.seal(session.id, &self.index_sealer);
+                let id = SegmentId(Id::of_bytes(&bytes));
+                let name = id.to_string();
+                self.backend
+                    .put(ObjectKind::Index, &name, &bytes)
+                    .map_err(|e| Error::storage(ObjectKind::Index, &name, e))?;
+                stored.push(id);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Deletes an index segment (repair, once its replacement is stored).
+    pub(crate) fn delete_segment(&self, id: SegmentId) -> Result<()> {
+        let name = id.to_string();
+        self.backend
+            .delete(ObjectKind::Index, &name)
+            .map_err(|e| Error::storage(ObjectKind::Index, &name, e))
     }
 }

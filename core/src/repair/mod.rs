@@ -1,0 +1,173 @@
+//! repair: rebuild what can be rebuilt from what survives (SPEC.md §24).
+//!
+//! `repair index` writes a new index from the pack trailers: every pack
+//! whose trailer opens is listed as its trailer says; a pack whose trailer
+//! is damaged keeps, of the entries an old segment gave it, those whose
+//! blobs still authenticate. The new segments are stored first, the old
+//! ones deleted after, so a crash in between leaves both: valid, only
+//! redundant.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::backend::{object_name, ObjectKind};
+use crate::error::{Error, Result};
+use crate::id::{Id, PackId, SegmentId};
+use crate::object::blob::BlobType;
+use crate::object::pack::PackEntry;
+use crate::object::segment::IndexedPack;
+use crate::repository::Repository;
+
+/// What `repair index` found and did.
+#[derive(Debug, Default)]
+pub struct IndexRepair {
+    /// Packs listed in the new index as their trailers say.
+    pub packs_indexed: usize,
+    /// Packs whose trailer is damaged, with why; their blobs are indexed
+    /// only as far as they could be verified.
+    pub damaged_packs: Vec<String>,
+    /// Blobs of damaged packs kept because they authenticated.
+    pub blobs_salvaged: usize,
+    /// Blobs of damaged packs dropped because they did not.
+    pub blobs_lost: usize,
+    /// Old segments that could not be read.
+    pub damaged_segments: Vec<String>,
+    /// New segments stored.
+    pub segments_written: usize,
+    /// Old segments deleted.
+    pub segments_removed: usize,
+    /// Nothing was wrong: the index already matched the trailers.
+    pub was_complete: bool,
+}
+
+fn listed(repository: &Repository, kind: ObjectKind) -> Result<Vec<Id>> {
+    Ok(repository
+        .backend()
+        .list(kind)
+        .map_err(|e| Error::storage(kind, "", e))?
+        .iter()
+        .filter_map(|name| Id::from_hex(name).filter(|id| id.to_hex() == *name))
+        .collect())
+}
+
+/// Rebuilds the index segments from the pack trailers (the caller holds
+/// an exclusive lock). The local cache follows on the next open.
+pub fn repair_index(repository: &Repository) -> Result<IndexRepair> {
+    let mut report = IndexRepair::default();
+    let mut trailers: HashMap<PackId, IndexedPack> = HashMap::new();
+    let mut damaged: HashMap<PackId, String> = HashMap::new();
+    for id in listed(repository, ObjectKind::Pack)? {
+        let pack = PackId(id);
+        match repository.read_pack_trailer(&pack.to_string()) {
+            Ok((session, entries)) => {
+                trailers.insert(
+                    pack,
+                    IndexedPack {
+                        pack,
+                        session,
+                        entries,
+                    },
+                );
+            }
+            Err(e) => {
+                damaged.insert(pack, e.to_string());
+            }
+        }
+    }
+
+    // What the old segments say, to compare and to salvage from.
+    let old: Vec<SegmentId> = listed(repository, ObjectKind::Index)?
+        .into_iter()
+        .map(SegmentId)
+        .collect();
+    let mut old_listing: HashMap<PackId, IndexedPack> = HashMap::new();
+    for id in &old {
+        match repository.read_segment(*id) {
+            Ok(segment) => {
+                for pack in segment.packs {
+                    old_listing.insert(pack.pack, pack);
+                }
+            }
+            Err(e) => report.damaged_segments.push(format!(
+                "{}: {e}",
+                object_name(ObjectKind::Index, &id.to_string())
+            )),
+        }
+    }
+    report.was_complete = report.damaged_segments.is_empty()
+        && damaged.is_empty()
+        && old_listing.len() == trailers.len()
+        && trailers
+            .iter()
+            .all(|(pack, listed)| old_listing.get(pack) == Some(listed));
+    if report.was_complete {
+        report.packs_indexed = trailers.len();
+        return Ok(report);
+    }
+
+    let mut packs: Vec<IndexedPack> = trailers.into_values().collect();
+    report.packs_indexed = packs.len();
+    let mut damaged: Vec<(PackId, String)> = damaged.into_iter().collect();
+    damaged.sort();
+    for (pack, why) in damaged {
+        report.damaged_packs.push(format!(
+            "{}: {why}",
+            object_name(ObjectKind::Pack, &pack.to_string())
+        ));
+        if let Some(listed) = old_listing.get(&pack) {
+            let (kept, lost) = salvage(repository, listed);
+            report.blobs_salvaged += kept.entries.len();
+            report.blobs_lost += lost;
+            if !kept.entries.is_empty() {
+                packs.push(kept);
+            }
+        }
+    }
+    packs.sort_by_key(|p| p.pack);
+    let written: HashSet<SegmentId> = repository.store_segments(packs)?.into_iter().collect();
+    report.segments_written = written.len();
+    for id in old.into_iter().filter(|id| !written.contains(id)) {
+        repository.delete_segment(id)?;
+        report.segments_removed += 1;
+    }
+    Ok(report)
+}
+
+/// The entries of `listed` (a damaged pack, as an old segment lists it)
+/// whose blobs still authenticate, and how many did not.
+fn salvage(repository: &Repository, listed: &IndexedPack) -> (IndexedPack, usize) {
+    let name = listed.pack.to_string();
+    let mut kept: Vec<PackEntry> = Vec::new();
+    let sealer = repository.session_sealer(listed.session).ok();
+    for entry in &listed.entries {
+        let verified = sealer.as_ref().is_some_and(|sealer| {
+            entry.is_plausible()
+                && repository
+                    .backend()
+                    .get_range(
+                        ObjectKind::Pack,
+                        &name,
+                        u64::from(entry.offset),
+                        u64::from(entry.stored_len),
+                    )
+                    .ok()
+                    .is_some_and(|stored| {
+                        let blob_type = entry.blob_type().unwrap_or(BlobType::Data);
+                        repository
+                            .open_blob(entry, blob_type, stored, sealer)
+                            .is_ok()
+                    })
+        });
+        if verified {
+            kept.push(*entry);
+        }
+    }
+    let lost = listed.entries.len() - kept.len();
+    (
+        IndexedPack {
+            pack: listed.pack,
+            session: listed.session,
+            entries: kept,
+        },
+        lost,
+    )
+}
