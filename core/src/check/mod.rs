@@ -295,8 +295,17 @@ fn check_segments(
     Ok(bad_blobs)
 }
 
-/// Reads the selected packs whole: the name must be the hash of the bytes,
-/// and every blob must authenticate and match its id.
+/// What reading one pack found: problems (object, message) and the blobs
+/// that failed, by the object naming them.
+#[derive(Default)]
+struct PackReading {
+    problems: Vec<(String, String)>,
+    bad_blobs: Vec<(BlobId, String)>,
+    blobs_read: u64,
+}
+
+/// Reads the selected packs whole, several at once: the name must be the
+/// hash of the bytes, and every blob must authenticate and match its id.
 fn read_data(
     repository: &Repository,
     trailers: &HashMap<PackId, Vec<PackEntry>>,
@@ -305,45 +314,66 @@ fn read_data(
     errors: &mut Problems,
     bad_blobs: &mut BadBlobs,
 ) {
-    let mut packs: Vec<&PackId> = trailers.keys().filter(|p| subset.contains(p)).collect();
-    packs.sort();
-    for pack in packs {
-        let name = pack.to_string();
-        let object = object_name(ObjectKind::Pack, &name);
-        report.packs_read += 1;
-        let bytes = match repository.backend().get(ObjectKind::Pack, &name) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let error = Error::storage(ObjectKind::Pack, &name, e);
-                errors.add(object, error.to_string());
-                continue;
-            }
-        };
-        if Id::of_bytes(&bytes) != pack.0 {
-            errors.add(object.clone(), "content does not match its name".into());
+    use rayon::prelude::*;
+    let mut packs: Vec<(&PackId, &Vec<PackEntry>)> = trailers
+        .iter()
+        .filter(|(p, _)| subset.contains(p))
+        .collect();
+    packs.sort_by_key(|(p, _)| **p);
+    report.packs_read += packs.len();
+    let readings: Vec<PackReading> = packs
+        .par_iter()
+        .map(|(pack, entries)| read_pack(repository, pack, entries))
+        .collect();
+    for reading in readings {
+        report.blobs_read += reading.blobs_read;
+        for (object, message) in reading.problems {
+            errors.add(object, message);
         }
-        // The trailer opened before, so its session does.
-        let Ok((session, _)) = repository.read_pack_trailer(&name) else {
-            continue;
-        };
-        let Ok(sealer) = repository.session_sealer(session) else {
-            continue;
-        };
-        for entry in &trailers[pack] {
-            let blob_type = entry.blob_type().unwrap_or(BlobType::Data);
-            let start = entry.offset as usize;
-            let stored = bytes
-                .get(start..start + entry.stored_len as usize)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default();
-            report.blobs_read += 1;
-            if let Err(e) = repository.open_blob(entry, blob_type, stored, &sealer) {
-                let blob = format!("blob {} in {object}", entry.id);
-                errors.add(blob.clone(), e.to_string());
-                bad_blobs.insert(entry.id, blob);
-            }
+        bad_blobs.extend(reading.bad_blobs);
+    }
+}
+
+/// Reads one pack whole and verifies it.
+fn read_pack(repository: &Repository, pack: &PackId, entries: &[PackEntry]) -> PackReading {
+    let name = pack.to_string();
+    let object = object_name(ObjectKind::Pack, &name);
+    let mut reading = PackReading::default();
+    let bytes = match repository.backend().get(ObjectKind::Pack, &name) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let error = Error::storage(ObjectKind::Pack, &name, e);
+            reading.problems.push((object, error.to_string()));
+            return reading;
+        }
+    };
+    if Id::of_bytes(&bytes) != pack.0 {
+        reading
+            .problems
+            .push((object.clone(), "content does not match its name".into()));
+    }
+    // The trailer opened before, so its session does.
+    let Ok((session, _)) = repository.read_pack_trailer(&name) else {
+        return reading;
+    };
+    let Ok(sealer) = repository.session_sealer(session) else {
+        return reading;
+    };
+    for entry in entries {
+        let blob_type = entry.blob_type().unwrap_or(BlobType::Data);
+        let start = entry.offset as usize;
+        let stored = bytes
+            .get(start..start + entry.stored_len as usize)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        reading.blobs_read += 1;
+        if let Err(e) = repository.open_blob(entry, blob_type, stored, &sealer) {
+            let blob = format!("blob {} in {object}", entry.id);
+            reading.problems.push((blob.clone(), e.to_string()));
+            reading.bad_blobs.push((entry.id, blob));
         }
     }
+    reading
 }
 
 /// A step of the tree walk.
