@@ -14,6 +14,7 @@ mod forget;
 mod integrity;
 mod kill;
 mod locks;
+mod prune;
 mod repair;
 mod safety;
 mod sources;

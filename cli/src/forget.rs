@@ -75,6 +75,9 @@ pub struct ForgetArgs {
     /// Print one JSON object per group.
     #[arg(long)]
     pub json: bool,
+    /// Prune afterwards, under the same lock.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 fn keep_count(text: &str) -> std::result::Result<KeepCount, String> {

@@ -76,6 +76,18 @@ enum Command {
     /// Rebuild what can be rebuilt from what survives.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Delete the packs no snapshot needs any more.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// Say what would be deleted; delete nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -354,6 +366,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Unlock(args) => unlock(cli, args),
         Command::Check(args) => check(cli, args),
         Command::Repair(RepairCommand::Index) => repair_index(cli),
+        Command::Prune(args) => prune(cli, args),
     }
 }
 
@@ -424,6 +437,24 @@ fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
         output::check_text(cli, &report)?;
     }
     Ok(if report.is_clean() { 0 } else { exit::FATAL })
+}
+
+fn prune(cli: &Cli, args: &PruneArgs) -> Result<u8> {
+    let repository = open_repository(cli)?;
+    let _lock = lock(cli, &repository, LockKind::Exclusive, "prune")?;
+    run_prune(cli, &repository, args.dry_run, args.json)
+}
+
+/// Prunes under a lock the caller holds, and reports.
+fn run_prune(cli: &Cli, repository: &Repository, dry_run: bool, json: bool) -> Result<u8> {
+    let report = cairn_core::prune::prune(repository, dry_run)?;
+    report_notices(cli, repository);
+    if json {
+        output::prune_json(&report, dry_run)?;
+    } else {
+        output::prune_text(cli, &report, dry_run)?;
+    }
+    Ok(0)
 }
 
 fn repair_index(cli: &Cli) -> Result<u8> {
@@ -624,10 +655,18 @@ fn removed(
         output::line(
             cli,
             &format!(
-                "removed {} snapshots; the data only they referenced is still stored",
-                doomed.len()
+                "removed {} snapshots{}",
+                doomed.len(),
+                if args.prune {
+                    ""
+                } else {
+                    "; the data only they referenced stays until `cairn prune`"
+                }
             ),
         )?;
+    }
+    if args.prune {
+        return run_prune(cli, repository, false, args.json);
     }
     Ok(0)
 }

@@ -550,3 +550,47 @@ pub fn check_text(cli: &Cli, report: &cairn_core::check::CheckReport) -> Result<
     }
     line(cli, &text)
 }
+
+/// Prints a prune report as one JSON object.
+pub fn prune_json(report: &cairn_core::prune::PruneReport, dry_run: bool) -> Result<()> {
+    let value = json!({
+        "dry_run": dry_run,
+        "snapshots": report.snapshots,
+        "live_blobs": report.live_blobs,
+        "packs_removed": report.packs_removed,
+        "bytes_removed": report.bytes_removed,
+        "unindexed_packs_removed": report.unindexed_packs_removed,
+        "unindexed_bytes_removed": report.unindexed_bytes_removed,
+        "packs_kept": report.packs_kept,
+        "dead_bytes_kept": report.dead_bytes_kept,
+        "segments_removed": report.segments_removed,
+        "segments_written": report.segments_written,
+    });
+    writeln!(io::stdout().lock(), "{value}")?;
+    Ok(())
+}
+
+/// Prints what a prune did, or would do.
+pub fn prune_text(cli: &Cli, report: &cairn_core::prune::PruneReport, dry_run: bool) -> Result<()> {
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let mut text = format!(
+        "{} live blobs in {} snapshots; {verb} {} unused packs ({})",
+        report.live_blobs,
+        report.snapshots,
+        report.packs_removed,
+        bytes(report.bytes_removed)
+    );
+    if report.unindexed_packs_removed > 0 {
+        text.push_str(&format!(
+            " and {} packs no index lists ({})",
+            report.unindexed_packs_removed,
+            bytes(report.unindexed_bytes_removed)
+        ));
+    }
+    text.push_str(&format!(
+        "; kept {} packs, with {} of unused blobs inside them",
+        report.packs_kept,
+        bytes(report.dead_bytes_kept)
+    ));
+    line(cli, &text)
+}

@@ -215,6 +215,18 @@ pub enum Error {
     /// why (one of them panicked, and the panic was reported).
     #[error("the packer stopped after an earlier failure")]
     PackerStopped,
+    /// Prune cannot tell what is live, so it deletes nothing.
+    #[error("prune refused, nothing was deleted: {reason}; run `cairn check`, and repair first")]
+    PruneUnsafe {
+        /// What could not be read.
+        reason: String,
+    },
+    /// Prune's scratch space (its set of live blobs) failed.
+    #[error("prune's scratch file in the cache directory failed: {reason}")]
+    PruneScratch {
+        /// Why.
+        reason: String,
+    },
     /// Another process holds a lock that conflicts with the one wanted.
     #[error("the repository is locked: {holder}; wait for it (--retry-lock), or if that process is gone, run `cairn unlock`")]
     Locked {

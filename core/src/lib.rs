@@ -71,6 +71,7 @@ pub(crate) mod index;
 pub(crate) mod object;
 mod pattern;
 pub mod progress;
+pub mod prune;
 pub mod repair;
 pub(crate) mod repository;
 pub(crate) mod restorer;

@@ -306,6 +306,16 @@ impl Repository {
         self.backend.location()
     }
 
+    /// A folder for scratch files beside the index cache (prune's set of
+    /// live blobs).
+    pub(crate) fn scratch_dir(&self) -> std::path::PathBuf {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index
+            .path()
+            .parent()
+            .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf)
+    }
+
     /// The store, for commands that walk its objects (check).
     pub(crate) fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()

@@ -1,0 +1,178 @@
+//! `cairn prune`: deletes what no snapshot needs, and nothing else, and
+//! survives being killed at any point.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cairn_core::backend::ObjectKind;
+use serde_json::Value;
+
+use crate::util::{noise, restored, stderr, without_cairn_env, Env};
+
+fn contents(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    crate::util::walk_files(root)
+        .into_iter()
+        .map(|p| {
+            (
+                p.strip_prefix(root).unwrap().display().to_string(),
+                fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Six snapshots; each rewrites `big.bin` (new packs of its own) and keeps
+/// `same.txt`. Returns what each snapshot must restore to, by id.
+fn history(env: &Env) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+    env.ok(&["init", "--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("same.txt"), b"unchanged").unwrap();
+    let mut expected = BTreeMap::new();
+    for version in 0..6u64 {
+        fs::write(src.join("big.bin"), noise(1_500_000, version + 1)).unwrap();
+        let summary = env.backup(
+            &[&src],
+            &["--time", &format!("2024-01-0{} 12:00:00", version + 1)],
+        );
+        expected.insert(
+            summary["snapshot_id"].as_str().unwrap().to_string(),
+            contents(&src),
+        );
+    }
+    expected
+}
+
+fn prune_json(env: &Env, args: &[&str]) -> Value {
+    let mut command = vec!["prune", "--json"];
+    command.extend_from_slice(args);
+    serde_json::from_str(env.ok(&command).trim()).unwrap()
+}
+
+/// Every snapshot left restores to what it held, and check is clean.
+fn all_intact(env: &Env, expected: &BTreeMap<String, BTreeMap<String, Vec<u8>>>, tag: &str) {
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{tag}: {}", stderr(&out));
+    let src = env.path("src");
+    for snapshot in env.snapshots() {
+        let id = snapshot["id"].as_str().unwrap();
+        let target = env.restore(id, &format!("{tag}-{}", &id[..8]), &[]);
+        assert_eq!(
+            &contents(&restored(&target, &src)),
+            &expected[id],
+            "{tag}: snapshot {id}"
+        );
+        fs::remove_dir_all(&target).unwrap();
+    }
+}
+
+#[test]
+fn prune_deletes_only_what_no_snapshot_needs() {
+    let env = Env::new();
+    let expected = history(&env);
+    // Nothing forgotten: nothing to delete.
+    let report = prune_json(&env, &[]);
+    assert_eq!(report["packs_removed"], 0, "{report}");
+
+    env.ok(&["forget", "--keep-last", "3"]);
+    let size_before = env.repo_size();
+    let dry = prune_json(&env, &["--dry-run"]);
+    assert!(dry["packs_removed"].as_u64().unwrap() >= 3, "{dry}");
+    assert_eq!(env.repo_size(), size_before, "a dry run deletes nothing");
+    let real = prune_json(&env, &[]);
+    assert_eq!(real["packs_removed"], dry["packs_removed"]);
+    assert_eq!(real["bytes_removed"], dry["bytes_removed"]);
+    let freed = size_before - env.repo_size();
+    // Of the three forgotten versions (1.5 MB each), the packs holding
+    // nothing live go; packs that also hold a live blob stay whole in this
+    // version, their dead bytes reported.
+    let removed = real["bytes_removed"].as_u64().unwrap();
+    let dead_kept = real["dead_bytes_kept"].as_u64().unwrap();
+    assert!(
+        freed >= removed && removed > 1 << 20,
+        "freed {freed}: {real}"
+    );
+    assert!(removed + dead_kept > 2_500_000, "{real}");
+    all_intact(&env, &expected, "after");
+    // Pruning again finds nothing.
+    assert_eq!(prune_json(&env, &[])["packs_removed"], 0);
+}
+
+#[test]
+fn forget_with_prune_does_both_and_prune_refuses_when_it_cannot_see_everything() {
+    let env = Env::new();
+    let expected = history(&env);
+    let out = env.ok(&["forget", "--keep-last", "2", "--prune"]);
+    assert!(
+        out.contains("deleted") && out.contains("unused packs"),
+        "{out}"
+    );
+    assert_eq!(env.snapshots().len(), 2);
+    all_intact(&env, &expected, "pruned");
+
+    // A snapshot that cannot be read: what it needs is unknown.
+    let snapshot = env.objects(ObjectKind::Snapshot)[0].clone();
+    env.replace_object(ObjectKind::Snapshot, &snapshot, b"garbage");
+    let packs = env.objects(ObjectKind::Pack);
+    let out = env.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("nothing was deleted"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.objects(ObjectKind::Pack), packs);
+}
+
+#[test]
+fn a_pack_left_by_a_killed_backup_is_deleted() {
+    let env = Env::new();
+    let expected = history(&env);
+    // A pack no segment lists: what a backup killed between storing a pack
+    // and its segment leaves.
+    let orphan = noise(5000, 77);
+    let name = cairn_core::Id::of_bytes(&orphan).to_hex();
+    env.put_object(ObjectKind::Pack, &name, &orphan);
+    let report = prune_json(&env, &[]);
+    assert_eq!(report["unindexed_packs_removed"], 1, "{report}");
+    assert!(!env.objects(ObjectKind::Pack).contains(&name));
+    all_intact(&env, &expected, "orphan");
+}
+
+#[test]
+fn prunes_killed_at_many_points_lose_nothing() {
+    let env = Env::new();
+    let expected = history(&env);
+    env.ok(&["forget", "--keep-last", "2"]);
+    // Time one prune on a copy's worth of work: a dry run reads as much.
+    let started = Instant::now();
+    env.ok(&["prune", "--dry-run"]);
+    let full = started.elapsed().max(Duration::from_millis(30)) * 2;
+    const KILLS: u32 = 20;
+    for round in 0..KILLS {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"));
+        without_cairn_env(&mut cmd);
+        let mut child = cmd
+            .env("CAIRN_REPO", env.location())
+            .env("CAIRN_PASSWORD", "correct horse")
+            .env("CAIRN_CACHE_DIR", &env.cache)
+            .args(["prune", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(f64::from(round) / f64::from(KILLS)));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // check: clean (leftovers and unlisted packs are warnings).
+        let out = env.run(&["check"]);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        assert_eq!(env.snapshots().len(), 2, "round {round}");
+    }
+    env.ok(&["prune"]);
+    assert_eq!(prune_json(&env, &[])["packs_removed"], 0);
+    all_intact(&env, &expected, "killed");
+}
