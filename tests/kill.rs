@@ -8,18 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::{noise, restored, stderr, without_cairn_env, Env};
-
-/// Every file below `root`, by path relative to it, with its content.
-fn contents(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    crate::util::walk_files(root)
-        .into_iter()
-        .map(|p| {
-            let relative = p.strip_prefix(root).unwrap().display().to_string();
-            (relative, fs::read(&p).unwrap())
-        })
-        .collect()
-}
+use crate::util::{file_contents, noise, restored, stderr, Env};
 
 /// Changes a few files of the source, differently each round.
 fn mutate(src: &Path, round: u64) {
@@ -45,7 +34,7 @@ fn backups_killed_at_many_points_lose_nothing() {
     // What each snapshot must restore to, by snapshot id.
     let mut expected: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
     let first = env.snapshots()[0]["id"].as_str().unwrap().to_string();
-    expected.insert(first, contents(&src));
+    expected.insert(first, file_contents(&src));
 
     // Time one backup, to spread the kills over its whole run.
     mutate(&src, 2);
@@ -56,7 +45,7 @@ fn backups_killed_at_many_points_lose_nothing() {
         .as_str()
         .unwrap()
         .to_string();
-    expected.insert(second, contents(&src));
+    expected.insert(second, file_contents(&src));
 
     const KILLS: u64 = 40;
     let mut killed_midway = 0;
@@ -67,12 +56,8 @@ fn backups_killed_at_many_points_lose_nothing() {
             .iter()
             .map(|s| s["id"].as_str().unwrap().to_string())
             .collect();
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"));
-        without_cairn_env(&mut cmd);
-        let mut child = cmd
-            .env("CAIRN_REPO", env.location())
-            .env("CAIRN_PASSWORD", "correct horse")
-            .env("CAIRN_CACHE_DIR", &env.cache)
+        let mut child = env
+            .process()
             .args(["backup", "--quiet", src.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -89,7 +74,7 @@ fn backups_killed_at_many_points_lose_nothing() {
         for snapshot in env.snapshots() {
             let id = snapshot["id"].as_str().unwrap().to_string();
             if !before.contains(&id) {
-                expected.insert(id, contents(&src));
+                expected.insert(id, file_contents(&src));
             }
         }
         let out = env.run(&["check"]);
@@ -111,11 +96,15 @@ fn backups_killed_at_many_points_lose_nothing() {
         .as_str()
         .unwrap()
         .to_string();
-    expected.insert(last, contents(&src));
+    expected.insert(last, file_contents(&src));
     let out = env.run(&["check", "--read-data"]);
     assert!(out.status.success(), "{}", stderr(&out));
     for (n, (id, files)) in expected.iter().enumerate() {
         let target = env.restore(id, &format!("r{n}"), &[]);
-        assert_eq!(&contents(&restored(&target, &src)), files, "snapshot {id}");
+        assert_eq!(
+            &file_contents(&restored(&target, &src)),
+            files,
+            "snapshot {id}"
+        );
     }
 }

@@ -6,18 +6,14 @@ use std::time::{Duration, Instant};
 
 use cairn_core::{LockKind, Repository};
 
-use crate::util::{stderr, without_cairn_env, Env};
+use crate::util::{stderr, Env};
 
 /// Starts `cairn backup --stdin` and waits until it holds its lock: it then
 /// waits for its input, holding a shared lock, until `finish` or a kill.
 fn running_backup(env: &Env, name: &str) -> Child {
     let locks_before = env.objects(cairn_core::backend::ObjectKind::Lock);
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"));
-    without_cairn_env(&mut cmd);
-    let child = cmd
-        .env("CAIRN_REPO", env.location())
-        .env("CAIRN_PASSWORD", "correct horse")
-        .env("CAIRN_CACHE_DIR", &env.cache)
+    let child = env
+        .process()
         .args(["backup", "--stdin", "--stdin-filename", name])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

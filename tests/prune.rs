@@ -3,26 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cairn_core::backend::ObjectKind;
 use serde_json::Value;
 
-use crate::util::{noise, restored, stderr, without_cairn_env, Env};
-
-fn contents(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    crate::util::walk_files(root)
-        .into_iter()
-        .map(|p| {
-            (
-                p.strip_prefix(root).unwrap().display().to_string(),
-                fs::read(&p).unwrap(),
-            )
-        })
-        .collect()
-}
+use crate::util::{file_contents, noise, restored, stderr, Env};
 
 /// Six snapshots; each rewrites `big.bin` (new packs of its own) and keeps
 /// `same.txt`. Returns what each snapshot must restore to, by id.
@@ -40,7 +27,7 @@ fn history(env: &Env) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
         );
         expected.insert(
             summary["snapshot_id"].as_str().unwrap().to_string(),
-            contents(&src),
+            file_contents(&src),
         );
     }
     expected
@@ -61,7 +48,7 @@ fn all_intact(env: &Env, expected: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
         let id = snapshot["id"].as_str().unwrap();
         let target = env.restore(id, &format!("{tag}-{}", &id[..8]), &[]);
         assert_eq!(
-            &contents(&restored(&target, &src)),
+            &file_contents(&restored(&target, &src)),
             &expected[id],
             "{tag}: snapshot {id}"
         );
@@ -153,12 +140,8 @@ fn prunes_killed_at_many_points_lose_nothing() {
     let full = started.elapsed().max(Duration::from_millis(30)) * 2;
     const KILLS: u32 = 20;
     for round in 0..KILLS {
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"));
-        without_cairn_env(&mut cmd);
-        let mut child = cmd
-            .env("CAIRN_REPO", env.location())
-            .env("CAIRN_PASSWORD", "correct horse")
-            .env("CAIRN_CACHE_DIR", &env.cache)
+        let mut child = env
+            .process()
             .args(["prune", "--quiet"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

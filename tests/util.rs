@@ -136,6 +136,17 @@ impl Env {
         cmd
     }
 
+    /// `cairn` with this test's settings, as a plain process to spawn (to
+    /// signal or kill it while it runs).
+    pub fn process(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"));
+        without_cairn_env(&mut cmd);
+        cmd.env("CAIRN_REPO", self.location())
+            .env("CAIRN_PASSWORD", "correct horse")
+            .env("CAIRN_CACHE_DIR", &self.cache);
+        cmd
+    }
+
     /// Runs `cairn ARGS` and returns its output, whatever the exit code.
     pub fn run(&self, args: &[&str]) -> Output {
         self.cairn().args(args).output().expect("run cairn")
@@ -409,4 +420,15 @@ pub fn noise(len: usize, state: u64) -> Vec<u8> {
 
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// Every file below `root`, by path relative to it, with its content.
+pub fn file_contents(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    walk_files(root)
+        .into_iter()
+        .map(|p| {
+            let relative = p.strip_prefix(root).unwrap().display().to_string();
+            (relative, std::fs::read(&p).unwrap())
+        })
+        .collect()
 }
