@@ -115,17 +115,56 @@ fn forget_with_prune_does_both_and_prune_refuses_when_it_cannot_see_everything()
 }
 
 #[test]
-fn a_pack_left_by_a_killed_backup_is_deleted() {
+fn packs_no_index_lists_are_deleted_only_when_nothing_in_them_is_needed() {
     let env = Env::new();
     let expected = history(&env);
-    // A pack no segment lists: what a backup killed between storing a pack
-    // and its segment leaves.
-    let orphan = noise(5000, 77);
-    let name = cairn_core::Id::of_bytes(&orphan).to_hex();
-    env.put_object(ObjectKind::Pack, &name, &orphan);
+    // A lost segment: its packs hold blobs the snapshots need. Prune must
+    // refuse, not take them for leftovers.
+    let segments = env.objects(ObjectKind::Index);
+    let lost = segments.last().unwrap().clone();
+    let saved = env.read_object(ObjectKind::Index, &lost);
+    env.remove_object(ObjectKind::Index, &lost);
+    let packs = env.objects(ObjectKind::Pack);
+    let out = env.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("nothing was deleted"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.objects(ObjectKind::Pack), packs, "nothing deleted");
+    env.put_object(ObjectKind::Index, &lost, &saved);
+
+    // A pack whose trailer does not open: not known to be garbage, kept.
+    let junk = noise(5000, 77);
+    let name = cairn_core::Id::of_bytes(&junk).to_hex();
+    env.put_object(ObjectKind::Pack, &name, &junk);
     let report = prune_json(&env, &[]);
-    assert_eq!(report["unindexed_packs_removed"], 1, "{report}");
-    assert!(!env.objects(ObjectKind::Pack).contains(&name));
+    assert_eq!(report["unreadable_packs_kept"], 1, "{report}");
+    assert!(env.objects(ObjectKind::Pack).contains(&name));
+    env.remove_object(ObjectKind::Pack, &name);
+
+    // A backup of other data, forgotten, whose segment is then lost, as
+    // after a backup killed before it stored its segment: its packs are
+    // unlisted and nothing in them is live, so they go.
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("x.bin"), noise(200_000, 4242)).unwrap();
+    let segments_before = env.objects(ObjectKind::Index);
+    let packs_before = env.objects(ObjectKind::Pack);
+    let summary = env.backup(&[&other], &[]);
+    env.ok(&["forget", summary["snapshot_id"].as_str().unwrap()]);
+    for segment in env.objects(ObjectKind::Index) {
+        if !segments_before.contains(&segment) {
+            env.remove_object(ObjectKind::Index, &segment);
+        }
+    }
+    let report = prune_json(&env, &[]);
+    assert!(
+        report["unindexed_packs_removed"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert_eq!(env.objects(ObjectKind::Pack), packs_before);
     all_intact(&env, &expected, "orphan");
 }
 

@@ -441,13 +441,19 @@ fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
 
 fn prune(cli: &Cli, args: &PruneArgs) -> Result<u8> {
     let repository = open_repository(cli)?;
-    let _lock = lock(cli, &repository, LockKind::Exclusive, "prune")?;
-    run_prune(cli, &repository, args.dry_run, args.json)
+    let held = lock(cli, &repository, LockKind::Exclusive, "prune")?;
+    run_prune(cli, &repository, &held, args.dry_run, args.json)
 }
 
-/// Prunes under a lock the caller holds, and reports.
-fn run_prune(cli: &Cli, repository: &Repository, dry_run: bool, json: bool) -> Result<u8> {
-    let report = cairn_core::prune::prune(repository, dry_run)?;
+/// Prunes under `held`, an exclusive lock, and reports.
+fn run_prune(
+    cli: &Cli,
+    repository: &Repository,
+    held: &RepositoryLock,
+    dry_run: bool,
+    json: bool,
+) -> Result<u8> {
+    let report = cairn_core::prune::prune(repository, held, dry_run)?;
     report_notices(cli, repository);
     if json {
         output::prune_json(&report, dry_run)?;
@@ -589,9 +595,9 @@ fn forget(cli: &Cli, args: &forget::ForgetArgs) -> Result<u8> {
     } else {
         LockKind::Exclusive
     };
-    let _lock = lock(cli, &repository, kind, "forget")?;
+    let held = lock(cli, &repository, kind, "forget")?;
     if !args.snapshots.is_empty() {
-        return forget_named(cli, args, &repository);
+        return forget_named(cli, args, &repository, &held);
     }
     let options = args.options()?;
     let now_ns = std::time::SystemTime::now()
@@ -617,11 +623,16 @@ fn forget(cli: &Cli, args: &forget::ForgetArgs) -> Result<u8> {
         }
         return Ok(0);
     }
-    removed(cli, args, &repository, &doomed)
+    removed(cli, args, &repository, &held, &doomed)
 }
 
 /// `forget ID...`: the named snapshots, resolved before any is removed.
-fn forget_named(cli: &Cli, args: &forget::ForgetArgs, repository: &Repository) -> Result<u8> {
+fn forget_named(
+    cli: &Cli,
+    args: &forget::ForgetArgs,
+    repository: &Repository,
+    held: &RepositoryLock,
+) -> Result<u8> {
     let mut doomed = Vec::new();
     for reference in &args.snapshots {
         let (id, _) = repository.resolve_snapshot(reference)?;
@@ -635,7 +646,7 @@ fn forget_named(cli: &Cli, args: &forget::ForgetArgs, repository: &Repository) -
         }
         return Ok(0);
     }
-    removed(cli, args, repository, &doomed)
+    removed(cli, args, repository, held, &doomed)
 }
 
 /// Removes `doomed` and says so.
@@ -643,6 +654,7 @@ fn removed(
     cli: &Cli,
     args: &forget::ForgetArgs,
     repository: &Repository,
+    held: &RepositoryLock,
     doomed: &[SnapshotId],
 ) -> Result<u8> {
     if let Err((done, error)) = cairn_core::forget::remove(repository, doomed) {
@@ -666,7 +678,7 @@ fn removed(
         )?;
     }
     if args.prune {
-        return run_prune(cli, repository, false, args.json);
+        return run_prune(cli, repository, held, false, args.json);
     }
     Ok(0)
 }

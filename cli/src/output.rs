@@ -561,6 +561,7 @@ pub fn prune_json(report: &cairn_core::prune::PruneReport, dry_run: bool) -> Res
         "bytes_removed": report.bytes_removed,
         "unindexed_packs_removed": report.unindexed_packs_removed,
         "unindexed_bytes_removed": report.unindexed_bytes_removed,
+        "unreadable_packs_kept": report.unreadable_packs_kept,
         "packs_kept": report.packs_kept,
         "dead_bytes_kept": report.dead_bytes_kept,
         "segments_removed": report.segments_removed,
@@ -585,6 +586,12 @@ pub fn prune_text(cli: &Cli, report: &cairn_core::prune::PruneReport, dry_run: b
             " and {} packs no index lists ({})",
             report.unindexed_packs_removed,
             bytes(report.unindexed_bytes_removed)
+        ));
+    }
+    if report.unreadable_packs_kept > 0 {
+        text.push_str(&format!(
+            "; kept {} packs no index lists whose trailer does not open (see `cairn check`)",
+            report.unreadable_packs_kept
         ));
     }
     text.push_str(&format!(

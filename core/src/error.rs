@@ -215,6 +215,12 @@ pub enum Error {
     /// why (one of them panicked, and the panic was reported).
     #[error("the packer stopped after an earlier failure")]
     PackerStopped,
+    /// A held lock's object is gone: another process removed it as stale.
+    #[error("{object}: this process's lock was removed by another one; stopped before deleting anything more")]
+    LockLost {
+        /// The lock object.
+        object: String,
+    },
     /// Prune cannot tell what is live, so it deletes nothing.
     #[error("prune refused, nothing was deleted: {reason}; run `cairn check`, and repair first")]
     PruneUnsafe {

@@ -289,7 +289,10 @@ fn check_segments(
     for pack in trailers.keys().filter(|p| !indexed.contains(p)) {
         warnings.add(
             object_name(ObjectKind::Pack, &pack.to_string()),
-            "no index segment lists this pack: nothing uses its blobs".into(),
+            "no index segment lists this pack: a writer stopped before indexing it, or its \
+             segment was lost (if blobs are reported missing from the index, run `cairn repair \
+             index`; otherwise `cairn prune` deletes it)"
+                .into(),
         );
     }
     Ok(bad_blobs)

@@ -15,11 +15,12 @@ mod live;
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::backend::ObjectKind;
+use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{Id, PackId, SegmentId};
 use crate::object::segment::IndexedPack;
 use crate::object::tree::NodeKind;
+use crate::repository::lock::RepositoryLock;
 use crate::repository::Repository;
 use live::LiveSet;
 
@@ -38,6 +39,9 @@ pub struct PruneReport {
     pub unindexed_packs_removed: usize,
     /// Their size in bytes.
     pub unindexed_bytes_removed: u64,
+    /// Packs no segment lists whose trailer does not open: not known to be
+    /// garbage, so kept.
+    pub unreadable_packs_kept: usize,
     /// Packs kept.
     pub packs_kept: usize,
     /// Bytes of dead blobs inside kept packs, not reclaimed.
@@ -55,17 +59,20 @@ struct PackUse {
     dead_bytes: u64,
 }
 
-/// Prunes `repository` (the caller holds an exclusive lock). With
+/// Prunes `repository` under `lock`, which must be exclusive. With
 /// `dry_run`, only says what it would do. Refuses, deleting nothing, if
 /// any snapshot, tree or segment cannot be read: what is live would then
 /// be unknown.
-pub fn prune(repository: &Repository, dry_run: bool) -> Result<PruneReport> {
+pub fn prune(repository: &Repository, lock: &RepositoryLock, dry_run: bool) -> Result<PruneReport> {
     let mut report = PruneReport::default();
     let live = mark(repository, &mut report)?;
 
     // Every pack the segments list, with its use.
     let segments = list_ids(repository, ObjectKind::Index)?;
     let mut packs: BTreeMap<PackId, PackUse> = BTreeMap::new();
+    // The live blobs some listing holds: every live blob must be among
+    // them, or pruning would act on an index that misses data.
+    let mut listed_live = LiveSet::new(&repository.scratch_dir())?;
     for id in &segments {
         let segment = repository
             .read_segment(SegmentId(*id))
@@ -73,7 +80,15 @@ pub fn prune(repository: &Repository, dry_run: bool) -> Result<PruneReport> {
                 reason: e.to_string(),
             })?;
         for listing in segment.packs {
-            if packs.contains_key(&listing.pack) {
+            if let Some(known) = packs.get(&listing.pack) {
+                if known.listing != listing {
+                    return Err(Error::PruneUnsafe {
+                        reason: format!(
+                            "index segments disagree about {}",
+                            object_name(ObjectKind::Pack, &listing.pack.to_string())
+                        ),
+                    });
+                }
                 continue;
             }
             let mut live_entries = 0;
@@ -81,6 +96,7 @@ pub fn prune(repository: &Repository, dry_run: bool) -> Result<PruneReport> {
             for entry in &listing.entries {
                 if live.contains(&entry.id)? {
                     live_entries += 1;
+                    listed_live.insert(&entry.id)?;
                 } else {
                     dead_bytes += u64::from(entry.stored_len);
                 }
@@ -94,6 +110,15 @@ pub fn prune(repository: &Repository, dry_run: bool) -> Result<PruneReport> {
                 },
             );
         }
+    }
+    listed_live.flush()?;
+    if listed_live.len() < live.len() {
+        return Err(Error::PruneUnsafe {
+            reason: format!(
+                "{} blobs the snapshots need are in no index segment; run `cairn repair index`",
+                live.len() - listed_live.len()
+            ),
+        });
     }
     let stored: HashSet<PackId> = list_ids(repository, ObjectKind::Pack)?
         .into_iter()
@@ -126,14 +151,41 @@ pub fn prune(repository: &Repository, dry_run: bool) -> Result<PruneReport> {
         .map(|p| p.pack)
         .chain(doomed.iter().copied())
         .collect();
-    let unindexed: Vec<PackId> = stored
-        .iter()
-        .filter(|p| !listed.contains(p))
-        .copied()
-        .collect();
-    for pack in &unindexed {
-        report.unindexed_packs_removed += 1;
-        report.unindexed_bytes_removed += size_of(pack);
+    // Packs no segment lists are leftovers, unless their trailers say
+    // they hold something live (a lost segment): then repair comes first.
+    let mut unindexed: Vec<PackId> = Vec::new();
+    for pack in stored.iter().filter(|p| !listed.contains(p)) {
+        let name = pack.to_string();
+        match repository.read_pack_trailer(&name) {
+            Ok((_, entries)) => {
+                if holds_live(&entries, &live)? {
+                    return Err(Error::PruneUnsafe {
+                        reason: format!(
+                            "{} holds blobs snapshots need, but no index segment lists it; run `cairn repair index`",
+                            object_name(ObjectKind::Pack, &name)
+                        ),
+                    });
+                }
+                report.unindexed_packs_removed += 1;
+                report.unindexed_bytes_removed += size_of(pack);
+                unindexed.push(*pack);
+            }
+            // Unreadable: not known to be garbage, so kept.
+            Err(_) => report.unreadable_packs_kept += 1,
+        }
+    }
+    // A dead pack's own trailer must agree that nothing in it is live.
+    for pack in &doomed {
+        if let Ok((_, entries)) = repository.read_pack_trailer(&pack.to_string()) {
+            if holds_live(&entries, &live)? {
+                return Err(Error::PruneUnsafe {
+                    reason: format!(
+                        "the trailer of {} lists a live blob its index entry does not",
+                        object_name(ObjectKind::Pack, &pack.to_string())
+                    ),
+                });
+            }
+        }
     }
     let reindex = report.packs_removed > 0;
     if dry_run || (!reindex && unindexed.is_empty()) {
@@ -143,7 +195,9 @@ pub fn prune(repository: &Repository, dry_run: bool) -> Result<PruneReport> {
         return Ok(report);
     }
 
-    // New index first, old segments after, packs last.
+    // New index first, old segments after, packs last; and only while
+    // the exclusive lock is still ours.
+    lock.ensure_held()?;
     if reindex {
         let written: HashSet<SegmentId> = repository.store_segments(kept)?.into_iter().collect();
         report.segments_written = written.len();
@@ -156,6 +210,7 @@ pub fn prune(repository: &Repository, dry_run: bool) -> Result<PruneReport> {
             report.segments_removed += 1;
         }
     }
+    lock.ensure_held()?;
     for pack in doomed.iter().chain(&unindexed) {
         let name = pack.to_string();
         match repository.backend().delete(ObjectKind::Pack, &name) {
@@ -204,6 +259,16 @@ fn mark(repository: &Repository, report: &mut PruneReport) -> Result<LiveSet> {
     live.flush()?;
     report.live_blobs = live.len();
     Ok(live)
+}
+
+/// Whether any of `entries` is live.
+fn holds_live(entries: &[crate::object::pack::PackEntry], live: &LiveSet) -> Result<bool> {
+    for entry in entries {
+        if live.contains(&entry.id)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn list_ids(repository: &Repository, kind: ObjectKind) -> Result<Vec<Id>> {

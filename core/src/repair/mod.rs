@@ -68,9 +68,14 @@ pub fn repair_index(repository: &Repository) -> Result<IndexRepair> {
                     },
                 );
             }
-            Err(e) => {
+            Err(e) if is_damage(&e) => {
                 damaged.insert(pack, e.to_string());
             }
+            // Gone since the listing: nothing to index.
+            Err(Error::MissingObject { .. }) => {}
+            // A store that failed to answer proves nothing: stop before
+            // anything is rewritten.
+            Err(e) => return Err(e),
         }
     }
 
@@ -87,10 +92,13 @@ pub fn repair_index(repository: &Repository) -> Result<IndexRepair> {
                     old_listing.insert(pack.pack, pack);
                 }
             }
-            Err(e) => report.damaged_segments.push(format!(
-                "{}: {e}",
-                object_name(ObjectKind::Index, &id.to_string())
-            )),
+            Err(e) if is_damage(&e) || matches!(e, Error::MissingObject { .. }) => {
+                report.damaged_segments.push(format!(
+                    "{}: {e}",
+                    object_name(ObjectKind::Index, &id.to_string())
+                ))
+            }
+            Err(e) => return Err(e),
         }
     }
     report.was_complete = report.damaged_segments.is_empty()
@@ -114,7 +122,7 @@ pub fn repair_index(repository: &Repository) -> Result<IndexRepair> {
             object_name(ObjectKind::Pack, &pack.to_string())
         ));
         if let Some(listed) = old_listing.get(&pack) {
-            let (kept, lost) = salvage(repository, listed);
+            let (kept, lost) = salvage(repository, listed)?;
             report.blobs_salvaged += kept.entries.len();
             report.blobs_lost += lost;
             if !kept.entries.is_empty() {
@@ -132,42 +140,56 @@ pub fn repair_index(repository: &Repository) -> Result<IndexRepair> {
     Ok(report)
 }
 
+/// Whether `error` shows damage, as opposed to a store that failed to
+/// answer (which proves nothing about the object).
+fn is_damage(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Corrupted { .. } | Error::Unauthenticated { .. }
+    )
+}
+
 /// The entries of `listed` (a damaged pack, as an old segment lists it)
-/// whose blobs still authenticate, and how many did not.
-fn salvage(repository: &Repository, listed: &IndexedPack) -> (IndexedPack, usize) {
+/// whose blobs still authenticate, and how many did not. Errors if the
+/// store fails to answer, rather than counting blobs as lost.
+fn salvage(repository: &Repository, listed: &IndexedPack) -> Result<(IndexedPack, usize)> {
     let name = listed.pack.to_string();
     let mut kept: Vec<PackEntry> = Vec::new();
-    let sealer = repository.session_sealer(listed.session).ok();
+    let sealer = match repository.session_sealer(listed.session) {
+        Ok(sealer) => Some(sealer),
+        Err(e) if is_damage(&e) || matches!(e, Error::MissingObject { .. }) => None,
+        Err(e) => return Err(e),
+    };
     for entry in &listed.entries {
-        let verified = sealer.as_ref().is_some_and(|sealer| {
-            entry.is_plausible()
-                && repository
-                    .backend()
-                    .get_range(
-                        ObjectKind::Pack,
-                        &name,
-                        u64::from(entry.offset),
-                        u64::from(entry.stored_len),
-                    )
-                    .ok()
-                    .is_some_and(|stored| {
-                        let blob_type = entry.blob_type().unwrap_or(BlobType::Data);
-                        repository
-                            .open_blob(entry, blob_type, stored, sealer)
-                            .is_ok()
-                    })
-        });
-        if verified {
+        let Some(sealer) = sealer.as_ref().filter(|_| entry.is_plausible()) else {
+            continue;
+        };
+        let stored = match repository.backend().get_range(
+            ObjectKind::Pack,
+            &name,
+            u64::from(entry.offset),
+            u64::from(entry.stored_len),
+        ) {
+            Ok(stored) => stored,
+            // Beyond the end of a truncated pack: lost.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
+            Err(e) => return Err(Error::storage(ObjectKind::Pack, &name, e)),
+        };
+        let blob_type = entry.blob_type().unwrap_or(BlobType::Data);
+        if repository
+            .open_blob(entry, blob_type, stored, sealer)
+            .is_ok()
+        {
             kept.push(*entry);
         }
     }
     let lost = listed.entries.len() - kept.len();
-    (
+    Ok((
         IndexedPack {
             pack: listed.pack,
             session: listed.session,
             entries: kept,
         },
         lost,
-    )
+    ))
 }

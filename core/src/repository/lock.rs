@@ -158,6 +158,20 @@ impl RepositoryLock {
             .refresh()
     }
 
+    /// Errors with [`Error::LockLost`] unless the lock object is still
+    /// stored: another process may have judged it stale and removed it,
+    /// and then whatever needs the lock must stop.
+    pub fn ensure_held(&self) -> Result<()> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.backend.size(ObjectKind::Lock, &state.name) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::LockLost {
+                object: object_name(ObjectKind::Lock, &state.name),
+            }),
+            Err(e) => Err(Error::storage(ObjectKind::Lock, &state.name, e)),
+        }
+    }
+
     /// The lock object's name, `locks/<id>`.
     pub fn object(&self) -> String {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
