@@ -222,9 +222,10 @@ proptest! {
     #[test]
     fn locks_round_trip(
         time_ns in any::<i64>(), exclusive in any::<bool>(), hostname in ".{0,12}",
-        username in ".{0,12}", pid in any::<u32>(), command in ".{0,12}", key in any::<[u8; 32]>(),
+        host_id in ".{0,12}", username in ".{0,12}", pid in any::<u32>(), command in ".{0,12}",
+        key in any::<[u8; 32]>(),
     ) {
-        let lock = Lock { time_ns, exclusive, hostname, username, pid, command };
+        let lock = Lock { time_ns, exclusive, hostname, host_id, username, pid, command };
         prop_assert_eq!(Lock::decode(&lock.encode()).unwrap(), lock.clone());
         let sealer = Sealer::new(&SecretKey(key));
         prop_assert_eq!(Lock::open(&lock.seal(&sealer), &sealer).unwrap(), lock);

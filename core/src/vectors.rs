@@ -217,6 +217,7 @@ fn compute() -> BTreeMap<String, (String, String)> {
         time_ns: 1_764_547_200_000_000_000,
         exclusive: true,
         hostname: "web-1".into(),
+        host_id: "5f1c0e9a2b7d4c3e8f6a1b2c3d4e5f60 pid:[4026531836]".into(),
         username: "root".into(),
         pid: 4242,
         command: "forget".into(),

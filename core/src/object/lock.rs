@@ -24,6 +24,10 @@ pub struct Lock {
     pub exclusive: bool,
     /// Host of the process holding it.
     pub hostname: String,
+    /// Which machine and process namespace, beyond the host name: the
+    /// machine id (or boot id) and the pid namespace, so that containers
+    /// or clones sharing a host name never judge each other's pids.
+    pub host_id: String,
     /// User running that process.
     pub username: String,
     /// That process's id.

@@ -47,6 +47,9 @@ pub trait LockHost: Send + Sync {
     fn sleep(&self, duration: Duration);
     /// This host's name.
     fn hostname(&self) -> String;
+    /// This machine and pid namespace (see [`Lock::host_id`]); empty if
+    /// unknown, and then no pid of another lock is judged.
+    fn host_id(&self) -> String;
     /// The user running this process.
     fn username(&self) -> String;
     /// This process's id.
@@ -75,6 +78,21 @@ impl LockHost for SystemHost {
 
     fn username(&self) -> String {
         crate::archiver::local_username()
+    }
+
+    fn host_id(&self) -> String {
+        let machine = ["/etc/machine-id", "/proc/sys/kernel/random/boot_id"]
+            .iter()
+            .find_map(|path| {
+                let id = std::fs::read_to_string(path).ok()?;
+                let id = id.trim();
+                (!id.is_empty()).then(|| id.to_string())
+            });
+        let namespace = std::fs::read_link("/proc/self/ns/pid").ok();
+        match (machine, namespace) {
+            (Some(machine), Some(namespace)) => format!("{machine} {}", namespace.display()),
+            _ => String::new(),
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -248,6 +266,7 @@ impl Repository {
             time_ns: host.now_ns(),
             exclusive: kind == LockKind::Exclusive,
             hostname: host.hostname(),
+            host_id: host.host_id(),
             username: host.username(),
             pid: host.pid(),
             command: command.to_string(),
@@ -365,7 +384,10 @@ impl Repository {
         if host.now_ns().saturating_sub(lock.time_ns) > duration_ns(STALE_AFTER) {
             return Some("not refreshed for 30 minutes");
         }
-        if lock.hostname == host.hostname() && lock.pid != host.pid() && !host.is_alive(lock.pid) {
+        let same_namespace = !lock.host_id.is_empty()
+            && lock.host_id == host.host_id()
+            && lock.hostname == host.hostname();
+        if same_namespace && lock.pid != host.pid() && !host.is_alive(lock.pid) {
             return Some("its process is gone");
         }
         None
@@ -427,6 +449,7 @@ mod tests {
     struct FakeHost {
         now: AtomicI64,
         hostname: Mutex<String>,
+        namespace: Mutex<String>,
         pid: u32,
         alive: Mutex<Vec<u32>>,
     }
@@ -436,6 +459,7 @@ mod tests {
             Arc::new(FakeHost {
                 now: AtomicI64::new(1_700_000_000_000_000_000),
                 hostname: Mutex::new("here".into()),
+                namespace: Mutex::new("pid:[1]".into()),
                 pid,
                 alive: Mutex::new(vec![1, 2, 3]),
             })
@@ -455,6 +479,13 @@ mod tests {
         }
         fn hostname(&self) -> String {
             self.hostname.lock().unwrap().clone()
+        }
+        fn host_id(&self) -> String {
+            format!(
+                "machine-of-{} {}",
+                self.hostname(),
+                self.namespace.lock().unwrap()
+            )
         }
         fn username(&self) -> String {
             "me".into()
@@ -577,6 +608,23 @@ mod tests {
             .lock(LockKind::Exclusive, "forget", Duration::ZERO)
             .unwrap();
         assert!(b.take_notices().iter().any(|n| n.contains("not refreshed")));
+    }
+
+    #[test]
+    fn a_container_sharing_the_host_name_never_judges_anothers_pid() {
+        let (_caches, a, b, host_a, host_b) = two_processes();
+        // Same host name, another pid namespace (a container, say).
+        *host_a.namespace.lock().unwrap() = "pid:[2]".into();
+        let _held = a
+            .lock(LockKind::Exclusive, "forget", Duration::ZERO)
+            .unwrap();
+        // Pid 1 does not exist in b's namespace: that proves nothing.
+        host_b.alive.lock().unwrap().retain(|&p| p != 1);
+        assert!(matches!(
+            b.lock(LockKind::Exclusive, "forget", Duration::ZERO),
+            Err(Error::Locked { .. })
+        ));
+        assert_eq!(lock_count(&a), 1);
     }
 
     #[test]
