@@ -413,7 +413,8 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Deterministic incompressible bytes.
+/// Deterministic incompressible bytes. Seeds that differ only in their
+/// lowest bit give the same bytes.
 pub fn noise(len: usize, state: u64) -> Vec<u8> {
     cairn_core::internals::Xorshift64::new(state | 1).bytes(len)
 }
