@@ -9,6 +9,7 @@
 //! held by a process of this host that no longer exists, is stale: it is
 //! removed, with a notice, and does not count.
 
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -122,6 +123,9 @@ type HeldEntry = (usize, Arc<dyn Backend>, String);
 fn held() -> std::sync::MutexGuard<'static, Vec<HeldEntry>> {
     HELD.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Keys of [`HELD`] entries.
+static NEXT_KEY: AtomicUsize = AtomicUsize::new(0);
 
 /// Removes every lock this process holds: for a signal handler, just
 /// before the process ends.
@@ -277,14 +281,22 @@ impl Repository {
                 None => {
                     lock.time_ns = host.now_ns();
                     let name = store(self.backend.as_ref(), &self.index_sealer, &lock)?;
+                    // Registered at once, so that a signal during the check
+                    // below still removes it.
+                    let registry_key = NEXT_KEY.fetch_add(1, AtomicOrdering::Relaxed);
+                    held().push((registry_key, Arc::clone(&self.backend), name.clone()));
+                    let give_back = |name: &str| {
+                        held().retain(|e| e.0 != registry_key);
+                        let _ = self.backend.delete(ObjectKind::Lock, name);
+                    };
                     match self.conflicting(kind, Some(&name)) {
-                        Ok(None) => return Ok(self.hold(lock, name)),
+                        Ok(None) => return Ok(self.hold(lock, name, registry_key)),
                         Ok(Some(conflict)) => {
-                            let _ = self.backend.delete(ObjectKind::Lock, &name);
+                            give_back(&name);
                             Some(conflict)
                         }
                         Err(e) => {
-                            let _ = self.backend.delete(ObjectKind::Lock, &name);
+                            give_back(&name);
                             return Err(e);
                         }
                     }
@@ -300,11 +312,8 @@ impl Repository {
         }
     }
 
-    /// Starts refreshing a lock just stored, and registers it for release.
-    fn hold(&self, lock: Lock, name: String) -> RepositoryLock {
-        static NEXT_KEY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let registry_key = NEXT_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        held().push((registry_key, Arc::clone(&self.backend), name.clone()));
+    /// Starts refreshing a lock just stored and registered for release.
+    fn hold(&self, lock: Lock, name: String, registry_key: usize) -> RepositoryLock {
         let state = Arc::new(Mutex::new(Held {
             backend: Arc::clone(&self.backend),
             index_sealer: self.index_sealer.clone(),
