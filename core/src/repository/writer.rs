@@ -358,6 +358,9 @@ impl Repository {
     /// new session, and returns their ids. For repair, which rebuilds the
     /// index from pack trailers: the packs are already stored.
     pub(crate) fn store_segments(&self, packs: Vec<IndexedPack>) -> Result<Vec<SegmentId>> {
+        if packs.is_empty() {
+            return Ok(Vec::new());
+        }
         let (session, bytes) = session::create(&self.keys.public());
         let name = session.id.to_string();
         self.backend
@@ -390,11 +393,15 @@ impl Repository {
         Ok(stored)
     }
 
-    /// Deletes an index segment (repair, once its replacement is stored).
+    /// Deletes an index segment (repair, once its replacement is stored);
+    /// one already gone is done.
     pub(crate) fn delete_segment(&self, id: SegmentId) -> Result<()> {
         let name = id.to_string();
-        self.backend
-            .delete(ObjectKind::Index, &name)
-            .map_err(|e| Error::storage(ObjectKind::Index, &name, e))
+        match self.backend.delete(ObjectKind::Index, &name) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::storage(ObjectKind::Index, &name, e))
+            }
+            _ => Ok(()),
+        }
     }
 }
