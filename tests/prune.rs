@@ -33,6 +33,18 @@ fn history(env: &Env) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
     expected
 }
 
+/// Runs `cairn prune`, insisting that it refuses and says nothing was
+/// deleted.
+fn assert_prune_refused(env: &Env) {
+    let out = env.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("nothing was deleted"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 fn prune_json(env: &Env, args: &[&str]) -> Value {
     let mut command = vec!["prune", "--json"];
     command.extend_from_slice(args);
@@ -104,13 +116,7 @@ fn forget_with_prune_does_both_and_prune_refuses_when_it_cannot_see_everything()
     let snapshot = env.objects(ObjectKind::Snapshot)[0].clone();
     env.replace_object(ObjectKind::Snapshot, &snapshot, b"garbage");
     let packs = env.objects(ObjectKind::Pack);
-    let out = env.run(&["prune"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("nothing was deleted"),
-        "{}",
-        stderr(&out)
-    );
+    assert_prune_refused(&env);
     assert_eq!(env.objects(ObjectKind::Pack), packs);
 }
 
@@ -125,13 +131,7 @@ fn packs_no_index_lists_are_deleted_only_when_nothing_in_them_is_needed() {
     let saved = env.read_object(ObjectKind::Index, &lost);
     env.remove_object(ObjectKind::Index, &lost);
     let packs = env.objects(ObjectKind::Pack);
-    let out = env.run(&["prune"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("nothing was deleted"),
-        "{}",
-        stderr(&out)
-    );
+    assert_prune_refused(&env);
     assert_eq!(env.objects(ObjectKind::Pack), packs, "nothing deleted");
     env.put_object(ObjectKind::Index, &lost, &saved);
 

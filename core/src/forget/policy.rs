@@ -241,6 +241,28 @@ impl Period {
     }
 }
 
+/// Whether a rule keeps the snapshot in `period`, given the period of
+/// the last one it kept (`last`, updated): the first met in each period,
+/// and the oldest of the group while the rule is still on. Returns the
+/// reason, `reason` or "oldest `reason`".
+fn first_of_period(
+    last: &mut Option<i64>,
+    period: i64,
+    is_oldest: bool,
+    reason: &str,
+) -> Option<String> {
+    let new_period = *last != Some(period);
+    if !new_period && !is_oldest {
+        return None;
+    }
+    *last = Some(period);
+    Some(if new_period {
+        reason.to_string()
+    } else {
+        format!("oldest {reason}")
+    })
+}
+
 /// Applies `policy` to one group's snapshots, given by time (nanoseconds
 /// since the epoch) and tags, **newest first** (equal times: the one that
 /// counts as newer first). `now_ns` says which snapshots are in the future
@@ -329,17 +351,13 @@ pub fn apply<Tz: TimeZone>(
                 continue;
             }
             let period = rule.period.of(time, index);
-            let new_period = rule.last != Some(period);
-            if new_period || index == oldest {
-                rule.last = Some(period);
+            if let Some(reason) =
+                first_of_period(&mut rule.last, period, index == oldest, rule.reason)
+            {
                 if let KeepCount::Last(n) = &mut rule.left {
                     *n -= 1;
                 }
-                reasons.push(if new_period {
-                    rule.reason.to_string()
-                } else {
-                    format!("oldest {}", rule.reason)
-                });
+                reasons.push(reason);
             }
         }
         for rule in &mut within {
@@ -347,14 +365,9 @@ pub fn apply<Tz: TimeZone>(
                 continue;
             }
             let period = rule.period.of(time, index);
-            let new_period = rule.last != Some(period);
-            if new_period || index == oldest {
-                rule.last = Some(period);
-                let reason = if new_period {
-                    rule.reason.to_string()
-                } else {
-                    format!("oldest {}", rule.reason)
-                };
+            if let Some(reason) =
+                first_of_period(&mut rule.last, period, index == oldest, rule.reason)
+            {
                 reasons.push(format!("{reason} {}", rule.span));
             }
         }
