@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use cairn_core::backend::ObjectKind;
+
 use crate::util::{file_contents, noise, restored, stderr, Env};
 
 /// Changes a few files of the source, differently each round.
@@ -107,4 +109,41 @@ fn backups_killed_at_many_points_lose_nothing() {
             "snapshot {id}"
         );
     }
+}
+
+#[test]
+fn packs_a_killed_backup_finished_are_reused_by_the_next_one() {
+    let env = Env::new();
+    env.ok(&["init", "--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.bin"), noise(3_000_000, 31)).unwrap();
+    let segments = env.objects(ObjectKind::Index);
+    let full = env.backup(&[&src], &[]);
+    // As if killed after its packs were stored, before its segment and
+    // its snapshot: only the packs (and its session) remain.
+    for segment in env.objects(ObjectKind::Index) {
+        if !segments.contains(&segment) {
+            env.remove_object(ObjectKind::Index, &segment);
+        }
+    }
+    env.ok(&["forget", full["snapshot_id"].as_str().unwrap()]);
+    let packs = env.objects(ObjectKind::Pack);
+    let again = env.backup(&[&src], &[]);
+    assert!(
+        again["bytes_added"].as_u64().unwrap() < full["bytes_added"].as_u64().unwrap() / 10,
+        "the next backup stored the data again: {again}"
+    );
+    // The packs it found were indexed, not duplicated.
+    let new_packs = env
+        .objects(ObjectKind::Pack)
+        .into_iter()
+        .filter(|p| !packs.contains(p))
+        .count();
+    assert!(new_packs <= 1, "{new_packs} new packs");
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("no index"), "{}", stderr(&out));
+    let target = env.restore("latest", "r", &[]);
+    assert_eq!(file_contents(&restored(&target, &src)), file_contents(&src));
 }

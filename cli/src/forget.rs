@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use cairn_core::forget::policy::{KeepCount, KeepPolicy, RetentionSpan};
 use cairn_core::forget::{ForgetOptions, GroupBy, SnapshotFilter};
+use cairn_core::prune::MaxUnused;
 use clap::Args;
 
 /// Arguments of `cairn forget`.
@@ -78,6 +79,9 @@ pub struct ForgetArgs {
     /// Prune afterwards, under the same lock.
     #[arg(long)]
     pub prune: bool,
+    /// With --prune: unused space to tolerate in packs (see prune).
+    #[arg(long, value_name = "LIMIT", default_value = "5%", requires = "prune")]
+    pub max_unused: MaxUnused,
 }
 
 fn keep_count(text: &str) -> std::result::Result<KeepCount, String> {

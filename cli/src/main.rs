@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_core::progress::Progress;
+use cairn_core::prune::{MaxUnused, PruneOptions};
 use cairn_core::{
     ChunkerParams, InitOptions, LockKind, Repository, RepositoryLock, RestoreOptions, SnapshotId,
 };
@@ -82,9 +83,13 @@ enum Command {
 
 #[derive(Args)]
 struct PruneArgs {
-    /// Say what would be deleted; delete nothing.
+    /// Say what would be deleted and repacked; change nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Unused space to tolerate inside packs before repacking them: a
+    /// percentage of the packs kept (5%), a size (500M, 2GiB) or unlimited.
+    #[arg(long, value_name = "LIMIT", default_value = "5%")]
+    max_unused: MaxUnused,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -442,7 +447,11 @@ fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
 fn prune(cli: &Cli, args: &PruneArgs) -> Result<u8> {
     let repository = open_repository(cli)?;
     let held = lock(cli, &repository, LockKind::Exclusive, "prune")?;
-    run_prune(cli, &repository, &held, args.dry_run, args.json)
+    let options = PruneOptions {
+        dry_run: args.dry_run,
+        max_unused: args.max_unused,
+    };
+    run_prune(cli, &repository, &held, &options, args.json)
 }
 
 /// Prunes under `held`, an exclusive lock, and reports.
@@ -450,15 +459,15 @@ fn run_prune(
     cli: &Cli,
     repository: &Repository,
     held: &RepositoryLock,
-    dry_run: bool,
+    options: &PruneOptions,
     json: bool,
 ) -> Result<u8> {
-    let report = cairn_core::prune::prune(repository, held, dry_run)?;
+    let report = cairn_core::prune::prune(repository, held, options)?;
     report_notices(cli, repository);
     if json {
-        output::prune_json(&report, dry_run)?;
+        output::prune_json(&report, options.dry_run)?;
     } else {
-        output::prune_text(cli, &report, dry_run)?;
+        output::prune_text(cli, &report, options.dry_run)?;
     }
     Ok(0)
 }
@@ -678,7 +687,11 @@ fn removed(
         )?;
     }
     if args.prune {
-        return run_prune(cli, repository, held, false, args.json);
+        let options = PruneOptions {
+            dry_run: false,
+            max_unused: args.max_unused,
+        };
+        return run_prune(cli, repository, held, &options, args.json);
     }
     Ok(0)
 }

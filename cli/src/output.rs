@@ -559,11 +559,18 @@ pub fn prune_json(report: &cairn_core::prune::PruneReport, dry_run: bool) -> Res
         "live_blobs": report.live_blobs,
         "packs_removed": report.packs_removed,
         "bytes_removed": report.bytes_removed,
+        "packs_repacked": report.packs_repacked,
+        "bytes_repacked": report.bytes_repacked,
+        "blobs_repacked": report.blobs_repacked,
+        "bytes_rewritten": report.bytes_rewritten,
+        "bytes_freed": report.bytes_freed(),
         "unindexed_packs_removed": report.unindexed_packs_removed,
         "unindexed_bytes_removed": report.unindexed_bytes_removed,
         "unreadable_packs_kept": report.unreadable_packs_kept,
         "packs_kept": report.packs_kept,
         "dead_bytes_kept": report.dead_bytes_kept,
+        "missing_packs_unlisted": report.missing_packs_unlisted,
+        "leftovers_removed": report.leftovers_removed,
         "segments_removed": report.segments_removed,
         "segments_written": report.segments_written,
     });
@@ -594,10 +601,35 @@ pub fn prune_text(cli: &Cli, report: &cairn_core::prune::PruneReport, dry_run: b
             report.unreadable_packs_kept
         ));
     }
+    if report.packs_repacked > 0 {
+        let verb = if dry_run { "would repack" } else { "repacked" };
+        text.push_str(&format!(
+            "; {verb} {} packs ({}), copying {} live blobs ({})",
+            report.packs_repacked,
+            bytes(report.bytes_repacked),
+            report.blobs_repacked,
+            bytes(report.bytes_rewritten)
+        ));
+    }
+    if report.missing_packs_unlisted > 0 {
+        text.push_str(&format!(
+            "; dropped {} missing packs from the index",
+            report.missing_packs_unlisted
+        ));
+    }
+    if report.leftovers_removed > 0 {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        text.push_str(&format!(
+            "; {verb} {} temporary files of stopped writers",
+            report.leftovers_removed
+        ));
+    }
     text.push_str(&format!(
-        "; kept {} packs, with {} of unused blobs inside them",
+        "; kept {} packs, with {} of unused blobs inside them; {} {}",
         report.packs_kept,
-        bytes(report.dead_bytes_kept)
+        bytes(report.dead_bytes_kept),
+        if dry_run { "would free" } else { "freed" },
+        bytes(report.bytes_freed())
     ));
     line(cli, &text)
 }

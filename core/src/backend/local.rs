@@ -455,6 +455,23 @@ impl Backend for LocalBackend {
         Ok(found)
     }
 
+    fn remove_leftover(&self, name: &str) -> io::Result<()> {
+        let relative = Path::new(name);
+        let is_leftover = relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+            && relative
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b".tmp-"));
+        if !is_leftover {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name}: not a leftover of this store"),
+            ));
+        }
+        fs::remove_file(self.root.join(relative))
+    }
+
     fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()> {
         self.lock_open_packs().retain(|p| p.name != name);
         fs::remove_file(self.path(kind, name))

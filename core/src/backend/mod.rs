@@ -167,6 +167,14 @@ pub trait Backend: Send + Sync {
     fn leftovers(&self) -> io::Result<Vec<(String, u64)>> {
         Ok(Vec::new())
     }
+    /// Removes a leftover that [`Backend::leftovers`] named. Errors with
+    /// `InvalidInput` for a name it would not give.
+    fn remove_leftover(&self, name: &str) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name}: not a leftover of this store"),
+        ))
+    }
     /// Creates the empty layout. Errors with `AlreadyExists` if a config
     /// already exists, and with [`StrayEntries`] inside if the location
     /// holds anything a repository's layout does not.

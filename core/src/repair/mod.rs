@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
-use crate::id::{Id, PackId, SegmentId};
+use crate::id::{PackId, SegmentId};
 use crate::object::blob::BlobType;
 use crate::object::pack::PackEntry;
 use crate::object::segment::IndexedPack;
@@ -39,23 +39,13 @@ pub struct IndexRepair {
     pub was_complete: bool,
 }
 
-fn listed(repository: &Repository, kind: ObjectKind) -> Result<Vec<Id>> {
-    Ok(repository
-        .backend()
-        .list(kind)
-        .map_err(|e| Error::storage(kind, "", e))?
-        .iter()
-        .filter_map(|name| Id::from_hex(name).filter(|id| id.to_hex() == *name))
-        .collect())
-}
-
 /// Rebuilds the index segments from the pack trailers (the caller holds
 /// an exclusive lock). The local cache follows on the next open.
 pub fn repair_index(repository: &Repository) -> Result<IndexRepair> {
     let mut report = IndexRepair::default();
     let mut trailers: HashMap<PackId, IndexedPack> = HashMap::new();
     let mut damaged: HashMap<PackId, String> = HashMap::new();
-    for id in listed(repository, ObjectKind::Pack)? {
+    for id in repository.list_ids(ObjectKind::Pack)? {
         let pack = PackId(id);
         match repository.read_pack_trailer(&pack.to_string()) {
             Ok((session, entries)) => {
@@ -80,7 +70,8 @@ pub fn repair_index(repository: &Repository) -> Result<IndexRepair> {
     }
 
     // What the old segments say, to compare and to salvage from.
-    let old: Vec<SegmentId> = listed(repository, ObjectKind::Index)?
+    let old: Vec<SegmentId> = repository
+        .list_ids(ObjectKind::Index)?
         .into_iter()
         .map(SegmentId)
         .collect();

@@ -9,6 +9,7 @@ mod index_sync;
 pub(crate) mod lock;
 pub(crate) mod packer;
 mod read;
+pub(crate) mod segment_writer;
 mod snapshots;
 #[cfg(test)]
 mod tests;
@@ -314,6 +315,20 @@ impl Repository {
             .path()
             .parent()
             .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf)
+    }
+
+    /// The ids of all objects of `kind`, sorted; names that are not ids
+    /// (foreign files) are left out.
+    pub(crate) fn list_ids(&self, kind: ObjectKind) -> Result<Vec<Id>> {
+        let mut ids: Vec<Id> = self
+            .backend
+            .list(kind)
+            .map_err(|e| Error::storage(kind, "", e))?
+            .iter()
+            .filter_map(|name| parse_name(name))
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// The store, for commands that walk its objects (check).

@@ -15,13 +15,14 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::segment_writer::{SegmentWriter, StoredSegment};
 use crate::backend::{Backend, ObjectKind, ObjectWriter};
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, Id, SegmentId, SessionId};
+use crate::id::{BlobId, SessionId};
 use crate::object::blob::{BlobType, Encoder, SealedBlob};
 use crate::object::pack::{PackWriter, MAX_PACK_ENTRIES};
-use crate::object::segment::{IndexSegment, IndexedPack};
+use crate::object::segment::IndexedPack;
 
 /// A blob to seal and pack.
 pub struct Job {
@@ -48,13 +49,6 @@ pub struct PackerConfig {
     /// Packs are closed at this many bytes.
     pub pack_target_bytes: u64,
 }
-
-/// An index segment the packer stored, for the caller's cache.
-pub type StoredSegment = (SegmentId, IndexSegment);
-
-/// Index segments are stored once they list this many blobs, so that no
-/// segment grows past what a reader accepts.
-pub(crate) const SEGMENT_ENTRY_LIMIT: usize = 100_000;
 
 /// What a finished pipeline leaves.
 pub struct Finished {
@@ -124,12 +118,8 @@ impl Packer {
             session: config.session,
             sealer: config.sealer,
             target: config.pack_target_bytes,
-            segment: SegmentWriter {
-                index_sealer: config.index_sealer,
-                unindexed: Vec::new(),
-                unindexed_entries: 0,
-                stored: stored_tx,
-            },
+            segment: SegmentWriter::new(config.session, config.index_sealer),
+            stored: stored_tx,
             failure: Arc::clone(&failure),
             bytes_added: Arc::clone(&bytes_added),
             blobs_added: Arc::clone(&blobs_added),
@@ -246,6 +236,8 @@ struct PackThread {
     sealer: Sealer,
     target: u64,
     segment: SegmentWriter,
+    /// Where each stored segment goes, for the caller's cache.
+    stored: mpsc::Sender<StoredSegment>,
     failure: Arc<Mutex<Option<Error>>>,
     bytes_added: Arc<AtomicU64>,
     blobs_added: Arc<AtomicU64>,
@@ -253,48 +245,6 @@ struct PackThread {
 
 /// A pack being streamed to storage.
 type OpenPack = PackWriter<Box<dyn ObjectWriter>>;
-
-/// Gathers the packs stored and stores a segment listing them once it
-/// holds [`SEGMENT_ENTRY_LIMIT`] entries, and when the pipeline ends.
-struct SegmentWriter {
-    index_sealer: Sealer,
-    unindexed: Vec<IndexedPack>,
-    unindexed_entries: usize,
-    /// Where each stored segment goes, for the caller's cache.
-    stored: mpsc::Sender<StoredSegment>,
-}
-
-impl SegmentWriter {
-    fn add(&mut self, backend: &dyn Backend, session: SessionId, pack: IndexedPack) -> Result<()> {
-        self.unindexed_entries += pack.entries.len();
-        self.unindexed.push(pack);
-        if self.unindexed_entries >= SEGMENT_ENTRY_LIMIT {
-            self.store(backend, session)?;
-        }
-        Ok(())
-    }
-
-    /// Stores a segment for the packs gathered since the last one.
-    fn store(&mut self, backend: &dyn Backend, session: SessionId) -> Result<()> {
-        if self.unindexed.is_empty() {
-            return Ok(());
-        }
-        let segment = IndexSegment {
-            packs: std::mem::take(&mut self.unindexed),
-        };
-        self.unindexed_entries = 0;
-        let bytes = segment.seal(session, &self.index_sealer);
-        let id = SegmentId(Id::of_bytes(&bytes));
-        let name = id.to_string();
-        backend
-            .put(ObjectKind::Index, &name, &bytes)
-            .map_err(|e| Error::storage(ObjectKind::Index, &name, e))?;
-        // The receiver lives as long as the writer; if it is gone, nobody
-        // needs the cache to know this segment before the next open.
-        let _ = self.stored.send((id, segment));
-        Ok(())
-    }
-}
 
 impl PackThread {
     fn run(mut self, sealed: Receiver<Vec<SealedBlob>>) {
@@ -312,7 +262,9 @@ impl PackThread {
             Some(pack) => self.store(pack),
             None => Ok(()),
         };
-        let indexed = last.and_then(|()| self.segment.store(self.backend.as_ref(), self.session));
+        let indexed = last
+            .and_then(|()| self.segment.finish(self.backend.as_ref()))
+            .map(|stored| self.hand_over(stored));
         if let Err(error) = indexed {
             *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
         }
@@ -358,8 +310,18 @@ impl PackThread {
             session: self.session,
             entries: pack.entries,
         };
-        self.segment
-            .add(self.backend.as_ref(), self.session, indexed)
+        let stored = self.segment.add(self.backend.as_ref(), indexed)?;
+        self.hand_over(stored);
+        Ok(())
+    }
+
+    /// Gives a stored segment to the caller. The receiver lives as long as
+    /// the writer; if it is gone, nobody needs the cache to know this
+    /// segment before the next open.
+    fn hand_over(&self, stored: Option<StoredSegment>) {
+        if let Some(stored) = stored {
+            let _ = self.stored.send(stored);
+        }
     }
 }
 
@@ -368,7 +330,9 @@ mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
     use crate::crypto::SecretKey;
+    use crate::id::Id;
     use crate::object::pack::{open_trailer, trailer_bounds, FOOTER_LEN};
+    use crate::object::segment::IndexSegment;
     use crate::testing::pseudo_random;
 
     fn config(backend: Arc<dyn Backend>, pack_target_bytes: u64) -> PackerConfig {

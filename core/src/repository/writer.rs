@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::packer::{Job, Packer, PackerConfig, StoredSegment, SEGMENT_ENTRY_LIMIT};
+use super::packer::{Job, Packer, PackerConfig};
+use super::segment_writer::{SegmentWriter, StoredSegment};
 use super::{check_compression_level, parse_name, Repository};
 use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, PackId, SegmentId, SessionId, SnapshotId};
 use crate::object::blob::{BlobType, MAX_BLOB_LEN};
-use crate::object::segment::{IndexSegment, IndexedPack};
+use crate::object::segment::IndexedPack;
 use crate::object::session::{self, Session};
 use crate::object::snapshot::Snapshot;
 
@@ -36,7 +37,8 @@ impl Repository {
                 object: object.clone(),
             });
         }
-        let (check, warnings) = self.check_packs()?;
+        let (check, warnings, unindexed) = self.check_packs()?;
+        self.adopt_unindexed(&unindexed)?;
         let (session, bytes) = session::create(&self.keys.public());
         let name = session.id.to_string();
         self.backend
@@ -69,8 +71,9 @@ impl Repository {
     /// Which indexed packs a backup may deduplicate against: lists `data/`
     /// and `sessions/` once, and marks the packs the cache knows that are
     /// missing, or whose session is. Returns the check and a warning for
-    /// each missing object (at most [`MAX_MISSING_WARNINGS`], then a count).
-    fn check_packs(&self) -> Result<(PackCheck, Vec<String>)> {
+    /// each missing object (at most [`MAX_MISSING_WARNINGS`], then a count),
+    /// and the packs stored that the cache does not know.
+    fn check_packs(&self) -> Result<(PackCheck, Vec<String>, Vec<PackId>)> {
         let listed = |kind: ObjectKind| {
             self.backend
                 .list(kind)
@@ -86,8 +89,11 @@ impl Repository {
             .collect();
         let mut check = PackCheck::default();
         let mut missing = Vec::new();
+        let mut known: HashSet<PackId> = HashSet::new();
         self.with_index(|index| {
+            known.clear();
             index.for_each_pack(|_, pack, session| {
+                known.insert(pack);
                 if !packs.contains(&pack.0) && check.missing_packs.insert(pack) {
                     missing.push(object_name(ObjectKind::Pack, &pack.to_string()));
                 }
@@ -110,7 +116,37 @@ impl Repository {
             ));
         }
         check.rebuilds = self.index_rebuilds.load(Ordering::SeqCst);
-        Ok((check, warnings))
+        let unindexed = packs
+            .into_iter()
+            .map(PackId)
+            .filter(|pack| !known.contains(pack))
+            .collect();
+        Ok((check, warnings, unindexed))
+    }
+
+    /// Indexes packs that are stored but that no segment lists, as a
+    /// backup killed before its segment leaves them, from their trailers:
+    /// this session then reuses their blobs rather than store them again.
+    /// A pack whose trailer does not open is left for `check` to report.
+    /// A pack of a backup still running may be indexed twice, by its
+    /// writer and here: both listings come from the same trailer, and
+    /// each is valid (SPEC.md §12).
+    fn adopt_unindexed(&self, unindexed: &[PackId]) -> Result<()> {
+        let mut sink = self.segment_sink();
+        for pack in unindexed {
+            if let Ok((session, entries)) = self.read_pack_trailer(&pack.to_string()) {
+                sink.add(IndexedPack {
+                    pack: *pack,
+                    session,
+                    entries,
+                })?;
+            }
+        }
+        if !sink.finish()?.is_empty() {
+            // Segments damaged at open were reported then.
+            self.with_index(|index| self.sync_index(index).map(drop))?;
+        }
+        Ok(())
     }
 }
 
@@ -290,6 +326,28 @@ impl BlobWriter<'_> {
         Ok(ids)
     }
 
+    /// Queues a blob that prune read back, verified, from a pack it is
+    /// about to delete: stored again although the index knows it, since
+    /// the only copy the index knows is in that pack.
+    pub(crate) fn copy_blob(
+        &mut self,
+        id: BlobId,
+        blob_type: BlobType,
+        plaintext: Vec<u8>,
+    ) -> Result<()> {
+        if !self.written.insert(id) {
+            return Ok(());
+        }
+        let packer = self.packer.as_mut().ok_or(Error::WriterFlushed)?;
+        packer.submit(Job {
+            id,
+            blob_type,
+            plaintext,
+        })?;
+        let stored = packer.take_stored();
+        self.absorb(stored)
+    }
+
     /// Stores one blob (if new) and returns its id.
     pub fn add_blob(&mut self, blob_type: BlobType, plaintext: Vec<u8>) -> Result<BlobId> {
         Ok(self.add_blobs(blob_type, vec![plaintext])?[0])
@@ -353,44 +411,25 @@ impl BlobWriter<'_> {
 }
 
 impl Repository {
-    /// Stores index segments listing `packs` (each segment at most
-    /// [`SEGMENT_ENTRY_LIMIT`] entries, a pack never split), sealed in a
-    /// new session, and returns their ids. For repair, which rebuilds the
-    /// index from pack trailers: the packs are already stored.
+    /// A sink for index segments listing packs already stored (repair and
+    /// prune, which index packs anew), sealed in a new session that is
+    /// stored with the first segment.
+    pub(crate) fn segment_sink(&self) -> SegmentSink<'_> {
+        SegmentSink {
+            repository: self,
+            writer: None,
+            stored: Vec::new(),
+        }
+    }
+
+    /// Stores index segments listing `packs` (see
+    /// [`Repository::segment_sink`]) and returns their ids.
     pub(crate) fn store_segments(&self, packs: Vec<IndexedPack>) -> Result<Vec<SegmentId>> {
-        if packs.is_empty() {
-            return Ok(Vec::new());
+        let mut sink = self.segment_sink();
+        for pack in packs {
+            sink.add(pack)?;
         }
-        let (session, bytes) = session::create(&self.keys.public());
-        let name = session.id.to_string();
-        self.backend
-            .put(ObjectKind::Session, &name, &bytes)
-            .map_err(|e| Error::storage(ObjectKind::Session, &name, e))?;
-        let mut stored = Vec::new();
-        let mut batch: Vec<IndexedPack> = Vec::new();
-        let mut entries = 0;
-        let mut packs = packs.into_iter().peekable();
-        while let Some(pack) = packs.next() {
-            entries += pack.entries.len();
-            batch.push(pack);
-            let next_too_many = packs
-                .peek()
-                .is_some_and(|next| entries + next.entries.len() > SEGMENT_ENTRY_LIMIT);
-            if next_too_many || packs.peek().is_none() {
-                let segment = IndexSegment {
-                    packs: std::mem::take(&mut batch),
-                };
-                entries = 0;
-                let bytes = segment.seal(session.id, &self.index_sealer);
-                let id = SegmentId(Id::of_bytes(&bytes));
-                let name = id.to_string();
-                self.backend
-                    .put(ObjectKind::Index, &name, &bytes)
-                    .map_err(|e| Error::storage(ObjectKind::Index, &name, e))?;
-                stored.push(id);
-            }
-        }
-        Ok(stored)
+        sink.finish()
     }
 
     /// Deletes an index segment (repair, once its replacement is stored);
@@ -403,5 +442,50 @@ impl Repository {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Index segments for packs already stored: see
+/// [`Repository::segment_sink`].
+pub(crate) struct SegmentSink<'r> {
+    repository: &'r Repository,
+    /// Started, with its session stored, at the first pack.
+    writer: Option<SegmentWriter>,
+    stored: Vec<SegmentId>,
+}
+
+impl SegmentSink<'_> {
+    /// Adds a pack's listing; a segment is stored once enough are waiting.
+    pub(crate) fn add(&mut self, pack: IndexedPack) -> Result<()> {
+        let repository = self.repository;
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => {
+                let (session, bytes) = session::create(&repository.keys.public());
+                let name = session.id.to_string();
+                repository
+                    .backend
+                    .put(ObjectKind::Session, &name, &bytes)
+                    .map_err(|e| Error::storage(ObjectKind::Session, &name, e))?;
+                self.writer.insert(SegmentWriter::new(
+                    session.id,
+                    repository.index_sealer.clone(),
+                ))
+            }
+        };
+        if let Some((id, _)) = writer.add(repository.backend.as_ref(), pack)? {
+            self.stored.push(id);
+        }
+        Ok(())
+    }
+
+    /// Stores the last segment and returns the ids of all stored.
+    pub(crate) fn finish(mut self) -> Result<Vec<SegmentId>> {
+        if let Some(writer) = &mut self.writer {
+            if let Some((id, _)) = writer.finish(self.repository.backend.as_ref())? {
+                self.stored.push(id);
+            }
+        }
+        Ok(self.stored)
     }
 }
