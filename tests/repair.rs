@@ -4,6 +4,8 @@ use std::fs;
 
 use cairn_core::backend::ObjectKind;
 
+use serde_json::Value;
+
 use crate::util::{noise, restored, stderr, Env};
 
 fn repository() -> Env {
@@ -103,4 +105,140 @@ fn a_pack_with_a_damaged_trailer_keeps_the_blobs_that_verify() {
     let check = env.run(&["check"]);
     assert_eq!(check.status.code(), Some(1));
     assert!(stderr(&check).contains(&pack));
+}
+
+/// A snapshot of `big.bin` alone, then one that adds `small.txt`: the
+/// second's trees are all in its own packs. Returns the packs the first
+/// backup stored (big.bin's data, and the first snapshot's trees).
+fn two_snapshots(env: &Env) -> Vec<String> {
+    env.ok(&["init", "--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), noise(4 << 20, 21)).unwrap();
+    env.backup(&[&src], &[]);
+    let first = env.objects(ObjectKind::Pack);
+    fs::write(src.join("small.txt"), b"small").unwrap();
+    env.backup(&[&src], &[]);
+    first
+}
+
+fn repair_json(env: &Env, args: &[&str]) -> Value {
+    let mut command = vec!["repair", "snapshots", "--json"];
+    command.extend_from_slice(args);
+    serde_json::from_str(env.ok(&command).trim()).unwrap()
+}
+
+#[test]
+fn repair_snapshots_keeps_what_survives_and_lists_the_damage() {
+    let env = Env::new();
+    let first_packs = two_snapshots(&env);
+    let original = noise(4 << 20, 21);
+    // Lose the pack holding the first chunk of big.bin: the one whose
+    // bytes start with that chunk's data is unknown from outside, so lose
+    // the largest of the first backup's packs, a pack of data.
+    let lost = first_packs
+        .iter()
+        .max_by_key(|p| env.object_size(ObjectKind::Pack, p))
+        .unwrap()
+        .clone();
+    env.remove_object(ObjectKind::Pack, &lost);
+    assert!(!env.run(&["check"]).status.success());
+
+    // A dry run says what it would do and writes nothing.
+    let snapshots_before = env.snapshots().len();
+    let dry = repair_json(&env, &["--dry-run", "latest"]);
+    assert_eq!(dry["repaired"].as_array().unwrap().len(), 1, "{dry}");
+    assert!(dry["repaired"][0]["repaired"].is_null(), "{dry}");
+    assert_eq!(env.snapshots().len(), snapshots_before);
+
+    let report = repair_json(&env, &["latest"]);
+    let repaired = &report["repaired"][0];
+    let damaged = repaired["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{report}");
+    assert!(
+        damaged[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/src/big.bin"),
+        "{report}"
+    );
+    let lost_chunks = damaged[0]["chunks_lost"].as_u64().unwrap();
+    assert!(
+        lost_chunks >= 1 && lost_chunks < damaged[0]["chunks"].as_u64().unwrap(),
+        "{report}"
+    );
+    let zeroed = damaged[0]["bytes_zeroed"].as_u64().unwrap() as usize;
+    assert!(zeroed > 0, "{report}");
+    // The original stays, the repaired one is tagged and lists the file.
+    assert_eq!(env.snapshots().len(), snapshots_before + 1);
+    let new_id = repaired["repaired"].as_str().unwrap();
+    let new = env
+        .snapshots()
+        .into_iter()
+        .find(|s| s["id"] == new_id)
+        .unwrap();
+    assert!(
+        new["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "repaired"),
+        "{new}"
+    );
+
+    // It restores: the small file whole, big.bin at its full length with
+    // the lost chunk as zeros and every other byte in place.
+    let target = env.restore(new_id, "r", &[]);
+    let base = restored(&target, &env.path("src"));
+    assert_eq!(fs::read(base.join("small.txt")).unwrap(), b"small");
+    let big = fs::read(base.join("big.bin")).unwrap();
+    assert_eq!(big.len(), original.len());
+    let differing = big.iter().zip(&original).filter(|(a, b)| a != b).count();
+    assert!(
+        differing > 0 && differing <= zeroed,
+        "{differing} bytes differ"
+    );
+    let zeros = big.iter().filter(|b| **b == 0).count();
+    assert!(zeros >= zeroed, "the lost chunk reads as zeros");
+
+    // With --forget over all snapshots, the damaged originals go; prune
+    // then drops the lost pack from the index, and the repository checks
+    // clean.
+    let all = repair_json(&env, &["--forget"]);
+    assert!(!all["repaired"].as_array().unwrap().is_empty(), "{all}");
+    let pruned: Value = serde_json::from_str(env.ok(&["prune", "--json"]).trim()).unwrap();
+    assert_eq!(pruned["missing_packs_unlisted"], 1, "{pruned}");
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Nothing left to repair.
+    let again = repair_json(&env, &[]);
+    assert_eq!(again["repaired"].as_array().unwrap().len(), 0, "{again}");
+}
+
+#[test]
+fn repair_snapshots_with_read_data_finds_damaged_blobs_too() {
+    let env = Env::new();
+    two_snapshots(&env);
+    // Flip a byte at the start of every pack: each pack's first blob no
+    // longer authenticates, though every pack is present.
+    for pack in env.objects(ObjectKind::Pack) {
+        let mut bytes = env.read_object(ObjectKind::Pack, &pack);
+        bytes[40] ^= 0x40;
+        env.replace_object(ObjectKind::Pack, &pack, &bytes);
+    }
+    // Trees are always read, so a damaged tree shows either way; a
+    // damaged chunk of a file only when the data is read.
+    let damaged_files = |report: &Value| {
+        report["repaired"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["damaged"].as_array().unwrap().clone())
+            .filter(|d| d["type"] == "file")
+            .count()
+    };
+    let without = repair_json(&env, &["--dry-run"]);
+    assert_eq!(damaged_files(&without), 0, "{without}");
+    let with = repair_json(&env, &["--dry-run", "--read-data"]);
+    assert!(damaged_files(&with) > 0, "{with}");
 }

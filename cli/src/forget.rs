@@ -1,8 +1,10 @@
 //! `cairn forget`: its arguments, turned into core's forget options.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use cairn_core::forget::policy::{KeepCount, KeepPolicy, RetentionSpan};
-use cairn_core::forget::{ForgetOptions, GroupBy, SnapshotFilter};
+use cairn_core::forget::{ForgetOptions, GroupBy};
+
+use crate::filter::{tag_lists, FilterArgs};
 use cairn_core::prune::MaxUnused;
 use clap::Args;
 
@@ -59,17 +61,8 @@ pub struct ForgetArgs {
     /// for one group).
     #[arg(long, value_name = "FIELDS", default_value = "host,paths", value_parser = group_by)]
     pub group_by: GroupBy,
-    /// Only consider snapshots of this host (repeatable: any of them).
-    #[arg(long = "host", value_name = "HOST")]
-    pub hosts: Vec<String>,
-    /// Only consider snapshots carrying all of these comma-separated tags
-    /// (repeatable: any of the lists).
-    #[arg(long = "tag", value_name = "TAGS")]
-    pub tags: Vec<String>,
-    /// Only consider snapshots that include this source path (repeatable:
-    /// all of them).
-    #[arg(long = "path", value_name = "PATH")]
-    pub paths: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Show what would be removed; remove nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -115,27 +108,12 @@ fn group_by(text: &str) -> std::result::Result<GroupBy, String> {
     Ok(by)
 }
 
-fn tag_lists(values: &[String]) -> Vec<Vec<String>> {
-    values
-        .iter()
-        .map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .collect()
-}
-
 impl ForgetArgs {
     /// Whether any `--keep-*` rule or filter was given.
     fn has_policy(&self) -> bool {
         self.options()
             .is_ok_and(|o| !o.policy.is_empty() || o.keep_none)
-            || !self.hosts.is_empty()
-            || !self.tags.is_empty()
-            || !self.paths.is_empty()
+            || !self.filter.is_empty()
     }
 
     /// Errors if snapshots are named together with a policy.
@@ -165,24 +143,11 @@ impl ForgetArgs {
             within_yearly: span(self.keep_within_yearly),
             tags: tag_lists(&self.keep_tag),
         };
-        let paths = self
-            .paths
-            .iter()
-            .map(|p| {
-                let normalized = cairn_core::normalize_path(std::path::Path::new(p))
-                    .with_context(|| format!("--path {p}"))?;
-                Ok(normalized.into_os_string().into_encoded_bytes())
-            })
-            .collect::<Result<_>>()?;
         Ok(ForgetOptions {
             policy,
             keep_none: self.keep_none,
             group_by: self.group_by,
-            filter: SnapshotFilter {
-                hosts: self.hosts.clone(),
-                tags: tag_lists(&self.tags),
-                paths,
-            },
+            filter: self.filter.to_filter()?,
         })
     }
 }

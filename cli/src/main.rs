@@ -1,9 +1,11 @@
 //! `cairn`: the command line. It parses arguments, calls `cairn-core`, and
 //! prints; nothing about formats or storage lives here.
 
+mod filter;
 mod forget;
 mod output;
 mod password;
+mod repair;
 mod sources;
 
 use std::ffi::OsString;
@@ -99,6 +101,9 @@ struct PruneArgs {
 enum RepairCommand {
     /// Rebuild the index segments from the pack trailers.
     Index,
+    /// Rewrite snapshots whose data is lost: lost chunks become zeros,
+    /// lost directories empty, and the damage is listed.
+    Snapshots(repair::RepairSnapshotsArgs),
 }
 
 #[derive(Args)]
@@ -371,6 +376,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Unlock(args) => unlock(cli, args),
         Command::Check(args) => check(cli, args),
         Command::Repair(RepairCommand::Index) => repair_index(cli),
+        Command::Repair(RepairCommand::Snapshots(args)) => repair::repair_snapshots(cli, args),
         Command::Prune(args) => prune(cli, args),
     }
 }

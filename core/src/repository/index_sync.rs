@@ -168,6 +168,13 @@ impl Repository {
         &self.damaged_segments
     }
 
+    /// Every location the index has for a blob, the one absorbed last
+    /// first.
+    pub(crate) fn locations(&self, id: &BlobId) -> Result<Vec<BlobLocation>> {
+        let all = self.with_index(|index| index.locations(id, true))?;
+        Ok(all.into_iter().map(|(_, location)| location).collect())
+    }
+
     /// Where a blob is stored, if it is.
     pub fn locate(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
         self.with_index(|index| index.lookup(id))

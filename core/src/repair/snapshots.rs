@@ -1,0 +1,340 @@
+//! `repair snapshots`: snapshots whose data is lost are written anew so
+//! that everything that survives restores, and the damage is recorded.
+//!
+//! A file's lost chunk is replaced by zeros of the same length when the
+//! index still knows its length (the pack or its session is gone, or with
+//! `read_data`, the blob does not read back), so every surviving byte stays
+//! at its offset; a chunk the index does not know at all is dropped. A
+//! directory whose tree is lost becomes empty. The new snapshot keeps the
+//! original's time, host, paths and parent, gains the tag `repaired`, and
+//! lists the damaged paths among its `unreadable` ones. The original is
+//! removed only on request, after its replacement is stored.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::backend::ObjectKind;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId, SessionId, SnapshotId};
+use crate::object::blob::BlobType;
+use crate::object::snapshot::Snapshot;
+use crate::object::tree::{NodeKind, Tree};
+use crate::repository::{BlobWriter, Repository};
+
+/// The tag every repaired snapshot carries.
+pub const REPAIRED_TAG: &str = "repaired";
+
+/// How to repair.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnapshotRepairOptions {
+    /// Read every blob back, so that damaged ones (not only missing ones)
+    /// count as lost.
+    pub read_data: bool,
+    /// Only say what would be done.
+    pub dry_run: bool,
+    /// Remove each original once its repaired snapshot is stored.
+    pub forget: bool,
+}
+
+/// What a damaged path lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// Some of a file's chunks are lost.
+    File {
+        /// Chunks the file had.
+        chunks: usize,
+        /// Chunks lost.
+        chunks_lost: usize,
+        /// Bytes of lost chunks replaced by zeros (their length was known).
+        bytes_zeroed: u64,
+        /// Lost chunks dropped, their length unknown: what follows them
+        /// moved up.
+        chunks_dropped: usize,
+    },
+    /// A directory's tree is lost: it is now empty.
+    Directory {
+        /// Why its tree could not be read.
+        reason: String,
+    },
+}
+
+/// A path (absolute, as restore recreates it) and what it lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedPath {
+    /// The path inside the snapshot, as raw bytes.
+    pub path: Vec<u8>,
+    /// What it lost.
+    pub damage: Damage,
+}
+
+/// One snapshot that had lost data.
+#[derive(Debug, Clone)]
+pub struct RepairedSnapshot {
+    /// The damaged snapshot.
+    pub original: SnapshotId,
+    /// Its replacement (none in a dry run).
+    pub repaired: Option<SnapshotId>,
+    /// Whether the original was removed.
+    pub original_removed: bool,
+    /// What was lost, by path.
+    pub damaged: Vec<DamagedPath>,
+}
+
+/// What `repair snapshots` found and did.
+#[derive(Debug, Default)]
+pub struct SnapshotsRepair {
+    /// Snapshots walked.
+    pub checked: usize,
+    /// Those that had lost data.
+    pub repaired: Vec<RepairedSnapshot>,
+}
+
+/// Repairs `snapshots`, which the caller selected (and locked: an
+/// exclusive lock if `options.forget`).
+pub fn repair_snapshots(
+    repository: &Repository,
+    snapshots: &[(SnapshotId, Snapshot)],
+    options: SnapshotRepairOptions,
+) -> Result<SnapshotsRepair> {
+    let mut repairer = Repairer::new(repository, options)?;
+    let mut report = SnapshotsRepair::default();
+    for (id, snapshot) in snapshots {
+        report.checked += 1;
+        let root = repairer.tree(&snapshot.tree)?;
+        if root.damaged.is_empty() {
+            continue;
+        }
+        let mut replacement = snapshot.clone();
+        replacement.tree = root.id;
+        if !replacement.tags.iter().any(|t| t == REPAIRED_TAG) {
+            replacement.tags.push(REPAIRED_TAG.to_string());
+        }
+        for damaged in &root.damaged {
+            if !replacement.unreadable.contains(&damaged.path) {
+                replacement.unreadable.push(damaged.path.clone());
+            }
+        }
+        replacement.program_version = format!("cairn {}", env!("CARGO_PKG_VERSION"));
+        let repaired = match options.dry_run {
+            true => None,
+            false => {
+                repairer.writer()?;
+                let writer = repairer.writer.take().expect("just started");
+                Some(writer.commit(&replacement)?)
+            }
+        };
+        let original_removed = options.forget && !options.dry_run;
+        if original_removed {
+            repository.remove_snapshot(*id)?;
+        }
+        report.repaired.push(RepairedSnapshot {
+            original: *id,
+            repaired,
+            original_removed,
+            damaged: root.damaged,
+        });
+    }
+    Ok(report)
+}
+
+/// A tree as repaired: its (new) id and the damage below it, with paths
+/// relative to it.
+#[derive(Clone)]
+struct Repaired {
+    id: BlobId,
+    damaged: Vec<DamagedPath>,
+}
+
+/// Whether a blob can be read back, and its length if the index knows it.
+enum BlobStatus {
+    Usable(u32),
+    Lost(Option<u32>),
+}
+
+struct Repairer<'r> {
+    repository: &'r Repository,
+    options: SnapshotRepairOptions,
+    packs: HashSet<PackId>,
+    sessions: HashSet<SessionId>,
+    /// Trees seen, by their old id: most are shared between snapshots.
+    trees: HashMap<BlobId, Repaired>,
+    /// Blobs of zeros stored, by length.
+    zeros: HashMap<u32, BlobId>,
+    /// The write session of the snapshot being repaired, started at its
+    /// first new blob.
+    writer: Option<BlobWriter<'r>>,
+}
+
+impl<'r> Repairer<'r> {
+    fn new(repository: &'r Repository, options: SnapshotRepairOptions) -> Result<Repairer<'r>> {
+        let packs = repository.list_ids(ObjectKind::Pack)?;
+        let sessions = repository.list_ids(ObjectKind::Session)?;
+        Ok(Repairer {
+            repository,
+            options,
+            packs: packs.into_iter().map(PackId).collect(),
+            sessions: sessions.into_iter().map(SessionId).collect(),
+            trees: HashMap::new(),
+            zeros: HashMap::new(),
+            writer: None,
+        })
+    }
+
+    fn writer(&mut self) -> Result<&mut BlobWriter<'r>> {
+        if self.writer.is_none() {
+            let level = self.repository.config().compression_level;
+            self.writer = Some(self.repository.start_write(level)?);
+        }
+        Ok(self.writer.as_mut().expect("just started"))
+    }
+
+    /// Stores a blob (in a dry run, only computes its id).
+    fn store(&mut self, blob_type: BlobType, plaintext: Vec<u8>) -> Result<BlobId> {
+        if self.options.dry_run {
+            return Ok(self.repository.blob_id(blob_type, &plaintext));
+        }
+        self.writer()?.add_blob(blob_type, plaintext)
+    }
+
+    fn status(&self, id: &BlobId, blob_type: BlobType) -> Result<BlobStatus> {
+        let locations = self.repository.locations(id)?;
+        let raw_len = locations.first().map(|l| l.entry.raw_len);
+        let present = locations
+            .iter()
+            .any(|l| self.packs.contains(&l.pack) && self.sessions.contains(&l.session));
+        if !present {
+            return Ok(BlobStatus::Lost(raw_len));
+        }
+        if self.options.read_data {
+            match self.repository.read_blob(id, blob_type) {
+                Ok(plaintext) => return Ok(BlobStatus::Usable(plaintext.len() as u32)),
+                // A store that failed to answer proves nothing.
+                Err(e @ Error::Storage { .. }) => return Err(e),
+                Err(_) => return Ok(BlobStatus::Lost(raw_len)),
+            }
+        }
+        Ok(BlobStatus::Usable(raw_len.unwrap_or(0)))
+    }
+
+    /// Repairs the tree `id`.
+    fn tree(&mut self, id: &BlobId) -> Result<Repaired> {
+        if let Some(done) = self.trees.get(id) {
+            return Ok(done.clone());
+        }
+        let repaired = match self.read_tree(id)? {
+            Ok(tree) => self.rewrite(id, tree)?,
+            Err(reason) => Repaired {
+                id: self.store(BlobType::Tree, Tree::default().encode())?,
+                damaged: vec![DamagedPath {
+                    path: Vec::new(),
+                    damage: Damage::Directory { reason },
+                }],
+            },
+        };
+        self.trees.insert(*id, repaired.clone());
+        Ok(repaired)
+    }
+
+    /// The tree, or why it is lost.
+    fn read_tree(&self, id: &BlobId) -> Result<std::result::Result<Tree, String>> {
+        if let BlobStatus::Lost(_) = self.status(id, BlobType::Tree)? {
+            return Ok(Err(format!("tree {id} is not stored")));
+        }
+        match self.repository.read_tree(id) {
+            Ok(tree) => Ok(Ok(tree)),
+            Err(e @ Error::Storage { .. }) => Err(e),
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+
+    /// Repairs what `tree` holds; stores it anew if anything changed.
+    fn rewrite(&mut self, id: &BlobId, mut tree: Tree) -> Result<Repaired> {
+        let mut damaged = Vec::new();
+        for node in &mut tree.nodes {
+            let below = |path: Vec<u8>| {
+                let mut full = node.name.clone();
+                if !path.is_empty() {
+                    full.push(b'/');
+                    full.extend_from_slice(&path);
+                }
+                full
+            };
+            match &mut node.kind {
+                NodeKind::Directory { subtree } => {
+                    let repaired = self.tree(subtree)?;
+                    *subtree = repaired.id;
+                    damaged.extend(repaired.damaged.into_iter().map(|d| DamagedPath {
+                        path: below(d.path),
+                        damage: d.damage,
+                    }));
+                }
+                NodeKind::File { size, content, .. } => {
+                    if let Some(damage) = self.repair_file(size, content)? {
+                        damaged.push(DamagedPath {
+                            path: below(Vec::new()),
+                            damage,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        if damaged.is_empty() {
+            return Ok(Repaired { id: *id, damaged });
+        }
+        let id = self.store(BlobType::Tree, tree.encode())?;
+        Ok(Repaired { id, damaged })
+    }
+
+    /// Replaces a file's lost chunks by zeros (or drops them, their length
+    /// unknown) and corrects its size; returns the damage, if any.
+    fn repair_file(&mut self, size: &mut u64, content: &mut Vec<BlobId>) -> Result<Option<Damage>> {
+        let chunks = content.len();
+        let mut repaired = Vec::with_capacity(chunks);
+        let mut surviving_bytes = 0u64;
+        let mut lost = 0;
+        let mut bytes_zeroed = 0;
+        let mut dropped = 0;
+        for blob in content.iter() {
+            match self.status(blob, BlobType::Data)? {
+                BlobStatus::Usable(len) => {
+                    surviving_bytes += u64::from(len);
+                    repaired.push(*blob);
+                }
+                BlobStatus::Lost(Some(len)) => {
+                    lost += 1;
+                    bytes_zeroed += u64::from(len);
+                    surviving_bytes += u64::from(len);
+                    repaired.push(self.zeros(len)?);
+                }
+                BlobStatus::Lost(None) => {
+                    lost += 1;
+                    dropped += 1;
+                }
+            }
+        }
+        if lost == 0 {
+            return Ok(None);
+        }
+        if dropped > 0 {
+            // The file is now what its remaining chunks hold.
+            *size = surviving_bytes;
+        }
+        *content = repaired;
+        Ok(Some(Damage::File {
+            chunks,
+            chunks_lost: lost,
+            bytes_zeroed,
+            chunks_dropped: dropped,
+        }))
+    }
+
+    /// A blob of `len` zeros.
+    fn zeros(&mut self, len: u32) -> Result<BlobId> {
+        if let Some(id) = self.zeros.get(&len) {
+            return Ok(*id);
+        }
+        let id = self.store(BlobType::Data, vec![0; len as usize])?;
+        self.zeros.insert(len, id);
+        Ok(id)
+    }
+}
