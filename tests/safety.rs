@@ -362,3 +362,19 @@ fn a_small_dag_restores_every_path() {
     let names: std::collections::HashSet<_> = files.iter().collect();
     assert_eq!(names.len(), 1 << 10);
 }
+
+#[test]
+fn check_prune_and_repair_walk_a_tree_thousands_of_levels_deep() {
+    let env = Env::new();
+    env.init();
+    store_deep_chain(&env, DEEP, b"deep down");
+    for args in [
+        &["check"][..],
+        &["repair", "snapshots"],
+        &["prune", "--dry-run"],
+    ] {
+        let out = env.run(args);
+        assert_no_crash(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -144,6 +144,52 @@ struct Repaired {
     damaged: Vec<DamagedPath>,
 }
 
+/// A tree being walked.
+struct Frame {
+    id: BlobId,
+    tree: Tree,
+    /// The entry to walk next.
+    next: usize,
+    /// Damage below it so far, relative to it.
+    damaged: Vec<DamagedPath>,
+}
+
+impl Frame {
+    fn new(id: BlobId, tree: Tree) -> Frame {
+        Frame {
+            id,
+            tree,
+            next: 0,
+            damaged: Vec::new(),
+        }
+    }
+
+    /// Takes in what became of the directory entry walked last.
+    fn absorb(&mut self, child: Repaired) {
+        let node = &mut self.tree.nodes[self.next - 1];
+        if let NodeKind::Directory { subtree } = &mut node.kind {
+            *subtree = child.id;
+        }
+        for damaged in child.damaged {
+            let mut path = node.name.clone();
+            if !damaged.path.is_empty() {
+                path.push(b'/');
+                path.extend_from_slice(&damaged.path);
+            }
+            self.damaged.push(DamagedPath {
+                path,
+                damage: damaged.damage,
+            });
+        }
+    }
+}
+
+/// What [`Repairer::open`] found.
+enum Opened {
+    Tree(Tree),
+    Done(Repaired),
+}
+
 /// Whether a blob can be read back, and its length if the index knows it.
 enum BlobStatus {
     Usable(u32),
@@ -215,74 +261,86 @@ impl<'r> Repairer<'r> {
         Ok(BlobStatus::Usable(raw_len.unwrap_or(0)))
     }
 
-    /// Repairs the tree `id`.
-    fn tree(&mut self, id: &BlobId) -> Result<Repaired> {
-        if let Some(done) = self.trees.get(id) {
-            return Ok(done.clone());
-        }
-        let repaired = match self.read_tree(id)? {
-            Ok(tree) => self.rewrite(id, tree)?,
-            Err(reason) => Repaired {
-                id: self.store(BlobType::Tree, Tree::default().encode())?,
-                damaged: vec![DamagedPath {
-                    path: Vec::new(),
-                    damage: Damage::Directory { reason },
-                }],
-            },
+    /// Repairs the tree `root` and everything below it. The walk keeps its
+    /// own stack, so a tree thousands of levels deep cannot exhaust the
+    /// thread's.
+    fn tree(&mut self, root: &BlobId) -> Result<Repaired> {
+        let mut stack = match self.open(root)? {
+            Opened::Done(repaired) => return Ok(repaired),
+            Opened::Tree(tree) => vec![Frame::new(*root, tree)],
         };
-        self.trees.insert(*id, repaired.clone());
-        Ok(repaired)
-    }
-
-    /// The tree, or why it is lost.
-    fn read_tree(&self, id: &BlobId) -> Result<std::result::Result<Tree, String>> {
-        if let BlobStatus::Lost(_) = self.status(id, BlobType::Tree)? {
-            return Ok(Err(format!("tree {id} is not stored")));
-        }
-        match self.repository.read_tree(id) {
-            Ok(tree) => Ok(Ok(tree)),
-            Err(e @ Error::Storage { .. }) => Err(e),
-            Err(e) => Ok(Err(e.to_string())),
-        }
-    }
-
-    /// Repairs what `tree` holds; stores it anew if anything changed.
-    fn rewrite(&mut self, id: &BlobId, mut tree: Tree) -> Result<Repaired> {
-        let mut damaged = Vec::new();
-        for node in &mut tree.nodes {
-            let below = |path: Vec<u8>| {
-                let mut full = node.name.clone();
-                if !path.is_empty() {
-                    full.push(b'/');
-                    full.extend_from_slice(&path);
+        loop {
+            let frame = stack
+                .last_mut()
+                .expect("the stack holds the root until the end");
+            let Some(node) = frame.tree.nodes.get_mut(frame.next) else {
+                let done = stack.pop().expect("just looked");
+                let repaired = self.close(done)?;
+                match stack.last_mut() {
+                    None => return Ok(repaired),
+                    Some(parent) => parent.absorb(repaired),
                 }
-                full
+                continue;
             };
+            frame.next += 1;
             match &mut node.kind {
-                NodeKind::Directory { subtree } => {
-                    let repaired = self.tree(subtree)?;
-                    *subtree = repaired.id;
-                    damaged.extend(repaired.damaged.into_iter().map(|d| DamagedPath {
-                        path: below(d.path),
-                        damage: d.damage,
-                    }));
-                }
+                NodeKind::Directory { subtree } => match self.open(&subtree.clone())? {
+                    Opened::Done(repaired) => frame.absorb(repaired),
+                    Opened::Tree(tree) => {
+                        let id = *subtree;
+                        stack.push(Frame::new(id, tree));
+                    }
+                },
                 NodeKind::File { size, content, .. } => {
                     if let Some(damage) = self.repair_file(size, content)? {
-                        damaged.push(DamagedPath {
-                            path: below(Vec::new()),
-                            damage,
-                        });
+                        let path = node.name.clone();
+                        frame.damaged.push(DamagedPath { path, damage });
                     }
                 }
                 _ => {}
             }
         }
-        if damaged.is_empty() {
-            return Ok(Repaired { id: *id, damaged });
+    }
+
+    /// A tree to walk, or what it became if that is known already (walked
+    /// before, or lost: then an empty directory).
+    fn open(&mut self, id: &BlobId) -> Result<Opened> {
+        if let Some(done) = self.trees.get(id) {
+            return Ok(Opened::Done(done.clone()));
         }
-        let id = self.store(BlobType::Tree, tree.encode())?;
-        Ok(Repaired { id, damaged })
+        let reason = match self.status(id, BlobType::Tree)? {
+            BlobStatus::Lost(_) => format!("tree {id} is not stored"),
+            BlobStatus::Usable(_) => match self.repository.read_tree(id) {
+                Ok(tree) => return Ok(Opened::Tree(tree)),
+                Err(e @ Error::Storage { .. }) => return Err(e),
+                Err(e) => e.to_string(),
+            },
+        };
+        let repaired = Repaired {
+            id: self.store(BlobType::Tree, Tree::default().encode())?,
+            damaged: vec![DamagedPath {
+                path: Vec::new(),
+                damage: Damage::Directory { reason },
+            }],
+        };
+        self.trees.insert(*id, repaired.clone());
+        Ok(Opened::Done(repaired))
+    }
+
+    /// A tree whose every entry was walked: stored anew if anything below
+    /// it changed.
+    fn close(&mut self, frame: Frame) -> Result<Repaired> {
+        let id = if frame.damaged.is_empty() {
+            frame.id
+        } else {
+            self.store(BlobType::Tree, frame.tree.encode())?
+        };
+        let repaired = Repaired {
+            id,
+            damaged: frame.damaged,
+        };
+        self.trees.insert(frame.id, repaired.clone());
+        Ok(repaired)
     }
 
     /// Replaces a file's lost chunks by zeros (or drops them, their length
