@@ -7,6 +7,7 @@ mod util;
 mod check;
 mod cli;
 mod compat;
+mod damage;
 mod excludes;
 mod failures;
 mod fidelity;

@@ -504,10 +504,11 @@ fn repair_index(cli: &Cli) -> Result<u8> {
     );
     if !report.damaged_packs.is_empty() {
         text.push_str(&format!(
-            "\n{} packs have damaged trailers: {} of their blobs verified and kept, {} lost; run `cairn check` to see what they affect",
+            "\n{} packs have damaged trailers: {} of their blobs verified and copied into new packs, {} lost; {} damaged packs removed; run `cairn check` to see what the lost blobs affect",
             report.damaged_packs.len(),
             report.blobs_salvaged,
-            report.blobs_lost
+            report.blobs_lost,
+            report.damaged_packs_removed
         ));
     }
     output::line(cli, &text)?;
@@ -650,7 +651,11 @@ fn forget_named(
 ) -> Result<u8> {
     let mut doomed = Vec::new();
     for reference in &args.snapshots {
-        let (id, _) = repository.resolve_snapshot(reference)?;
+        // By name, without reading: a damaged snapshot can be forgotten.
+        let id = match reference.as_str() {
+            "latest" => repository.resolve_snapshot(reference)?.0,
+            _ => repository.resolve_snapshot_id(reference)?,
+        };
         if !doomed.contains(&id) {
             doomed.push(id);
         }

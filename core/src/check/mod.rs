@@ -1,7 +1,7 @@
 //! check: prove a repository intact, or say precisely what is not
 //! (SPEC.md §23).
 //!
-//! In order: every snapshot opens; every pack's trailer opens under a
+//! In order: every key file matches its name; every snapshot opens; every pack's trailer opens under a
 //! session that is present; every index segment opens and agrees with the
 //! trailers of the packs it lists; with `read_data`, every (selected) pack
 //! is read whole, its name checked against its hash and each blob
@@ -16,6 +16,7 @@ use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, PackId, SegmentId, SnapshotId};
 use crate::object::blob::BlobType;
+use crate::object::key_file::KEY_FILE_LEN;
 use crate::object::pack::PackEntry;
 use crate::object::snapshot::Snapshot;
 use crate::object::tree::NodeKind;
@@ -175,6 +176,7 @@ pub fn check(repository: &Repository, options: &CheckOptions) -> Result<CheckRep
     }
     report.snapshots = snapshots.snapshots.len() + snapshots.damaged.len();
 
+    check_key_files(repository, &mut errors)?;
     let trailers = check_packs(repository, &mut report, &mut errors)?;
     let mut bad_blobs = check_segments(repository, &trailers, &mut errors, &mut warnings)?;
     let leftovers = repository
@@ -220,6 +222,35 @@ fn listed(repository: &Repository, kind: ObjectKind) -> Result<Vec<(String, Id)>
             Some((name, id))
         })
         .collect())
+}
+
+/// Checks that every key file has a key file's length and matches its
+/// name: one that does not is damaged, and the password it held no longer
+/// opens the repository. (The key file that opened this run is intact.)
+fn check_key_files(repository: &Repository, errors: &mut Problems) -> Result<()> {
+    let names = repository
+        .backend()
+        .list(ObjectKind::Key)
+        .map_err(|e| Error::storage(ObjectKind::Key, "", e))?;
+    for name in names {
+        let object = object_name(ObjectKind::Key, &name);
+        let len = repository
+            .backend()
+            .size(ObjectKind::Key, &name)
+            .map_err(|e| Error::storage(ObjectKind::Key, &name, e))?;
+        if len != KEY_FILE_LEN as u64 {
+            errors.add(object, format!("damaged: length {len}, not {KEY_FILE_LEN}; the password it held no longer opens the repository"));
+            continue;
+        }
+        let bytes = repository
+            .backend()
+            .get(ObjectKind::Key, &name)
+            .map_err(|e| Error::storage(ObjectKind::Key, &name, e))?;
+        if Id::of_bytes(&bytes).to_hex() != name {
+            errors.add(object, "damaged: content does not match its name; the password it held no longer opens the repository".to_string());
+        }
+    }
+    Ok(())
 }
 
 /// Opens every pack's trailer (which also opens its session); returns the

@@ -1,9 +1,9 @@
 //! `repair index`: a new index from the pack trailers. Every pack whose
-//! trailer opens is listed as its trailer says; a pack whose trailer is
-//! damaged keeps, of the entries an old segment gave it, those whose blobs
-//! still authenticate. The new segments are stored first, the old ones
-//! deleted after, so a crash in between leaves both: valid, only
-//! redundant.
+//! trailer opens is listed as its trailer says. Of a pack whose trailer is
+//! damaged, the blobs an old segment listed that still authenticate are
+//! copied into new packs, and the damaged pack goes. The new packs and
+//! segments are stored first, the old segments deleted after, the damaged
+//! packs last, so a crash in between leaves a valid index, only redundant.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,9 +11,8 @@ use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{PackId, SegmentId};
 use crate::object::blob::BlobType;
-use crate::object::pack::PackEntry;
 use crate::object::segment::IndexedPack;
-use crate::repository::Repository;
+use crate::repository::{BlobWriter, Repository};
 
 /// What `repair index` found and did.
 #[derive(Debug, Default)]
@@ -23,7 +22,8 @@ pub struct IndexRepair {
     /// Packs whose trailer is damaged, with why; their blobs are indexed
     /// only as far as they could be verified.
     pub damaged_packs: Vec<String>,
-    /// Blobs of damaged packs kept because they authenticated.
+    /// Blobs of damaged packs copied into new packs because they
+    /// authenticated.
     pub blobs_salvaged: usize,
     /// Blobs of damaged packs dropped because they did not.
     pub blobs_lost: usize,
@@ -33,6 +33,9 @@ pub struct IndexRepair {
     pub segments_written: usize,
     /// Old segments deleted.
     pub segments_removed: usize,
+    /// Damaged packs deleted once what could be verified of them was
+    /// copied.
+    pub damaged_packs_removed: usize,
     /// Nothing was wrong: the index already matched the trailers.
     pub was_complete: bool,
 }
@@ -105,26 +108,52 @@ pub fn repair_index(repository: &Repository) -> Result<IndexRepair> {
     report.packs_indexed = packs.len();
     let mut damaged: Vec<(PackId, String)> = damaged.into_iter().collect();
     damaged.sort();
+    let mut writer = None;
+    let mut salvaged_packs = Vec::new();
     for (pack, why) in damaged {
         report.damaged_packs.push(format!(
             "{}: {why}",
             object_name(ObjectKind::Pack, &pack.to_string())
         ));
         if let Some(listed) = old_listing.get(&pack) {
-            let (kept, lost) = salvage(repository, listed)?;
-            report.blobs_salvaged += kept.entries.len();
+            let writer = match &mut writer {
+                Some(writer) => writer,
+                None => {
+                    writer.insert(repository.start_write(repository.config().compression_level)?)
+                }
+            };
+            let (kept, lost) = salvage(repository, listed, writer)?;
+            report.blobs_salvaged += kept;
             report.blobs_lost += lost;
-            if !kept.entries.is_empty() {
-                packs.push(kept);
-            }
+            salvaged_packs.push(pack);
         }
+    }
+    // The copies, with segments of their own, before anything is deleted.
+    if let Some(mut writer) = writer {
+        writer.flush()?;
     }
     packs.sort_by_key(|p| p.pack);
     let written: HashSet<SegmentId> = repository.store_segments(packs)?.into_iter().collect();
-    report.segments_written = written.len();
+    // Those just stored, and those the copies' session stored.
+    let before: HashSet<SegmentId> = old.iter().copied().collect();
+    report.segments_written = repository
+        .list_ids(ObjectKind::Index)?
+        .into_iter()
+        .map(SegmentId)
+        .filter(|id| !before.contains(id))
+        .count();
     for id in old.into_iter().filter(|id| !written.contains(id)) {
         repository.delete_segment(id)?;
         report.segments_removed += 1;
+    }
+    for pack in salvaged_packs {
+        let name = pack.to_string();
+        match repository.backend().delete(ObjectKind::Pack, &name) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::storage(ObjectKind::Pack, &name, e))
+            }
+            _ => report.damaged_packs_removed += 1,
+        }
     }
     Ok(report)
 }
@@ -138,21 +167,25 @@ fn is_damage(error: &Error) -> bool {
     )
 }
 
-/// The entries of `listed` (a damaged pack, as an old segment lists it)
-/// whose blobs still authenticate, and how many did not. Errors if the
-/// store fails to answer, rather than counting blobs as lost.
-fn salvage(repository: &Repository, listed: &IndexedPack) -> Result<(IndexedPack, usize)> {
+/// Copies the blobs of `listed` (a damaged pack, as an old segment lists
+/// it) that still authenticate into `writer`; returns how many were copied
+/// and how many did not verify. Errors if the store fails to answer,
+/// rather than counting blobs as lost.
+fn salvage(
+    repository: &Repository,
+    listed: &IndexedPack,
+    writer: &mut BlobWriter<'_>,
+) -> Result<(usize, usize)> {
     let name = listed.pack.to_string();
-    let mut kept: Vec<PackEntry> = Vec::new();
     let sealer = match repository.session_sealer(listed.session) {
-        Ok(sealer) => Some(sealer),
-        Err(e) if is_damage(&e) || matches!(e, Error::MissingObject { .. }) => None,
+        Ok(sealer) => sealer,
+        Err(e) if is_damage(&e) || matches!(e, Error::MissingObject { .. }) => {
+            return Ok((0, listed.entries.len()))
+        }
         Err(e) => return Err(e),
     };
-    for entry in &listed.entries {
-        let Some(sealer) = sealer.as_ref().filter(|_| entry.is_plausible()) else {
-            continue;
-        };
+    let mut kept = 0;
+    for entry in listed.entries.iter().filter(|e| e.is_plausible()) {
         let stored = match repository.backend().get_range(
             ObjectKind::Pack,
             &name,
@@ -165,20 +198,10 @@ fn salvage(repository: &Repository, listed: &IndexedPack) -> Result<(IndexedPack
             Err(e) => return Err(Error::storage(ObjectKind::Pack, &name, e)),
         };
         let blob_type = entry.blob_type().unwrap_or(BlobType::Data);
-        if repository
-            .open_blob(entry, blob_type, stored, sealer)
-            .is_ok()
-        {
-            kept.push(*entry);
+        if let Ok(plaintext) = repository.open_blob(entry, blob_type, stored, &sealer) {
+            writer.copy_blob(entry.id, blob_type, plaintext)?;
+            kept += 1;
         }
     }
-    let lost = listed.entries.len() - kept.len();
-    Ok((
-        IndexedPack {
-            pack: listed.pack,
-            session: listed.session,
-            entries: kept,
-        },
-        lost,
-    ))
+    Ok((kept, listed.entries.len() - kept))
 }

@@ -89,6 +89,14 @@ impl Repository {
                 reference: reference.into(),
             });
         }
+        let id = self.resolve_snapshot_id(reference)?;
+        Ok((id, self.read_snapshot(&id.to_string())?))
+    }
+
+    /// The snapshot that a full id or a unique prefix names, without
+    /// reading it: so that a damaged snapshot can still be named, and
+    /// forgotten.
+    pub fn resolve_snapshot_id(&self, reference: &str) -> Result<SnapshotId> {
         let wanted = reference.to_ascii_lowercase();
         if wanted.is_empty() || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::SnapshotNotFound {
@@ -107,12 +115,11 @@ impl Repository {
             [] => Err(Error::SnapshotNotFound {
                 reference: reference.into(),
             }),
-            [name] => {
-                let id = Id::from_hex(name).ok_or_else(|| Error::SnapshotNotFound {
+            [name] => Id::from_hex(name)
+                .map(SnapshotId)
+                .ok_or_else(|| Error::SnapshotNotFound {
                     reference: reference.into(),
-                })?;
-                Ok((SnapshotId(id), self.read_snapshot(name)?))
-            }
+                }),
             many => Err(Error::AmbiguousSnapshot {
                 reference: reference.into(),
                 count: many.len(),

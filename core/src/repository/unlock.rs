@@ -29,8 +29,10 @@ enum KeyCheck {
 
 impl Repository {
     /// Tries every key file with `password`. Only when every key file is
-    /// damaged is that the error; otherwise a failure is a wrong password,
-    /// since a sealed key file cannot tell the two apart.
+    /// damaged is that the error; otherwise a failure is a wrong password.
+    /// A key file that does not open and whose bytes do not match its name
+    /// counts as damaged (the AEAD alone cannot tell damage from another
+    /// password).
     pub(super) fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<MasterKeys> {
         let names = backend
             .list(ObjectKind::Key)
@@ -67,6 +69,14 @@ impl Repository {
                         });
                     }
                 },
+                // Key files are named by the hash of their bytes: one that
+                // no longer matches was altered, not merely locked with
+                // another password.
+                Err(KeyFileError::WrongPassword) if Id::of_bytes(&bytes).to_hex() != name => {
+                    damaged.get_or_insert_with(|| {
+                        Error::corrupted(&object, "content does not match its name")
+                    });
+                }
                 Err(KeyFileError::WrongPassword) => well_formed += 1,
                 Err(e @ KeyFileError::Malformed(_)) => {
                     damaged.get_or_insert_with(|| Error::corrupted(&object, e));
