@@ -190,3 +190,82 @@ fn sigint_releases_the_lock() {
         .objects(cairn_core::backend::ObjectKind::Lock)
         .is_empty());
 }
+
+#[test]
+fn two_backups_at_once_both_succeed_and_prune_handles_their_duplicates() {
+    let env = Env::new();
+    env.ok(&["init", "--pack-size", "1"]);
+    // Two sources sharing most of their data: run at once, both store the
+    // shared blobs, in packs of their own.
+    let shared = crate::util::noise(3_000_000, 41);
+    for (dir, seed) in [("a", 43), ("b", 45)] {
+        let src = env.path(dir);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("shared.bin"), &shared).unwrap();
+        std::fs::write(src.join("own.bin"), crate::util::noise(500_000, seed)).unwrap();
+    }
+    let spawn = |dir: &str| {
+        env.process()
+            .args(["backup", "--quiet", env.path(dir).to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn("a"), spawn("b"));
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(env.snapshots().len(), 2);
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Forget one: prune keeps one copy of every blob the other needs.
+    let first_id = env.snapshots()[0]["id"].as_str().unwrap().to_string();
+    env.ok(&["forget", &first_id, "--prune", "--max-unused", "0%"]);
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kept = env.snapshots()[0]["paths"][0].as_str().unwrap().to_string();
+    let dir = if kept.ends_with("/a") { "a" } else { "b" };
+    let target = env.restore("latest", "r", &[]);
+    assert_eq!(
+        crate::util::file_contents(&crate::util::restored(&target, &env.path(dir))),
+        crate::util::file_contents(&env.path(dir))
+    );
+}
+
+#[test]
+fn a_prune_waits_for_a_running_backup_then_runs() {
+    let env = Env::new();
+    env.init();
+    one_snapshot(&env);
+    let backup = running_backup(&env, "a");
+    let out = env.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    assert!(stderr(&out).contains("held by backup"), "{}", stderr(&out));
+    assert!(env.objects(cairn_core::backend::ObjectKind::Lock).len() == 1);
+    // With --retry-lock it waits for the backup to end, then prunes.
+    let waiting = env
+        .process()
+        .args(["--retry-lock", "1m", "prune"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    finish(backup);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        env.snapshots().len(),
+        2,
+        "the backup's snapshot survived the prune"
+    );
+    env.ok(&["check"]);
+}

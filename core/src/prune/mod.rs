@@ -20,12 +20,12 @@ use std::str::FromStr;
 use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{PackId, SegmentId};
-use crate::object::pack::PackEntry;
+use crate::object::segment::IndexedPack;
 use crate::object::tree::NodeKind;
 use crate::repository::lock::RepositoryLock;
 use crate::repository::Repository;
 use live::BlobMap;
-use plan::{Fate, Plan};
+use plan::{Fate, PackUse, Plan};
 
 /// Temporary files younger than this may belong to a writer still at
 /// work (one that runs with `--no-lock`), so prune leaves them.
@@ -207,7 +207,7 @@ pub fn prune(
             }
         }
         if usage.fate == Fate::Delete {
-            ensure_trailer_agrees(repository, pack, &mut live)?;
+            ensure_trailer_agrees(repository, pack, usage)?;
         }
     }
     let leftovers = old_leftovers(repository)?;
@@ -331,30 +331,27 @@ fn find_unindexed(
     Ok(unindexed)
 }
 
-/// A pack to delete must not, by its own trailer, hold a live blob that
-/// its index listing does not show.
-fn ensure_trailer_agrees(repository: &Repository, pack: &PackId, live: &mut BlobMap) -> Result<()> {
-    if let Ok((_, entries)) = repository.read_pack_trailer(&pack.to_string()) {
-        if holds_live(&entries, live)? {
+/// A pack to delete must hold, by its own trailer, what its listing says:
+/// otherwise the index is wrong about it, and what it holds is not known.
+/// (Live blobs it holds are fine: they are copies, kept elsewhere.) A
+/// trailer that does not open proves nothing either way.
+fn ensure_trailer_agrees(repository: &Repository, pack: &PackId, usage: &PackUse) -> Result<()> {
+    if let Ok((session, entries)) = repository.read_pack_trailer(&pack.to_string()) {
+        let trailer = IndexedPack {
+            pack: *pack,
+            session,
+            entries,
+        };
+        if plan::digest(&trailer) != usage.digest {
             return Err(Error::PruneUnsafe {
                 reason: format!(
-                    "the trailer of {} lists a live blob its index entry does not",
+                    "the trailer of {} disagrees with its index listing; run `cairn repair index`",
                     object_name(ObjectKind::Pack, &pack.to_string())
                 ),
             });
         }
     }
     Ok(())
-}
-
-/// Whether any of `entries` is live.
-fn holds_live(entries: &[PackEntry], live: &mut BlobMap) -> Result<bool> {
-    for entry in entries {
-        if live.contains(&entry.id)? {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// Temporary files of stopped writers old enough to be sure of.

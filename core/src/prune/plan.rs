@@ -37,8 +37,9 @@ pub(super) struct PackUse {
     /// Stored bytes of the other blobs: dead, or copies kept elsewhere.
     pub(super) unused_bytes: u64,
     pub(super) fate: Fate,
-    /// A hash of the listing, to notice segments that disagree.
-    digest: blake3::Hash,
+    /// A hash of the listing, to notice segments (or its trailer) that
+    /// disagree.
+    pub(super) digest: blake3::Hash,
 }
 
 /// Every listed pack's use, and for each live blob the pack that holds
@@ -207,7 +208,8 @@ fn pack_size(listing: &IndexedPack) -> u64 {
     blobs + 74 + 46 * entries + FOOTER_LEN as u64
 }
 
-fn digest(listing: &IndexedPack) -> blake3::Hash {
+/// A hash of a pack listing: its session and entries.
+pub(super) fn digest(listing: &IndexedPack) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&listing.session.0 .0);
     for entry in &listing.entries {
