@@ -18,6 +18,13 @@
 #   unchanged  the same backup again (parent lookup, nothing read)
 #   restore    restore of the sample from the latest snapshot
 #   snapshots  snapshots --json
+#   check      check (every trailer, every segment, every tree)
+#   prune      forget the sample's two snapshots, then prune: marks every
+#              snapshot, plans over every segment, deletes the sample's
+#              packs and rewrites the index (its new segments list every
+#              pack kept)
+#   reopen     snapshots --json after the prune: the cache notices that
+#              segments were replaced and rebuilds itself from the index
 # Each cell is "peak RSS MB / seconds". Prints a Markdown table on standard
 # output; progress on standard error.
 set -euo pipefail
@@ -72,8 +79,8 @@ for d in range(20):
 EOF
 }
 
-echo "| parts | blobs in repository | backup | unchanged backup | restore | snapshots |"
-echo "|---|---|---|---|---|---|"
+echo "| parts | blobs in repository | backup | unchanged backup | restore | snapshots | check | prune | reopen |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for checkpoint in $CHECKPOINTS; do
     have=$(parts)
     while [ "$have" -lt "$checkpoint" ]; do
@@ -91,8 +98,15 @@ for checkpoint in $CHECKPOINTS; do
     restore=$(measure "$CAIRN" --repo "$REPO" restore -q latest --target "$WORK/restored")
     diff -r "$sample" "$WORK/restored$sample" >&2
     listing=$(measure "$CAIRN" --repo "$REPO" snapshots --json)
-    log "  $checkpoint parts, $count blobs: backup $backup, unchanged $unchanged, restore $restore, snapshots $listing"
-    printf '| %s | %s | %s | %s | %s | %s |\n' "$checkpoint" "$count" \
-        "$backup" "$unchanged" "$restore" "$listing"
+    checked=$(measure "$CAIRN" --repo "$REPO" check -q)
+    sample_snapshots=$("$CAIRN" --repo "$REPO" snapshots --json |
+        python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin) if s["paths"][0].startswith(sys.argv[1])))' "$sample")
+    # shellcheck disable=SC2086
+    "$CAIRN" --repo "$REPO" forget -q $sample_snapshots
+    pruned=$(measure "$CAIRN" --repo "$REPO" prune -q)
+    reopened=$(measure "$CAIRN" --repo "$REPO" snapshots --json)
+    log "  $checkpoint parts, $count blobs: backup $backup, unchanged $unchanged, restore $restore, snapshots $listing, check $checked, prune $pruned, reopen $reopened"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$checkpoint" "$count" \
+        "$backup" "$unchanged" "$restore" "$listing" "$checked" "$pruned" "$reopened"
     rm -rf "$sample" "$WORK/restored"
 done

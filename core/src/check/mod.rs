@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, PackId, SegmentId, SnapshotId};
 use crate::object::blob::BlobType;
 use crate::object::key_file::KEY_FILE_LEN;
-use crate::object::pack::PackEntry;
+use crate::object::pack::entries_digest;
 use crate::object::snapshot::Snapshot;
 use crate::object::tree::NodeKind;
 use crate::repository::Repository;
@@ -253,19 +253,22 @@ fn check_key_files(repository: &Repository, errors: &mut Problems) -> Result<()>
     Ok(())
 }
 
-/// Opens every pack's trailer (which also opens its session); returns the
-/// entries of those that opened.
+/// The packs whose trailers opened, each with a hash of its entries: a
+/// few dozen bytes a pack, however many blobs it holds.
+type Trailers = HashMap<PackId, blake3::Hash>;
+
+/// Opens every pack's trailer (which also opens its session).
 fn check_packs(
     repository: &Repository,
     report: &mut CheckReport,
     errors: &mut Problems,
-) -> Result<HashMap<PackId, Vec<PackEntry>>> {
+) -> Result<Trailers> {
     let mut trailers = HashMap::new();
     for (name, id) in listed(repository, ObjectKind::Pack)? {
         report.packs += 1;
         match repository.read_pack_trailer(&name) {
             Ok((_, entries)) => {
-                trailers.insert(PackId(id), entries);
+                trailers.insert(PackId(id), entries_digest(&entries));
             }
             Err(e) => errors.add(object_name(ObjectKind::Pack, &name), e.to_string()),
         }
@@ -278,7 +281,7 @@ fn check_packs(
 /// unreadable; packs no segment lists are warnings.
 fn check_segments(
     repository: &Repository,
-    trailers: &HashMap<PackId, Vec<PackEntry>>,
+    trailers: &Trailers,
     errors: &mut Problems,
     warnings: &mut Problems,
 ) -> Result<BadBlobs> {
@@ -297,7 +300,7 @@ fn check_segments(
             indexed.insert(pack.pack);
             let pack_object = object_name(ObjectKind::Pack, &pack.pack.to_string());
             match trailers.get(&pack.pack) {
-                Some(entries) if *entries == pack.entries => continue,
+                Some(digest) if *digest == entries_digest(&pack.entries) => continue,
                 Some(_) => {
                     errors.add(
                         segment_object.clone(),
@@ -342,22 +345,19 @@ struct PackReading {
 /// hash of the bytes, and every blob must authenticate and match its id.
 fn read_data(
     repository: &Repository,
-    trailers: &HashMap<PackId, Vec<PackEntry>>,
+    trailers: &Trailers,
     subset: DataSubset,
     report: &mut CheckReport,
     errors: &mut Problems,
     bad_blobs: &mut BadBlobs,
 ) {
     use rayon::prelude::*;
-    let mut packs: Vec<(&PackId, &Vec<PackEntry>)> = trailers
-        .iter()
-        .filter(|(p, _)| subset.contains(p))
-        .collect();
-    packs.sort_by_key(|(p, _)| **p);
+    let mut packs: Vec<&PackId> = trailers.keys().filter(|p| subset.contains(p)).collect();
+    packs.sort();
     report.packs_read += packs.len();
     let readings: Vec<PackReading> = packs
         .par_iter()
-        .map(|(pack, entries)| read_pack(repository, pack, entries))
+        .map(|pack| read_pack(repository, pack))
         .collect();
     for reading in readings {
         report.blobs_read += reading.blobs_read;
@@ -369,7 +369,7 @@ fn read_data(
 }
 
 /// Reads one pack whole and verifies it.
-fn read_pack(repository: &Repository, pack: &PackId, entries: &[PackEntry]) -> PackReading {
+fn read_pack(repository: &Repository, pack: &PackId) -> PackReading {
     let name = pack.to_string();
     let object = object_name(ObjectKind::Pack, &name);
     let mut reading = PackReading::default();
@@ -387,13 +387,13 @@ fn read_pack(repository: &Repository, pack: &PackId, entries: &[PackEntry]) -> P
             .push((object.clone(), "content does not match its name".into()));
     }
     // The trailer opened before, so its session does.
-    let Ok((session, _)) = repository.read_pack_trailer(&name) else {
+    let Ok((session, entries)) = repository.read_pack_trailer(&name) else {
         return reading;
     };
     let Ok(sealer) = repository.session_sealer(session) else {
         return reading;
     };
-    for entry in entries {
+    for entry in &entries {
         let blob_type = entry.blob_type().unwrap_or(BlobType::Data);
         let start = entry.offset as usize;
         let stored = bytes

@@ -62,6 +62,21 @@ impl PackEntry {
     }
 }
 
+/// A hash of pack entries, in order: two lists of a pack's entries (a
+/// trailer, an index listing) agree exactly when their hashes do. Lets a
+/// reader compare listings without keeping them.
+pub fn entries_digest(entries: &[PackEntry]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    for entry in entries {
+        hasher.update(&entry.id.0 .0);
+        hasher.update(&[entry.blob_type, entry.compression]);
+        hasher.update(&entry.offset.to_le_bytes());
+        hasher.update(&entry.stored_len.to_le_bytes());
+        hasher.update(&entry.raw_len.to_le_bytes());
+    }
+    hasher.finalize()
+}
+
 /// Writes sealed blobs into one pack as they come, hashing as it goes, so
 /// a pack never has to sit whole in memory.
 pub struct PackWriter<W> {

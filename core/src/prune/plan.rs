@@ -9,7 +9,7 @@ use super::MaxUnused;
 use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId, SegmentId};
-use crate::object::pack::FOOTER_LEN;
+use crate::object::pack::{entries_digest, FOOTER_LEN};
 use crate::object::segment::{IndexSegment, IndexedPack};
 use crate::repository::Repository;
 
@@ -212,12 +212,6 @@ fn pack_size(listing: &IndexedPack) -> u64 {
 pub(super) fn digest(listing: &IndexedPack) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&listing.session.0 .0);
-    for entry in &listing.entries {
-        hasher.update(&entry.id.0 .0);
-        hasher.update(&[entry.blob_type, entry.compression]);
-        hasher.update(&entry.offset.to_le_bytes());
-        hasher.update(&entry.stored_len.to_le_bytes());
-        hasher.update(&entry.raw_len.to_le_bytes());
-    }
+    hasher.update(entries_digest(&listing.entries).as_bytes());
     hasher.finalize()
 }
