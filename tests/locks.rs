@@ -269,3 +269,23 @@ fn a_prune_waits_for_a_running_backup_then_runs() {
     );
     env.ok(&["check"]);
 }
+
+#[test]
+fn a_backup_whose_lock_was_removed_stores_no_snapshot() {
+    let env = Env::new();
+    env.init();
+    one_snapshot(&env);
+    let mut backup = running_backup(&env, "a");
+    // Another process judged the lock stale and removed it: a prune may
+    // be deleting what this backup deduplicated against.
+    for lock in env.objects(cairn_core::backend::ObjectKind::Lock) {
+        env.remove_object(cairn_core::backend::ObjectKind::Lock, &lock);
+    }
+    backup.stdin.take().unwrap().write_all(b"streamed").unwrap();
+    let out = backup.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.contains("lock was removed"), "{message}");
+    assert_eq!(env.snapshots().len(), 1, "no snapshot was stored");
+    env.ok(&["check"]);
+}

@@ -389,3 +389,28 @@ fn forget_with_prune_killed_at_many_points_loses_nothing() {
     assert_eq!(env.snapshots().len(), 4);
     all_intact(&env, &expected, "killed");
 }
+
+#[test]
+fn prune_keeps_the_readable_copy_when_a_pack_session_is_lost() {
+    let env = Env::new();
+    env.ok(&["init", "--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("data.bin"), noise(2_000_000, 61)).unwrap();
+    let first = env.backup(&[&src], &[]);
+    // The first backup's session is lost: its packs no longer read, so
+    // the next backup stores the data again, in packs of its own.
+    for session in env.objects(ObjectKind::Session) {
+        env.remove_object(ObjectKind::Session, &session);
+    }
+    env.backup(&[&src], &[]);
+    env.ok(&["forget", first["snapshot_id"].as_str().unwrap()]);
+    // Every blob now has two listed copies, one unreadable: the readable
+    // one must be the one kept, whichever segment comes first.
+    let report = prune_json(&env, &["--max-unused", "0%"]);
+    assert!(report["packs_removed"].as_u64().unwrap() >= 1, "{report}");
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = env.restore("latest", "r", &[]);
+    assert_eq!(file_contents(&restored(&target, &src)), file_contents(&src));
+}

@@ -242,3 +242,22 @@ fn repair_snapshots_with_read_data_finds_damaged_blobs_too() {
     let with = repair_json(&env, &["--dry-run", "--read-data"]);
     assert!(damaged_files(&with) > 0, "{with}");
 }
+
+#[test]
+fn repair_index_keeps_the_packs_of_a_damaged_session() {
+    let env = repository();
+    // The first backup's session: restored later, its packs read again.
+    let session = env.objects(ObjectKind::Session)[0].clone();
+    let saved = env.read_object(ObjectKind::Session, &session);
+    let mut damaged = saved.clone();
+    damaged[50] ^= 0x01;
+    env.replace_object(ObjectKind::Session, &session, &damaged);
+    let packs = env.objects(ObjectKind::Pack);
+    let out = env.run(&["repair", "index"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.objects(ObjectKind::Pack), packs, "no pack deleted");
+    env.replace_object(ObjectKind::Session, &session, &saved);
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    restores_intact(&env, "t");
+}

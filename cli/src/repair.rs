@@ -128,7 +128,7 @@ fn print_text(cli: &Cli, report: &SnapshotsRepair, args: &RepairSnapshotsArgs) -
             output::line(
                 cli,
                 &format!(
-                    "  /{}: {}",
+                    "  {}: {}",
                     String::from_utf8_lossy(&damaged.path),
                     describe(&damaged.damage)
                 ),
@@ -159,7 +159,7 @@ fn print_json(report: &SnapshotsRepair, dry_run: bool) -> Result<()> {
                 .damaged
                 .iter()
                 .map(|d| {
-                    let path = format!("/{}", String::from_utf8_lossy(&d.path));
+                    let path = String::from_utf8_lossy(&d.path).into_owned();
                     match &d.damage {
                         Damage::File {
                             chunks,

@@ -216,7 +216,7 @@ pub enum Error {
     #[error("the packer stopped after an earlier failure")]
     PackerStopped,
     /// A held lock's object is gone: another process removed it as stale.
-    #[error("{object}: this process's lock was removed by another one; stopped before deleting anything more")]
+    #[error("{object}: this process's lock was removed by another one; stopped before storing or deleting anything more")]
     LockLost {
         /// The lock object.
         object: String,
@@ -225,6 +225,12 @@ pub enum Error {
     #[error("prune refused, nothing was deleted: {reason}; run `cairn check`, and repair first")]
     PruneUnsafe {
         /// What could not be read.
+        reason: String,
+    },
+    /// repair snapshots would take what it cannot see for lost.
+    #[error("repair refused, nothing was written: {reason}")]
+    RepairRefused {
+        /// Why.
         reason: String,
     },
     /// Prune's scratch space (its set of live blobs) failed.

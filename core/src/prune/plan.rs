@@ -2,13 +2,13 @@
 //! segment at a time: what it holds per pack is a few counters, and which
 //! pack holds the copy of a blob that is kept is in a map on disk.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::live::BlobMap;
 use super::MaxUnused;
 use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId, SegmentId};
+use crate::id::{BlobId, PackId, SegmentId, SessionId};
 use crate::object::pack::{entries_digest, FOOTER_LEN};
 use crate::object::segment::{IndexSegment, IndexedPack};
 use crate::repository::Repository;
@@ -52,8 +52,9 @@ pub(super) struct Plan {
 
 impl Plan {
     /// Reads every segment once. Each live blob is given to the first
-    /// stored pack that lists it. Refuses if a live blob is in no stored
-    /// pack, or segments disagree about a pack.
+    /// listed pack that holds it, is stored, and whose session is stored
+    /// and opens. Refuses if a live blob is in no such pack, or segments
+    /// disagree about a pack.
     pub(super) fn build(
         repository: &Repository,
         segments: &[SegmentId],
@@ -62,6 +63,7 @@ impl Plan {
     ) -> Result<Plan> {
         let mut packs: BTreeMap<PackId, PackUse> = BTreeMap::new();
         let mut holders = BlobMap::new(&repository.scratch_dir())?;
+        let mut sessions = Sessions::listed(repository)?;
         for id in segments {
             for listing in read_segment(repository, *id)?.packs {
                 let digest = digest(&listing);
@@ -77,6 +79,8 @@ impl Plan {
                     continue;
                 }
                 let present = stored.contains(&listing.pack);
+                // Only a copy that could be read back may be the one kept.
+                let readable = present && sessions.opens(repository, listing.session);
                 let mut usage = PackUse {
                     size: pack_size(&listing),
                     used_blobs: 0,
@@ -87,7 +91,7 @@ impl Plan {
                 };
                 for entry in &listing.entries {
                     let bytes = u64::from(entry.stored_len);
-                    if present
+                    if readable
                         && live.contains(&entry.id)?
                         && holders.insert(&entry.id, &listing.pack.0 .0)?
                     {
@@ -111,7 +115,7 @@ impl Plan {
         if holders.len() < live.len() {
             return Err(Error::PruneUnsafe {
                 reason: format!(
-                    "{} blobs the snapshots need are in no stored pack that an index segment lists (if a segment was lost, `cairn repair index` lists its packs again)",
+                    "{} blobs the snapshots need are in no stored, readable pack that an index segment lists (if a segment was lost, `cairn repair index` lists its packs again; if a pack or session is lost, see `cairn repair snapshots`)",
                     live.len() - holders.len()
                 ),
             });
@@ -159,6 +163,11 @@ impl Plan {
         self.packs.get(pack).map(|u| u.fate)
     }
 
+    /// The size of `pack` by its listing, if a segment lists it.
+    pub(super) fn size(&self, pack: &PackId) -> Option<u64> {
+        self.packs.get(pack).map(|u| u.size)
+    }
+
     /// Whether the kept copy of `blob` is the one in `pack`.
     pub(super) fn is_holder(&mut self, blob: &BlobId, pack: &PackId) -> Result<bool> {
         Ok(self.holders.get(blob)?.as_deref() == Some(&pack.0 .0[..]))
@@ -186,6 +195,34 @@ impl Plan {
             }
         }
         Ok(sink.finish()?.into_iter().collect())
+    }
+}
+
+/// Which sessions open, each tried once.
+struct Sessions {
+    listed: HashSet<SessionId>,
+    opened: HashMap<SessionId, bool>,
+}
+
+impl Sessions {
+    fn listed(repository: &Repository) -> Result<Sessions> {
+        let listed = repository.list_ids(ObjectKind::Session)?;
+        Ok(Sessions {
+            listed: listed.into_iter().map(SessionId).collect(),
+            opened: HashMap::new(),
+        })
+    }
+
+    /// Whether `session` is stored and opens. Any failure counts as not:
+    /// its packs' blobs then need a copy elsewhere, or prune refuses.
+    fn opens(&mut self, repository: &Repository, session: SessionId) -> bool {
+        if !self.listed.contains(&session) {
+            return false;
+        }
+        *self
+            .opened
+            .entry(session)
+            .or_insert_with(|| repository.session_sealer(session).is_ok())
     }
 }
 

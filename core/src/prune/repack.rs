@@ -19,7 +19,7 @@ pub(super) fn copy_live_blobs(
     segments: &[SegmentId],
     plan: &mut Plan,
 ) -> Result<(u64, u64)> {
-    let mut writer = repository.start_write(repository.config().compression_level)?;
+    let mut writer = repository.start_copying(repository.config().compression_level)?;
     let mut copied: HashSet<PackId> = HashSet::new();
     for id in segments {
         for listing in read_segment(repository, *id)?.packs {
@@ -28,10 +28,21 @@ pub(super) fn copy_live_blobs(
             }
             let name = listing.pack.to_string();
             let object = object_name(ObjectKind::Pack, &name);
+            // The size is bounded before the pack is read whole.
+            let storage = |e| Error::storage(ObjectKind::Pack, &name, e);
+            let size = repository
+                .backend()
+                .size(ObjectKind::Pack, &name)
+                .map_err(storage)?;
+            if Some(size) != plan.size(&listing.pack) {
+                return Err(Error::PruneUnsafe {
+                    reason: format!("{object} is {size} bytes, not what its index listing says"),
+                });
+            }
             let bytes = repository
                 .backend()
                 .get(ObjectKind::Pack, &name)
-                .map_err(|e| Error::storage(ObjectKind::Pack, &name, e))?;
+                .map_err(storage)?;
             let sealer = repository.session_sealer(listing.session)?;
             for entry in &listing.entries {
                 if !plan.is_holder(&entry.id, &listing.pack)? {

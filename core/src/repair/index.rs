@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::backend::{object_name, ObjectKind};
+use crate::crypto::Sealer;
 use crate::error::{Error, Result};
 use crate::id::{PackId, SegmentId};
 use crate::object::blob::BlobType;
@@ -36,6 +37,9 @@ pub struct IndexRepair {
     /// Damaged packs deleted once what could be verified of them was
     /// copied.
     pub damaged_packs_removed: usize,
+    /// Packs whose trailer did not open because their session does not:
+    /// listed as the old index had them, unverified.
+    pub packs_kept_unverified: usize,
     /// Nothing was wrong: the index already matched the trailers.
     pub was_complete: bool,
 }
@@ -115,16 +119,30 @@ pub fn repair_index(repository: &Repository) -> Result<IndexRepair> {
             "{}: {why}",
             object_name(ObjectKind::Pack, &pack.to_string())
         ));
-        if let Some(listed) = old_listing.get(&pack) {
-            let writer = match &mut writer {
-                Some(writer) => writer,
-                None => {
-                    writer.insert(repository.start_write(repository.config().compression_level)?)
-                }
-            };
-            let (kept, lost) = salvage(repository, listed, writer)?;
-            report.blobs_salvaged += kept;
-            report.blobs_lost += lost;
+        let Some(listed) = old_listing.get(&pack) else {
+            continue;
+        };
+        // A pack whose session does not open is not known to be damaged
+        // itself (the session may be restored): its old listing stays.
+        let sealer = match repository.session_sealer(listed.session) {
+            Ok(sealer) => sealer,
+            Err(e) if is_damage(&e) || matches!(e, Error::MissingObject { .. }) => {
+                packs.push(listed.clone());
+                report.packs_kept_unverified += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let writer = match &mut writer {
+            Some(writer) => writer,
+            None => writer.insert(repository.start_copying(repository.config().compression_level)?),
+        };
+        let (kept, lost) = salvage(repository, listed, &sealer, writer)?;
+        report.blobs_salvaged += kept;
+        report.blobs_lost += lost;
+        // Nothing verified: perhaps the listing is wrong, not the pack.
+        // Kept, unlisted, for a person to look at.
+        if kept > 0 {
             salvaged_packs.push(pack);
         }
     }
@@ -174,16 +192,10 @@ fn is_damage(error: &Error) -> bool {
 fn salvage(
     repository: &Repository,
     listed: &IndexedPack,
+    sealer: &Sealer,
     writer: &mut BlobWriter<'_>,
 ) -> Result<(usize, usize)> {
     let name = listed.pack.to_string();
-    let sealer = match repository.session_sealer(listed.session) {
-        Ok(sealer) => sealer,
-        Err(e) if is_damage(&e) || matches!(e, Error::MissingObject { .. }) => {
-            return Ok((0, listed.entries.len()))
-        }
-        Err(e) => return Err(e),
-    };
     let mut kept = 0;
     for entry in listed.entries.iter().filter(|e| e.is_plausible()) {
         let stored = match repository.backend().get_range(
@@ -198,7 +210,7 @@ fn salvage(
             Err(e) => return Err(Error::storage(ObjectKind::Pack, &name, e)),
         };
         let blob_type = entry.blob_type().unwrap_or(BlobType::Data);
-        if let Ok(plaintext) = repository.open_blob(entry, blob_type, stored, &sealer) {
+        if let Ok(plaintext) = repository.open_blob(entry, blob_type, stored, sealer) {
             writer.copy_blob(entry.id, blob_type, plaintext)?;
             kept += 1;
         }

@@ -57,7 +57,8 @@ pub enum Damage {
     },
 }
 
-/// A path (absolute, as restore recreates it) and what it lost.
+/// A path and what it lost. In a report, the path is absolute, as
+/// restore recreates it; while trees are walked, relative to the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DamagedPath {
     /// The path inside the snapshot, as raw bytes.
@@ -95,21 +96,36 @@ pub fn repair_snapshots(
     snapshots: &[(SnapshotId, Snapshot)],
     options: SnapshotRepairOptions,
 ) -> Result<SnapshotsRepair> {
+    // Blobs a damaged segment lists would look lost.
+    if let Some(damaged) = repository.damaged_segments().first() {
+        return Err(Error::RepairRefused {
+            reason: format!("{damaged}; run `cairn repair index` first"),
+        });
+    }
     let mut repairer = Repairer::new(repository, options)?;
+    if !options.dry_run {
+        // Starting to write indexes the packs a stopped writer left, whose
+        // blobs would otherwise look lost.
+        repairer.writer()?;
+    }
     let mut report = SnapshotsRepair::default();
     for (id, snapshot) in snapshots {
         report.checked += 1;
-        let root = repairer.tree(&snapshot.tree)?;
+        let mut root = repairer.tree(&snapshot.tree)?;
         if root.damaged.is_empty() {
             continue;
+        }
+        for damaged in &mut root.damaged {
+            damaged.path.insert(0, b'/');
         }
         let mut replacement = snapshot.clone();
         replacement.tree = root.id;
         if !replacement.tags.iter().any(|t| t == REPAIRED_TAG) {
             replacement.tags.push(REPAIRED_TAG.to_string());
         }
+        let mut listed: HashSet<Vec<u8>> = replacement.unreadable.iter().cloned().collect();
         for damaged in &root.damaged {
-            if !replacement.unreadable.contains(&damaged.path) {
+            if listed.insert(damaged.path.clone()) {
                 replacement.unreadable.push(damaged.path.clone());
             }
         }
@@ -142,6 +158,18 @@ pub fn repair_snapshots(
 struct Repaired {
     id: BlobId,
     damaged: Vec<DamagedPath>,
+}
+
+/// Whether a failed read shows the blob is lost, as opposed to a store or
+/// cache that failed to answer.
+fn is_loss(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Corrupted { .. }
+            | Error::Unauthenticated { .. }
+            | Error::MissingObject { .. }
+            | Error::BlobNotIndexed { .. }
+    )
 }
 
 /// A tree being walked.
@@ -253,9 +281,10 @@ impl<'r> Repairer<'r> {
         if self.options.read_data {
             match self.repository.read_blob(id, blob_type) {
                 Ok(plaintext) => return Ok(BlobStatus::Usable(plaintext.len() as u32)),
-                // A store that failed to answer proves nothing.
-                Err(e @ Error::Storage { .. }) => return Err(e),
-                Err(_) => return Ok(BlobStatus::Lost(raw_len)),
+                Err(e) if is_loss(&e) => return Ok(BlobStatus::Lost(raw_len)),
+                // A store (or the cache) that failed to answer proves
+                // nothing.
+                Err(e) => return Err(e),
             }
         }
         Ok(BlobStatus::Usable(raw_len.unwrap_or(0)))
@@ -312,8 +341,8 @@ impl<'r> Repairer<'r> {
             BlobStatus::Lost(_) => format!("tree {id} is not stored"),
             BlobStatus::Usable(_) => match self.repository.read_tree(id) {
                 Ok(tree) => return Ok(Opened::Tree(tree)),
-                Err(e @ Error::Storage { .. }) => return Err(e),
-                Err(e) => e.to_string(),
+                Err(e) if is_loss(&e) => e.to_string(),
+                Err(e) => return Err(e),
             },
         };
         let repaired = Repaired {

@@ -79,6 +79,8 @@ pub struct Repository {
     notices: Mutex<Vec<String>>,
     /// The clock and process table locks use.
     lock_host: Arc<dyn lock::LockHost>,
+    /// The locks this process took on the repository, while they are held.
+    held_locks: Mutex<Vec<std::sync::Weak<Mutex<lock::Held>>>>,
 }
 
 /// The error for a sealed object that did not open: unauthenticated if it
@@ -285,6 +287,7 @@ impl Repository {
             keys,
             notices: Mutex::new(opened.notice.into_iter().collect()),
             lock_host: Arc::new(lock::SystemHost),
+            held_locks: Mutex::new(Vec::new()),
         };
         let synced = repository.sync_index(&repository.index());
         repository.damaged_segments = match synced {

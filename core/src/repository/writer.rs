@@ -23,7 +23,19 @@ impl Repository {
     /// Starts a write session: stores a fresh session object and returns a
     /// writer whose packs, index and snapshot are sealed under it. Sealing
     /// and storing run in background threads until [`BlobWriter::flush`].
+    /// Packs that a stopped writer left stored but unindexed are indexed
+    /// first, so that their blobs are reused (SPEC.md §16).
     pub fn start_write(&self, compression_level: i32) -> Result<BlobWriter<'_>> {
+        self.start_session(compression_level, true)
+    }
+
+    /// [`Repository::start_write`] for prune and repair, which decide
+    /// themselves what becomes of unindexed packs: they are not indexed.
+    pub(crate) fn start_copying(&self, compression_level: i32) -> Result<BlobWriter<'_>> {
+        self.start_session(compression_level, false)
+    }
+
+    fn start_session(&self, compression_level: i32, adopt: bool) -> Result<BlobWriter<'_>> {
         check_compression_level(compression_level)?;
         // A segment intact but sealed under another key means this key may
         // not be the one the repository's readers hold: writing under it
@@ -38,7 +50,9 @@ impl Repository {
             });
         }
         let (check, warnings, unindexed) = self.check_packs()?;
-        self.adopt_unindexed(&unindexed)?;
+        if adopt {
+            self.adopt_unindexed(&unindexed)?;
+        }
         let (session, bytes) = session::create(&self.keys.public());
         let name = session.id.to_string();
         self.backend
@@ -396,9 +410,12 @@ impl BlobWriter<'_> {
     }
 
     /// Flushes, then stores `snapshot`: the last write, so a snapshot never
-    /// names data that is not stored and indexed.
+    /// names data that is not stored and indexed. Refuses if a lock this
+    /// process took on the repository was removed meanwhile (see
+    /// [`Repository::ensure_locks_held`]).
     pub fn commit(mut self, snapshot: &Snapshot) -> Result<SnapshotId> {
         self.flush()?;
+        self.repository.ensure_locks_held()?;
         let bytes = snapshot.seal(self.session.id, &self.session.sealer);
         let id = SnapshotId(Id::of_bytes(&bytes));
         let name = id.to_string();

@@ -144,7 +144,7 @@ pub struct RepositoryLock {
 }
 
 /// What the refresher and the release share.
-struct Held {
+pub(crate) struct Held {
     backend: Arc<dyn Backend>,
     index_sealer: Sealer,
     host: Arc<dyn LockHost>,
@@ -170,6 +170,19 @@ impl Held {
     }
 }
 
+impl Held {
+    /// Errors with [`Error::LockLost`] unless the lock object is stored.
+    fn ensure_stored(&self) -> Result<()> {
+        match self.backend.size(ObjectKind::Lock, &self.name) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::LockLost {
+                object: object_name(ObjectKind::Lock, &self.name),
+            }),
+            Err(e) => Err(Error::storage(ObjectKind::Lock, &self.name, e)),
+        }
+    }
+}
+
 impl RepositoryLock {
     /// Rewrites the lock now, as the refresher does every
     /// [`REFRESH_INTERVAL`].
@@ -184,14 +197,10 @@ impl RepositoryLock {
     /// stored: another process may have judged it stale and removed it,
     /// and then whatever needs the lock must stop.
     pub fn ensure_held(&self) -> Result<()> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match state.backend.size(ObjectKind::Lock, &state.name) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::LockLost {
-                object: object_name(ObjectKind::Lock, &state.name),
-            }),
-            Err(e) => Err(Error::storage(ObjectKind::Lock, &state.name, e)),
-        }
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ensure_stored()
     }
 
     /// The lock object's name, `locks/<id>`.
@@ -253,6 +262,22 @@ impl Repository {
     /// Replaces the clock and process table locks use: for tests.
     pub fn set_lock_host(&mut self, host: Arc<dyn LockHost>) {
         self.lock_host = host;
+    }
+
+    /// Errors with [`Error::LockLost`] if a lock this process holds on
+    /// the repository is gone: another process judged it stale, and may be
+    /// pruning. A writer checks this before it stores a snapshot, which
+    /// may name blobs such a prune deletes.
+    pub(crate) fn ensure_locks_held(&self) -> Result<()> {
+        let mut held = self.held_locks.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|weak| weak.strong_count() > 0);
+        for state in held.iter().filter_map(std::sync::Weak::upgrade) {
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ensure_stored()?;
+        }
+        Ok(())
     }
 
     /// Takes a lock of `kind` for `command`, waiting up to `retry_for`
@@ -322,6 +347,10 @@ impl Repository {
             name,
             registry_key,
         }));
+        self.held_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&state));
         let (stop, stopped) = mpsc::channel::<()>();
         let refreshed = Arc::clone(&state);
         let refresher = std::thread::spawn(move || loop {
