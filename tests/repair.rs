@@ -219,13 +219,18 @@ fn repair_snapshots_keeps_what_survives_and_lists_the_damage() {
 fn repair_snapshots_with_read_data_finds_damaged_blobs_too() {
     let env = Env::new();
     two_snapshots(&env);
-    // Flip a byte at the start of every pack: each pack's first blob no
-    // longer authenticates, though every pack is present.
-    for pack in env.objects(ObjectKind::Pack) {
-        let mut bytes = env.read_object(ObjectKind::Pack, &pack);
-        bytes[40] ^= 0x40;
-        env.replace_object(ObjectKind::Pack, &pack, &bytes);
-    }
+    // Flip a byte in the middle of the largest pack, which holds only
+    // chunks of big.bin: one of them no longer authenticates, though every
+    // pack is present.
+    let pack = env
+        .objects(ObjectKind::Pack)
+        .into_iter()
+        .max_by_key(|p| env.object_size(ObjectKind::Pack, p))
+        .unwrap();
+    let mut bytes = env.read_object(ObjectKind::Pack, &pack);
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    env.replace_object(ObjectKind::Pack, &pack, &bytes);
     // Trees are always read, so a damaged tree shows either way; a
     // damaged chunk of a file only when the data is read.
     let damaged_files = |report: &Value| {

@@ -13,6 +13,7 @@
 mod live;
 mod plan;
 mod repack;
+mod spill;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -24,8 +25,9 @@ use crate::object::segment::IndexedPack;
 use crate::object::tree::NodeKind;
 use crate::repository::lock::RepositoryLock;
 use crate::repository::Repository;
-use live::BlobMap;
+use live::BlobSet;
 use plan::{Fate, PackUse, Plan};
+use spill::Spill;
 
 /// Temporary files younger than this may belong to a writer still at
 /// work (one that runs with `--no-lock`), so prune leaves them.
@@ -174,7 +176,7 @@ pub fn prune(
     options: &PruneOptions,
 ) -> Result<PruneReport> {
     let mut report = PruneReport::default();
-    let mut live = mark(repository, &mut report)?;
+    let live = mark(repository, &mut report)?;
     let segments: Vec<SegmentId> = repository
         .list_ids(ObjectKind::Index)?
         .into_iter()
@@ -185,7 +187,8 @@ pub fn prune(
         .into_iter()
         .map(PackId)
         .collect();
-    let mut plan = Plan::build(repository, &segments, &stored, &mut live)?;
+    let mut plan = Plan::build(repository, &segments, &stored, live)?;
+    report.live_blobs = plan.live_blobs;
     plan.choose_repacks(options.max_unused);
     let unindexed = find_unindexed(repository, &plan, &stored, &mut report)?;
     for (pack, usage) in plan.packs() {
@@ -260,22 +263,26 @@ pub fn prune(
     Ok(report)
 }
 
-/// Marks every blob reachable from every snapshot.
-fn mark(repository: &Repository, report: &mut PruneReport) -> Result<BlobMap> {
+/// Marks every blob reachable from every snapshot: returns their ids, to
+/// be sorted (with repeats). Trees already walked are remembered in a set
+/// on disk, so that a tree shared by many snapshots is read once.
+fn mark(repository: &Repository, report: &mut PruneReport) -> Result<Spill<32>> {
     let list = repository.snapshots()?;
     if let Some(damaged) = list.damaged.first() {
         return Err(Error::PruneUnsafe {
             reason: damaged.to_string(),
         });
     }
-    let mut live = BlobMap::new(&repository.scratch_dir())?;
+    let mut walked = BlobSet::new(&repository.scratch_dir())?;
+    let mut live = Spill::new(&repository.scratch_dir())?;
     report.snapshots = list.snapshots.len();
     for (id, snapshot) in &list.snapshots {
         let mut trees = vec![snapshot.tree];
         while let Some(tree_id) = trees.pop() {
-            if !live.insert(&tree_id, &[])? {
+            if !walked.insert(&tree_id)? {
                 continue;
             }
+            live.push(tree_id.0 .0)?;
             let tree = repository
                 .read_tree(&tree_id)
                 .map_err(|e| Error::PruneUnsafe {
@@ -286,7 +293,7 @@ fn mark(repository: &Repository, report: &mut PruneReport) -> Result<BlobMap> {
                     NodeKind::Directory { subtree } => trees.push(subtree),
                     NodeKind::File { content, .. } => {
                         for blob in &content {
-                            live.insert(blob, &[])?;
+                            live.push(blob.0 .0)?;
                         }
                     }
                     _ => {}
@@ -294,8 +301,6 @@ fn mark(repository: &Repository, report: &mut PruneReport) -> Result<BlobMap> {
             }
         }
     }
-    live.flush()?;
-    report.live_blobs = live.len();
     Ok(live)
 }
 

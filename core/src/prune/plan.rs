@@ -1,14 +1,16 @@
 //! Which packs prune keeps, deletes or repacks, worked out one index
-//! segment at a time: what it holds per pack is a few counters, and which
-//! pack holds the copy of a blob that is kept is in a map on disk.
+//! segment at a time: what it holds per pack is a few counters. The index
+//! entries are sorted on disk and joined with the (sorted) live blobs, so
+//! nothing per blob is held in memory, and which pack holds the kept copy
+//! of each live blob is written out, sorted by pack, for repacking.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::live::BlobMap;
+use super::spill::{from_sort_key, sort_key, Sorted, Spill};
 use super::MaxUnused;
 use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId, SegmentId, SessionId};
+use crate::id::{PackId, SegmentId, SessionId};
 use crate::object::pack::{entries_digest, FOOTER_LEN};
 use crate::object::segment::{IndexSegment, IndexedPack};
 use crate::repository::Repository;
@@ -40,29 +42,46 @@ pub(super) struct PackUse {
     /// A hash of the listing, to notice segments (or its trailer) that
     /// disagree.
     pub(super) digest: blake3::Hash,
+    /// Its place in the order packs were first listed.
+    seq: u32,
 }
 
-/// Every listed pack's use, and for each live blob the pack that holds
-/// the copy kept.
+/// An index entry, as sorted for the join with the live blobs: blob id,
+/// the listing's sequence number (big-endian, so that the first listing
+/// sorts first), stored length, and whether the copy is readable.
+type EntryRecord = [u8; 41];
+
+/// A kept copy, as sorted for repacking: the holding pack's sequence
+/// number (big-endian) and the blob id.
+type HolderRecord = [u8; 36];
+
+/// Every listed pack's use, and which pack holds each live blob's kept
+/// copy (on disk, in pack order).
 pub(super) struct Plan {
     packs: BTreeMap<PackId, PackUse>,
-    /// Live blob id → the pack (its 32 bytes) holding the copy kept.
-    holders: BlobMap,
+    /// The packs by sequence number.
+    order: Vec<PackId>,
+    holders: Option<Spill<36>>,
+    /// Distinct live blobs.
+    pub(super) live_blobs: u64,
 }
 
 impl Plan {
-    /// Reads every segment once. Each live blob is given to the first
-    /// listed pack that holds it, is stored, and whose session is stored
-    /// and opens. Refuses if a live blob is in no such pack, or segments
-    /// disagree about a pack.
+    /// Reads every segment once, then joins its entries with `live` (the
+    /// ids of every live blob, duplicates allowed) in id order. Each live
+    /// blob is given to the first listed pack that holds it, is stored,
+    /// and whose session is stored and opens. Refuses if a live blob is in
+    /// no such pack, or segments disagree about a pack.
     pub(super) fn build(
         repository: &Repository,
         segments: &[SegmentId],
         stored: &HashSet<PackId>,
-        live: &mut BlobMap,
+        live: Spill<32>,
     ) -> Result<Plan> {
+        let scratch = repository.scratch_dir();
         let mut packs: BTreeMap<PackId, PackUse> = BTreeMap::new();
-        let mut holders = BlobMap::new(&repository.scratch_dir())?;
+        let mut order: Vec<PackId> = Vec::new();
+        let mut entries: Spill<41> = Spill::new(&scratch)?;
         let mut sessions = Sessions::listed(repository)?;
         for id in segments {
             for listing in read_segment(repository, *id)?.packs {
@@ -78,49 +97,120 @@ impl Plan {
                     }
                     continue;
                 }
+                let seq = u32::try_from(order.len()).map_err(|_| Error::PruneUnsafe {
+                    reason: "more than 4 billion packs".into(),
+                })?;
                 let present = stored.contains(&listing.pack);
                 // Only a copy that could be read back may be the one kept.
                 let readable = present && sessions.opens(repository, listing.session);
-                let mut usage = PackUse {
-                    size: pack_size(&listing),
-                    used_blobs: 0,
-                    used_bytes: 0,
-                    unused_bytes: 0,
-                    fate: Fate::Keep,
-                    digest,
-                };
                 for entry in &listing.entries {
-                    let bytes = u64::from(entry.stored_len);
-                    if readable
-                        && live.contains(&entry.id)?
-                        && holders.insert(&entry.id, &listing.pack.0 .0)?
-                    {
-                        usage.used_blobs += 1;
-                        usage.used_bytes += bytes;
-                    } else {
-                        usage.unused_bytes += bytes;
-                    }
+                    let mut record: EntryRecord = [0; 41];
+                    record[..32].copy_from_slice(&entry.id.0 .0);
+                    record[32..36].copy_from_slice(&sort_key(seq));
+                    record[36..40].copy_from_slice(&entry.stored_len.to_le_bytes());
+                    record[40] = u8::from(readable);
+                    entries.push(record)?;
                 }
-                usage.fate = if !present {
-                    Fate::Unlist
-                } else if usage.used_blobs == 0 {
-                    Fate::Delete
-                } else {
-                    Fate::Keep
-                };
-                packs.insert(listing.pack, usage);
+                order.push(listing.pack);
+                let fate = if present { Fate::Keep } else { Fate::Unlist };
+                packs.insert(
+                    listing.pack,
+                    PackUse {
+                        size: pack_size(&listing),
+                        used_blobs: 0,
+                        used_bytes: 0,
+                        unused_bytes: 0,
+                        fate,
+                        digest,
+                        seq,
+                    },
+                );
             }
         }
-        holders.flush()?;
-        if holders.len() < live.len() {
+        let mut plan = Plan {
+            packs,
+            order,
+            holders: Some(Spill::new(&scratch)?),
+            live_blobs: 0,
+        };
+        let unheld = plan.join(live, entries)?;
+        if unheld > 0 {
             return Err(Error::PruneUnsafe {
                 reason: format!(
-                    "{} blobs the snapshots need are in no stored, readable pack that an index segment lists (if a segment was lost, `cairn repair index` lists its packs again; if a pack or session is lost, see `cairn repair snapshots`)",
-                    live.len() - holders.len()
+                    "{unheld} blobs the snapshots need are in no stored, readable pack that an index segment lists (if a segment was lost, `cairn repair index` lists its packs again; if a pack or session is lost, see `cairn repair snapshots`)"
                 ),
             });
         }
-        Ok(Plan { packs, holders })
+        for usage in plan.packs.values_mut() {
+            if usage.fate == Fate::Keep && usage.used_blobs == 0 {
+                usage.fate = Fate::Delete;
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Walks the live ids and the entries together, in id order: counts
+    /// each pack's used and unused bytes and records the kept copies.
+    /// Returns how many live blobs have no readable copy.
+    fn join(&mut self, live: Spill<32>, entries: Spill<41>) -> Result<u64> {
+        let mut live = live.into_sorted()?;
+        let mut entries = entries.into_sorted()?;
+        let mut holders = self.holders.take().expect("set in build");
+        let mut unheld = 0;
+        let mut current = next_unique(&mut live)?;
+        while let Some(mut record) = entries.next_record()? {
+            let id: [u8; 32] = record[..32].try_into().expect("32 bytes");
+            // Live blobs before this one have no entry at all.
+            while current.is_some_and(|l| l < id) {
+                self.live_blobs += 1;
+                unheld += 1;
+                current = next_unique(&mut live)?;
+            }
+            let is_live = current == Some(id);
+            if is_live {
+                self.live_blobs += 1;
+                current = next_unique(&mut live)?;
+            }
+            let mut held = false;
+            loop {
+                let seq = from_sort_key(record[32..36].try_into().expect("4 bytes"));
+                let len = u64::from(u32::from_le_bytes(
+                    record[36..40].try_into().expect("4 bytes"),
+                ));
+                let readable = record[40] == 1;
+                let usage = self
+                    .packs
+                    .get_mut(&self.order[seq as usize])
+                    .expect("every sequence number names a pack");
+                if is_live && !held && readable {
+                    held = true;
+                    usage.used_blobs += 1;
+                    usage.used_bytes += len;
+                    let mut holder: HolderRecord = [0; 36];
+                    holder[..4].copy_from_slice(&sort_key(seq));
+                    holder[4..].copy_from_slice(&id);
+                    holders.push(holder)?;
+                } else {
+                    usage.unused_bytes += len;
+                }
+                match entries.peek() {
+                    Some(next) if next[..32] == id => {
+                        record = entries.next_record()?.expect("just peeked");
+                    }
+                    _ => break,
+                }
+            }
+            if is_live && !held {
+                unheld += 1;
+            }
+        }
+        while current.is_some() {
+            self.live_blobs += 1;
+            unheld += 1;
+            current = next_unique(&mut live)?;
+        }
+        self.holders = Some(holders);
+        Ok(unheld)
     }
 
     /// Marks for repacking the packs with the largest unused share until
@@ -168,9 +258,18 @@ impl Plan {
         self.packs.get(pack).map(|u| u.size)
     }
 
-    /// Whether the kept copy of `blob` is the one in `pack`.
-    pub(super) fn is_holder(&mut self, blob: &BlobId, pack: &PackId) -> Result<bool> {
-        Ok(self.holders.get(blob)?.as_deref() == Some(&pack.0 .0[..]))
+    /// The sequence number of `pack`, if a segment lists it.
+    pub(super) fn seq(&self, pack: &PackId) -> Option<u32> {
+        self.packs.get(pack).map(|u| u.seq)
+    }
+
+    /// The kept copies, sorted by the sequence number of the pack holding
+    /// them, then by blob id: read once, by repacking.
+    pub(super) fn take_holders(&mut self) -> Result<Sorted<36>> {
+        self.holders
+            .take()
+            .expect("holders are taken once")
+            .into_sorted()
     }
 
     /// Whether the index must be rewritten: some listed pack goes.
@@ -196,6 +295,17 @@ impl Plan {
         }
         Ok(sink.finish()?.into_iter().collect())
     }
+}
+
+/// The next id of `sorted`, skipping repeats of it.
+fn next_unique(sorted: &mut Sorted<32>) -> Result<Option<[u8; 32]>> {
+    let Some(id) = sorted.next_record()? else {
+        return Ok(None);
+    };
+    while sorted.peek() == Some(&id) {
+        sorted.next_record()?;
+    }
+    Ok(Some(id))
 }
 
 /// Which sessions open, each tried once.

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use super::plan::{read_segment, Fate, Plan};
+use super::spill::{from_sort_key, Sorted};
 use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{PackId, SegmentId};
@@ -19,6 +20,9 @@ pub(super) fn copy_live_blobs(
     segments: &[SegmentId],
     plan: &mut Plan,
 ) -> Result<(u64, u64)> {
+    // Packs are visited in the order they were first listed, which is the
+    // order of their sequence numbers, and so of the holder records.
+    let mut holders = plan.take_holders()?;
     let mut writer = repository.start_copying(repository.config().compression_level)?;
     let mut copied: HashSet<PackId> = HashSet::new();
     for id in segments {
@@ -44,8 +48,9 @@ pub(super) fn copy_live_blobs(
                 .get(ObjectKind::Pack, &name)
                 .map_err(storage)?;
             let sealer = repository.session_sealer(listing.session)?;
+            let kept = kept_copies(&mut holders, plan.seq(&listing.pack))?;
             for entry in &listing.entries {
-                if !plan.is_holder(&entry.id, &listing.pack)? {
+                if !kept.contains(&entry.id.0 .0) {
                     continue;
                 }
                 let unreadable = |why: String| Error::PruneUnsafe {
@@ -68,4 +73,24 @@ pub(super) fn copy_live_blobs(
     }
     writer.flush()?;
     Ok((writer.blobs_added(), writer.bytes_added()))
+}
+
+/// The blobs whose kept copy is in the pack numbered `seq`, taken from the
+/// front of `holders` (records of earlier packs are passed over).
+fn kept_copies(holders: &mut Sorted<36>, seq: Option<u32>) -> Result<HashSet<[u8; 32]>> {
+    let mut kept = HashSet::new();
+    let Some(seq) = seq else {
+        return Ok(kept);
+    };
+    while let Some(record) = holders.peek() {
+        let of = from_sort_key(record[..4].try_into().expect("4 bytes"));
+        if of > seq {
+            break;
+        }
+        let record = holders.next_record()?.expect("just peeked");
+        if of == seq {
+            kept.insert(record[4..].try_into().expect("32 bytes"));
+        }
+    }
+    Ok(kept)
 }
