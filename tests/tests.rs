@@ -4,6 +4,7 @@
 
 mod util;
 
+mod browse;
 mod check;
 mod cli;
 mod compat;

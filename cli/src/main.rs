@@ -70,6 +70,8 @@ enum Command {
     Snapshots(SnapshotsArgs),
     /// Restore a snapshot, or a path inside one, into a directory.
     Restore(RestoreArgs),
+    /// Write a file of a snapshot to standard output.
+    Cat(CatArgs),
     /// Remove snapshots by a retention policy, or by id.
     Forget(Box<forget::ForgetArgs>),
     /// Remove stale locks (of processes that are gone), or all locks.
@@ -278,8 +280,11 @@ struct SnapshotsArgs {
 
 #[derive(Args)]
 struct RestoreArgs {
-    /// SNAPSHOT or SNAPSHOT:PATH; SNAPSHOT is an id, a unique id prefix, or "latest".
+    /// SNAPSHOT or SNAPSHOT:PATH; SNAPSHOT is an id, a unique id prefix,
+    /// latest, latest~N, or @TIME (the newest at or before TIME).
     snapshot: String,
+    #[command(flatten)]
+    filter: filter::FilterArgs,
     /// Directory to restore into.
     #[arg(short, long)]
     target: PathBuf,
@@ -372,6 +377,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Backup(args) => backup(cli, args),
         Command::Snapshots(args) => snapshots(cli, args),
         Command::Restore(args) => restore(cli, args),
+        Command::Cat(args) => cat(cli, args),
         Command::Forget(args) => forget(cli, args),
         Command::Unlock(args) => unlock(cli, args),
         Command::Check(args) => check(cli, args),
@@ -563,7 +569,14 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<u8> {
 }
 
 fn backup(cli: &Cli, args: &BackupArgs) -> Result<u8> {
-    let time_ns = args.time.as_deref().map(output::parse_time).transpose()?;
+    let time_ns = args
+        .time
+        .as_deref()
+        .map(|t| {
+            cairn_core::select::parse_time(t, now_ns(), &chrono::Local)
+                .map_err(|reason| anyhow!("--time {reason}"))
+        })
+        .transpose()?;
     let options = sources::backup_options(args, time_ns)?;
     let repository = open_repository(cli)?;
     let _lock = lock(cli, &repository, LockKind::Shared, "backup")?;
@@ -616,11 +629,8 @@ fn forget(cli: &Cli, args: &forget::ForgetArgs) -> Result<u8> {
         return forget_named(cli, args, &repository, &held);
     }
     let options = args.options()?;
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     let list = repository.snapshots()?;
-    let groups = cairn_core::forget::plan(list, &options, now_ns, &chrono::Local)?;
+    let groups = cairn_core::forget::plan(list, &options, now_ns(), &chrono::Local)?;
     if args.json {
         output::forget_json(&groups)?;
     } else if !cli.quiet {
@@ -651,10 +661,11 @@ fn forget_named(
 ) -> Result<u8> {
     let mut doomed = Vec::new();
     for reference in &args.snapshots {
-        // By name, without reading: a damaged snapshot can be forgotten.
-        let id = match reference.as_str() {
-            "latest" => repository.resolve_snapshot(reference)?.0,
-            _ => repository.resolve_snapshot_id(reference)?,
+        // An id by name, without reading: a damaged snapshot can be
+        // forgotten.
+        let id = match cairn_core::select::Selector::parse(reference, now_ns(), &chrono::Local)? {
+            cairn_core::select::Selector::Id(prefix) => repository.resolve_snapshot_id(&prefix)?,
+            _ => select_snapshot(repository, reference, &filter::FilterArgs::default())?.0,
         };
         if !doomed.contains(&id) {
             doomed.push(id);
@@ -707,16 +718,59 @@ fn removed(
     Ok(0)
 }
 
-fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
-    let (reference, subpath) = match args.snapshot.split_once(':') {
-        Some((id, path)) if !path.is_empty() => (id, Some(PathBuf::from(path))),
-        Some((id, _)) => (id, None),
-        None => (args.snapshot.as_str(), None),
+/// The snapshot `reference` names (see `cairn_core::select`), among those
+/// `filter` admits.
+fn select_snapshot(
+    repository: &Repository,
+    reference: &str,
+    filter: &filter::FilterArgs,
+) -> Result<(SnapshotId, cairn_core::Snapshot)> {
+    Ok(cairn_core::select::select(
+        repository,
+        reference,
+        &filter.to_filter()?,
+        now_ns(),
+        &chrono::Local,
+    )?)
+}
+
+/// Now, in nanoseconds since the epoch.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+#[derive(Args)]
+struct CatArgs {
+    /// SNAPSHOT:PATH, the file to write (SNAPSHOT as for restore).
+    file: String,
+    #[command(flatten)]
+    filter: filter::FilterArgs,
+}
+
+fn cat(cli: &Cli, args: &CatArgs) -> Result<u8> {
+    let (reference, path) = cairn_core::select::split_path(&args.file);
+    let Some(path) = path else {
+        bail!("{}: name a file as SNAPSHOT:PATH", args.file);
     };
+    let repository = open_repository(cli)?;
+    let _lock = read_lock(cli, &repository, "cat")?;
+    let (_, snapshot) = select_snapshot(&repository, reference, &args.filter)?;
+    let mut out = io::stdout().lock();
+    let written = cairn_core::browse::cat(&repository, &snapshot, Path::new(path), &mut out);
+    report_notices(cli, &repository);
+    written?;
+    Ok(0)
+}
+
+fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
+    let (reference, subpath) = cairn_core::select::split_path(&args.snapshot);
+    let subpath = subpath.map(PathBuf::from);
     let repository = open_repository(cli)?;
     let _lock = read_lock(cli, &repository, "restore")?;
     let reporter = output::Reporter::new(cli).listing(args.dry_run);
-    let (id, snapshot) = repository.resolve_snapshot(reference)?;
+    let (id, snapshot) = select_snapshot(&repository, reference, &args.filter)?;
     let options = RestoreOptions {
         target: args.target.clone(),
         subpath,

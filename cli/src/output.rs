@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use cairn_core::forget::GroupPlan;
 use cairn_core::progress::Progress;
 use cairn_core::{BackupOutcome, Snapshot, SnapshotId, Summary};
-use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
+use chrono::{DateTime, Local};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -208,29 +208,6 @@ pub fn bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{value:.2} {}", UNITS[unit])
-    }
-}
-
-/// Parses `--time`: RFC 3339, or a local "YYYY-MM-DD HH:MM:SS" or "YYYY-MM-DD".
-pub fn parse_time(text: &str) -> Result<i64> {
-    let parsed = DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_nanos_opt())
-        .or_else(|_| {
-            let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").or_else(|_| {
-                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                    .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists"))
-            })?;
-            Local
-                .from_local_datetime(&naive)
-                .earliest()
-                .map(|t| t.timestamp_nanos_opt())
-                .ok_or(anyhow!("no such local time"))
-        });
-    match parsed {
-        Ok(Some(ns)) => Ok(ns),
-        _ => Err(anyhow!(
-            "--time {text:?}: expected RFC 3339 (2024-05-01T12:00:00Z) or \"YYYY-MM-DD HH:MM:SS\" between 1678 and 2262"
-        )),
     }
 }
 

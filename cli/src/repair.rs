@@ -64,7 +64,7 @@ pub fn repair_snapshots(cli: &Cli, args: &RepairSnapshotsArgs) -> Result<u8> {
     } else {
         let mut selected = Vec::new();
         for reference in &args.snapshots {
-            let resolved = repository.resolve_snapshot(reference)?;
+            let resolved = crate::select_snapshot(&repository, reference, &FilterArgs::default())?;
             if !selected.iter().any(|(id, _)| *id == resolved.0) {
                 selected.push(resolved);
             }

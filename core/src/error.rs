@@ -123,6 +123,29 @@ pub enum Error {
         /// What the user gave.
         reference: String,
     },
+    /// A snapshot reference that does not parse.
+    #[error("snapshot {reference:?}: {reason}")]
+    BadSnapshotReference {
+        /// What the user gave.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A path that must be a regular file is something else.
+    #[error("{path}: {kind}, not a file")]
+    NotAFile {
+        /// The path in the snapshot.
+        path: String,
+        /// What it is.
+        kind: String,
+    },
+    /// Standard output (or whatever the command writes to) failed.
+    #[error("cannot write the output: {error}")]
+    Output {
+        /// Why.
+        #[source]
+        error: std::io::Error,
+    },
     /// A snapshot id prefix matched several snapshots.
     #[error("snapshot prefix {reference:?} is ambiguous: it matches {count} snapshots")]
     AmbiguousSnapshot {

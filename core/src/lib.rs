@@ -60,6 +60,7 @@
 
 pub(crate) mod archiver;
 pub mod backend;
+pub mod browse;
 pub mod check;
 pub(crate) mod chunker;
 pub(crate) mod codec;
@@ -77,6 +78,7 @@ pub(crate) mod repository;
 pub(crate) mod restorer;
 #[cfg(test)]
 mod roundtrip;
+pub mod select;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]

@@ -221,7 +221,7 @@ fn restore_to_depth(
 
 /// Finds the tree to restore from: the root, or the entry at `subpath`.
 /// Returns the directory's tree, or for a non-directory the node itself.
-fn locate(
+pub(crate) fn locate(
     repository: &Repository,
     snapshot: &Snapshot,
     subpath: Option<&Path>,

@@ -1,0 +1,114 @@
+//! Naming snapshots (`latest~N`, `@TIME`, filters, `SNAPSHOT:PATH`) and
+//! `cairn cat`.
+
+use std::fs;
+
+use crate::util::{noise, restored, stderr, Env};
+
+/// Three snapshots at chosen times, of `src/v.txt` holding "one", "two",
+/// "three" (the third on host "other"), and a large file.
+fn three_versions(env: &Env) -> Vec<String> {
+    env.ok(&["init", "--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("big.bin"), noise(3_000_000, 71)).unwrap();
+    let mut ids = Vec::new();
+    for (text, time, host) in [
+        ("one", "2024-05-01 10:00:00", "home"),
+        ("two", "2024-05-02 10:00:00", "home"),
+        ("three", "2024-05-03 10:00:00", "other"),
+    ] {
+        fs::write(src.join("v.txt"), text).unwrap();
+        let summary = env.backup(&[&src], &["--time", time, "--host", host]);
+        ids.push(summary["snapshot_id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+fn cat(env: &Env, args: &[&str]) -> Vec<u8> {
+    let mut command = vec!["cat"];
+    command.extend_from_slice(args);
+    let out = env.run(&command);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    out.stdout
+}
+
+#[test]
+fn every_selector_form_names_the_snapshot_it_should() {
+    let env = Env::new();
+    let ids = three_versions(&env);
+    let file = |sel: &str| format!("{sel}:{}", env.path("src").join("v.txt").display());
+    assert_eq!(cat(&env, &[&file("latest")]), b"three");
+    assert_eq!(cat(&env, &[&file("latest~1")]), b"two");
+    assert_eq!(cat(&env, &[&file("latest~2")]), b"one");
+    assert_eq!(cat(&env, &[&file(&ids[0][..8])]), b"one");
+    assert_eq!(cat(&env, &[&file(&ids[1])]), b"two");
+    // @TIME: the newest at or before it, in local time or RFC 3339.
+    assert_eq!(cat(&env, &[&file("@2024-05-02 12:00")]), b"two");
+    assert_eq!(cat(&env, &[&file("@2024-05-02 10:00:00")]), b"two");
+    assert_eq!(cat(&env, &[&file("@2024-05-02")]), b"one");
+    assert_eq!(cat(&env, &[&file("@2030-01-01T00:00:00Z")]), b"three");
+    assert_eq!(cat(&env, &[&file("@1 day ago")]), b"three");
+    // Filters apply before latest and @TIME.
+    assert_eq!(cat(&env, &["--host", "home", &file("latest")]), b"two");
+    assert_eq!(cat(&env, &["--host", "home", &file("@2030-01-01")]), b"two");
+    // Restore takes the same forms, with a path inside the snapshot.
+    let target = env.path("t");
+    env.ok(&[
+        "restore",
+        &format!("@2024-05-01 23:00:{}", env.path("src").display()),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read(target.join("v.txt")).unwrap(), b"one");
+    let again = env.restore("latest~1", "t2", &[]);
+    assert_eq!(
+        fs::read(restored(&again, &env.path("src")).join("v.txt")).unwrap(),
+        b"two"
+    );
+}
+
+#[test]
+fn references_that_name_nothing_are_one_line_errors() {
+    let env = Env::new();
+    let ids = three_versions(&env);
+    let path = env.path("src").join("v.txt");
+    let path = path.display();
+    for (reference, expected) in [
+        (format!("latest~3:{path}"), "no snapshot"),
+        (format!("@2020-01-01:{path}"), "no snapshot"),
+        (format!("@next tuesday:{path}"), "expected"),
+        (format!("latest~x:{path}"), "latest~n"),
+        (format!("ffffffff:{path}"), "no snapshot"),
+        (
+            format!("latest:{path}.missing"),
+            "no such path in the snapshot",
+        ),
+        (
+            format!("latest:{}", env.path("src").display()),
+            "a directory",
+        ),
+        ("latest".to_string(), "snapshot:path"),
+    ] {
+        let out = env.run(&["cat", &reference]);
+        assert_eq!(out.status.code(), Some(1), "{reference}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert_eq!(text.trim().lines().count(), 1, "{reference}: {text}");
+        assert!(
+            text.to_lowercase().contains(expected),
+            "{reference}: {text}"
+        );
+    }
+    // An id names its snapshot whatever the filters.
+    let one = format!("{}:{path}", &ids[0][..10]);
+    assert_eq!(cat(&env, &["--host", "other", &one]), b"one");
+}
+
+#[test]
+fn cat_streams_a_large_file_byte_for_byte() {
+    let env = Env::new();
+    three_versions(&env);
+    let big = env.path("src").join("big.bin");
+    let out = cat(&env, &[&format!("latest:{}", big.display())]);
+    assert_eq!(out, fs::read(&big).unwrap());
+}
