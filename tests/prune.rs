@@ -51,9 +51,15 @@ fn prune_json(env: &Env, args: &[&str]) -> Value {
     serde_json::from_str(env.ok(&command).trim()).unwrap()
 }
 
-/// Every snapshot left restores to what it held, and check is clean.
-fn all_intact(env: &Env, expected: &BTreeMap<String, BTreeMap<String, Vec<u8>>>, tag: &str) {
-    let out = env.run(&["check", "--read-data"]);
+/// `check_args` succeed (for `check`, leftovers and unlisted packs are
+/// warnings), and every snapshot left restores to what it held.
+fn intact(
+    env: &Env,
+    expected: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    check_args: &[&str],
+    tag: &str,
+) {
+    let out = env.run(check_args);
     assert!(out.status.success(), "{tag}: {}", stderr(&out));
     let src = env.path("src");
     for snapshot in env.snapshots() {
@@ -66,6 +72,12 @@ fn all_intact(env: &Env, expected: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
         );
         fs::remove_dir_all(&target).unwrap();
     }
+}
+
+/// Every snapshot left restores to what it held, and check --read-data is
+/// clean.
+fn all_intact(env: &Env, expected: &BTreeMap<String, BTreeMap<String, Vec<u8>>>, tag: &str) {
+    intact(env, expected, &["check", "--read-data"], tag);
 }
 
 #[test]
@@ -282,26 +294,14 @@ fn new_version(
     );
 }
 
-/// After a kill: check is clean (leftovers and unlisted packs are
-/// warnings), and every snapshot left restores byte for byte.
+/// After a kill: check is clean, and every snapshot left restores byte
+/// for byte.
 fn intact_after_kill(
     env: &Env,
     expected: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     round: u32,
 ) {
-    let out = env.run(&["check"]);
-    assert!(out.status.success(), "round {round}: {}", stderr(&out));
-    let src = env.path("src");
-    for snapshot in env.snapshots() {
-        let id = snapshot["id"].as_str().unwrap();
-        let target = env.restore(id, &format!("k{round}-{}", &id[..8]), &[]);
-        assert_eq!(
-            &file_contents(&restored(&target, &src)),
-            &expected[id],
-            "round {round}: snapshot {id}"
-        );
-        fs::remove_dir_all(&target).unwrap();
-    }
+    intact(env, expected, &["check"], &format!("round-{round}"));
 }
 
 /// How long `args` takes to run to the end, at least 30 ms.
