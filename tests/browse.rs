@@ -112,3 +112,50 @@ fn cat_streams_a_large_file_byte_for_byte() {
     let out = cat(&env, &[&format!("latest:{}", big.display())]);
     assert_eq!(out, fs::read(&big).unwrap());
 }
+
+#[test]
+fn snapshots_filters_groups_and_keeps_the_latest_of_each() {
+    let env = Env::new();
+    let ids = three_versions(&env);
+    let listed = |args: &[&str]| -> serde_json::Value {
+        let mut command = vec!["snapshots", "--json"];
+        command.extend_from_slice(args);
+        serde_json::from_str(env.ok(&command).trim()).unwrap()
+    };
+    let ids_of = |value: &serde_json::Value| -> Vec<String> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids_of(&listed(&[])), ids);
+    assert_eq!(ids_of(&listed(&["--host", "home"])), ids[..2]);
+    // --latest keeps the newest of each host and paths.
+    assert_eq!(
+        ids_of(&listed(&["--latest", "1"])),
+        vec![ids[1].clone(), ids[2].clone()]
+    );
+    assert_eq!(
+        ids_of(&listed(&["--latest", "1", "--host", "home"])),
+        vec![ids[1].clone()]
+    );
+    // --group-by: one object per group, with its key.
+    let groups = listed(&["--group-by", "host"]);
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0]["group"]["host"], "home");
+    assert!(groups[0]["group"]["paths"].is_null());
+    assert_eq!(ids_of(&groups[0]["snapshots"]), ids[..2]);
+    assert_eq!(ids_of(&groups[1]["snapshots"]), ids[2..]);
+    let text = env.ok(&["snapshots", "--group-by", "host", "--latest", "1"]);
+    assert!(
+        text.contains("host home:") && text.contains("host other:"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&ids[1][..8]) && !text.contains(&ids[0][..8]),
+        "{text}"
+    );
+}

@@ -91,7 +91,8 @@ fn span(text: &str) -> std::result::Result<RetentionSpan, String> {
     RetentionSpan::parse(text).map_err(|e| format!("{text:?}: {e}"))
 }
 
-fn group_by(text: &str) -> std::result::Result<GroupBy, String> {
+/// Parses `--group-by`: any of host, paths, tags, comma-separated.
+pub fn group_by(text: &str) -> std::result::Result<GroupBy, String> {
     let mut by = GroupBy {
         host: false,
         paths: false,

@@ -273,7 +273,17 @@ struct BackupArgs {
 
 #[derive(Args)]
 struct SnapshotsArgs {
-    /// Print a JSON array.
+    /// Only the N newest snapshots of each group (of --group-by, or else
+    /// of each host and paths).
+    #[arg(long, value_name = "N")]
+    latest: Option<usize>,
+    /// Group by any of host, paths, tags (comma-separated; "" for one
+    /// group); each group is shown apart.
+    #[arg(long, value_name = "FIELDS", value_parser = forget::group_by)]
+    group_by: Option<cairn_core::forget::GroupBy>,
+    #[command(flatten)]
+    filter: filter::FilterArgs,
+    /// Print a JSON array (of groups, with --group-by).
     #[arg(long)]
     json: bool,
 }
@@ -596,10 +606,27 @@ fn backup(cli: &Cli, args: &BackupArgs) -> Result<u8> {
 fn snapshots(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
     let repository = open_repository(cli)?;
     let list = repository.snapshots()?;
-    if args.json {
-        output::snapshots_json(&list.snapshots)?;
-    } else {
-        output::snapshots_table(&list.snapshots)?;
+    let by = args.group_by.unwrap_or_default();
+    let mut groups = cairn_core::forget::group(list.snapshots, &args.filter.to_filter()?, by);
+    if let Some(n) = args.latest {
+        for (_, members) in &mut groups {
+            let drop = members.len().saturating_sub(n);
+            members.drain(..drop);
+        }
+    }
+    match (args.group_by.is_some(), args.json) {
+        (true, true) => output::snapshot_groups_json(&groups)?,
+        (true, false) => output::snapshot_groups_table(&groups)?,
+        (false, json) => {
+            // One listing, in time order, as without grouping.
+            let mut all: Vec<_> = groups.into_iter().flat_map(|(_, m)| m).collect();
+            all.sort_by_key(|(id, s)| (s.time_ns, *id));
+            if json {
+                output::snapshots_json(&all)?;
+            } else {
+                output::snapshots_table(&all)?;
+            }
+        }
     }
     let reporter = output::Reporter::new(cli);
     for damaged in &list.damaged {

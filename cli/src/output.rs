@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use cairn_core::forget::GroupPlan;
+use cairn_core::forget::{GroupKey, GroupPlan};
 use cairn_core::progress::Progress;
 use cairn_core::{BackupOutcome, Snapshot, SnapshotId, Summary};
 use chrono::{DateTime, Local};
@@ -310,6 +310,42 @@ pub fn snapshots_json(snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
     Ok(())
 }
 
+/// A group's key as JSON: host, paths, tags (null for fields not grouped
+/// by).
+fn group_json(key: &GroupKey) -> Value {
+    json!({
+        "host": key.host,
+        "paths": key.paths.as_ref().map(|paths| paths.iter().map(|p| lossy(p)).collect::<Vec<_>>()),
+        "tags": key.tags,
+    })
+}
+
+/// Prints groups of snapshots as a JSON array of `group` and `snapshots`.
+pub fn snapshot_groups_json(groups: &[(GroupKey, Vec<(SnapshotId, Snapshot)>)]) -> Result<()> {
+    let array: Vec<Value> = groups
+        .iter()
+        .map(|(key, members)| {
+            let snapshots: Vec<Value> =
+                members.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+            json!({"group": group_json(key), "snapshots": snapshots})
+        })
+        .collect();
+    writeln!(io::stdout().lock(), "{}", Value::Array(array))?;
+    Ok(())
+}
+
+/// Prints groups of snapshots, a heading and a table each.
+pub fn snapshot_groups_table(groups: &[(GroupKey, Vec<(SnapshotId, Snapshot)>)]) -> Result<()> {
+    for (n, (key, members)) in groups.iter().enumerate() {
+        if n > 0 {
+            writeln!(io::stdout().lock())?;
+        }
+        writeln!(io::stdout().lock(), "{}:", printable(&key.to_string()))?;
+        snapshots_table(members)?;
+    }
+    Ok(())
+}
+
 /// `text` with control characters (escape sequences, newlines) shown as
 /// escapes: host names, tags and paths come from the repository, and must
 /// not drive the terminal or break the table's lines.
@@ -438,13 +474,13 @@ pub fn forget_json(groups: &[GroupPlan]) -> Result<()> {
                     value
                 })
                 .collect();
-            let remove: Vec<Value> = g.remove.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+            let remove: Vec<Value> = g
+                .remove
+                .iter()
+                .map(|(id, s)| snapshot_json(id, s))
+                .collect();
             json!({
-                "group": {
-                    "host": g.key.host,
-                    "paths": g.key.paths.as_ref().map(|paths| paths.iter().map(|p| lossy(p)).collect::<Vec<_>>()),
-                    "tags": g.key.tags,
-                },
+                "group": group_json(&g.key),
                 "keep": keep,
                 "remove": remove,
             })

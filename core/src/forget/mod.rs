@@ -166,14 +166,7 @@ pub fn plan<Tz: TimeZone>(
     if !options.keep_none && options.policy.is_empty() {
         return Err(Error::EmptyPolicy);
     }
-    let mut groups: BTreeMap<GroupKey, Vec<Listed>> = BTreeMap::new();
-    for (id, snapshot) in list.snapshots {
-        if options.filter.admits(&snapshot) {
-            let key = GroupKey::of(&snapshot, options.group_by);
-            groups.entry(key).or_default().push((id, snapshot));
-        }
-    }
-    groups
+    group(list.snapshots, &options.filter, options.group_by)
         .into_iter()
         .map(|(key, mut members)| {
             // Newest first; of equal times, the later in the listing.
@@ -214,6 +207,23 @@ pub fn plan<Tz: TimeZone>(
             Ok(plan)
         })
         .collect()
+}
+
+/// The snapshots `filter` admits, in groups by `by` (in the order of
+/// their keys), each group in the order listed (oldest first).
+pub fn group(
+    snapshots: Vec<Listed>,
+    filter: &SnapshotFilter,
+    by: GroupBy,
+) -> Vec<(GroupKey, Vec<Listed>)> {
+    let mut groups: BTreeMap<GroupKey, Vec<Listed>> = BTreeMap::new();
+    for (id, snapshot) in snapshots {
+        if filter.admits(&snapshot) {
+            let key = GroupKey::of(&snapshot, by);
+            groups.entry(key).or_default().push((id, snapshot));
+        }
+    }
+    groups.into_iter().collect()
 }
 
 /// Removes the snapshots `ids`, in order; stops at the first failure and
