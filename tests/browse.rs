@@ -159,3 +159,84 @@ fn snapshots_filters_groups_and_keeps_the_latest_of_each() {
         "{text}"
     );
 }
+
+#[test]
+fn ls_recursive_json_equals_a_listing_of_the_source() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    fs::write(src.join("a/b/deep.txt"), b"deep").unwrap();
+    fs::write(src.join("top.bin"), noise(100_000, 3)).unwrap();
+    fs::set_permissions(src.join("top.bin"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("a/b/deep.txt", src.join("link")).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(src.join(odd), b"latin-1 name").unwrap();
+    env.backup(&[&src], &[]);
+
+    let out = env.ok(&["ls", "-R", "--json", &format!("latest:{}", src.display())]);
+    let mut listed: Vec<(Vec<u8>, String, u64, u64)> = out
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let path = match v.get("path_hex") {
+                Some(hex) => (0..hex.as_str().unwrap().len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex.as_str().unwrap()[i..i + 2], 16).unwrap())
+                    .collect(),
+                None => v["path"].as_str().unwrap().as_bytes().to_vec(),
+            };
+            (
+                path,
+                v["type"].as_str().unwrap().to_string(),
+                v["size"].as_u64().unwrap(),
+                v["mode"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut expected = Vec::new();
+    let mut dirs = vec![src.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let (kind, size) = if meta.is_dir() {
+                dirs.push(path.clone());
+                ("dir", 0)
+            } else if meta.file_type().is_symlink() {
+                (
+                    "symlink",
+                    fs::read_link(&path).unwrap().as_os_str().len() as u64,
+                )
+            } else {
+                ("file", meta.len())
+            };
+            expected.push((
+                path.as_os_str().as_bytes().to_vec(),
+                kind.to_string(),
+                size,
+                u64::from(meta.mode() & 0o7777),
+            ));
+        }
+    }
+    // ls lists each directory's entries in name order, depth first.
+    let order: Vec<Vec<u8>> = listed.iter().map(|e| e.0.clone()).collect();
+    let mut walk_order = order.clone();
+    walk_order.sort();
+    assert_eq!(order, walk_order, "depth first, in name order");
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    // Plain and long forms.
+    let plain = env.ok(&["ls", &format!("latest:{}", src.join("a").display())]);
+    assert_eq!(plain.trim(), src.join("a/b").display().to_string());
+    let long = env.ok(&["ls", "-l", &format!("latest:{}", src.display())]);
+    assert!(long.contains("-rw-r----- "), "{long}");
+    assert!(long.contains("link -> a/b/deep.txt"), "{long}");
+    let missing = env.run(&["ls", &format!("latest:{}", src.join("nope").display())]);
+    assert_eq!(missing.status.code(), Some(1));
+}

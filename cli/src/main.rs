@@ -3,6 +3,7 @@
 
 mod filter;
 mod forget;
+mod ls;
 mod output;
 mod password;
 mod repair;
@@ -72,6 +73,8 @@ enum Command {
     Restore(RestoreArgs),
     /// Write a file of a snapshot to standard output.
     Cat(CatArgs),
+    /// List a directory of a snapshot (-l long, -r recursive, --json).
+    Ls(ls::LsArgs),
     /// Remove snapshots by a retention policy, or by id.
     Forget(Box<forget::ForgetArgs>),
     /// Remove stale locks (of processes that are gone), or all locks.
@@ -388,6 +391,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Snapshots(args) => snapshots(cli, args),
         Command::Restore(args) => restore(cli, args),
         Command::Cat(args) => cat(cli, args),
+        Command::Ls(args) => ls::ls(cli, args),
         Command::Forget(args) => forget(cli, args),
         Command::Unlock(args) => unlock(cli, args),
         Command::Check(args) => check(cli, args),

@@ -215,7 +215,8 @@ fn time_of(ns: i64) -> DateTime<Local> {
     DateTime::from_timestamp_nanos(ns).with_timezone(&Local)
 }
 
-fn lossy(bytes: &[u8]) -> String {
+/// Bytes as text, each invalid UTF-8 sequence replaced.
+pub fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -349,7 +350,7 @@ pub fn snapshot_groups_table(groups: &[(GroupKey, Vec<(SnapshotId, Snapshot)>)])
 /// `text` with control characters (escape sequences, newlines) shown as
 /// escapes: host names, tags and paths come from the repository, and must
 /// not drive the terminal or break the table's lines.
-fn printable(text: &str) -> String {
+pub fn printable(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_control() {
