@@ -60,14 +60,15 @@ pub fn ls(cli: &Cli, args: &LsArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn type_name(kind: &NodeKind) -> &'static str {
+/// The entry type as JSON names it, and as `ls -l` shows it.
+fn type_of(kind: &NodeKind) -> (&'static str, char) {
     match kind {
-        NodeKind::File { .. } => "file",
-        NodeKind::Directory { .. } => "dir",
-        NodeKind::Symlink { .. } => "symlink",
-        NodeKind::Fifo => "fifo",
-        NodeKind::CharDevice { .. } => "chardev",
-        NodeKind::BlockDevice { .. } => "blockdev",
+        NodeKind::File { .. } => ("file", '-'),
+        NodeKind::Directory { .. } => ("dir", 'd'),
+        NodeKind::Symlink { .. } => ("symlink", 'l'),
+        NodeKind::Fifo => ("fifo", 'p'),
+        NodeKind::CharDevice { .. } => ("chardev", 'c'),
+        NodeKind::BlockDevice { .. } => ("blockdev", 'b'),
     }
 }
 
@@ -81,14 +82,7 @@ fn size(kind: &NodeKind) -> u64 {
 
 /// `drwxr-xr-x`, with setuid, setgid and sticky as `ls` shows them.
 fn mode_string(node: &Node) -> String {
-    let kind = match node.kind {
-        NodeKind::File { .. } => '-',
-        NodeKind::Directory { .. } => 'd',
-        NodeKind::Symlink { .. } => 'l',
-        NodeKind::Fifo => 'p',
-        NodeKind::CharDevice { .. } => 'c',
-        NodeKind::BlockDevice { .. } => 'b',
-    };
+    let kind = type_of(&node.kind).1;
     let mode = node.mode;
     let bit = |mask: u32, c: char| if mode & mask != 0 { c } else { '-' };
     let special = |exec: u32, special: u32, set: char, unset: char| match (
@@ -156,7 +150,7 @@ fn name_fields(key: &str, bytes: &[u8], object: &mut serde_json::Map<String, ser
 fn json_line(path: &[u8], node: &Node) -> String {
     let mut object = serde_json::Map::new();
     name_fields("path", path, &mut object);
-    object.insert("type".into(), json!(type_name(&node.kind)));
+    object.insert("type".into(), json!(type_of(&node.kind).0));
     object.insert("mode".into(), json!(node.mode));
     object.insert("uid".into(), json!(node.uid));
     object.insert("gid".into(), json!(node.gid));

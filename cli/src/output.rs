@@ -626,8 +626,9 @@ pub fn prune_text(cli: &Cli, report: &cairn_core::prune::PruneReport, dry_run: b
         ));
     }
     if report.missing_packs_unlisted > 0 {
+        let verb = if dry_run { "would drop" } else { "dropped" };
         text.push_str(&format!(
-            "; dropped {} missing packs from the index",
+            "; {verb} {} missing packs from the index",
             report.missing_packs_unlisted
         ));
     }
