@@ -41,6 +41,7 @@ fn store_crafted_snapshot(env: &Env, build: impl FnOnce(&mut BlobWriter<'_>) -> 
         program_version: "crafted".into(),
         summary: Summary::default(),
         unreadable: vec![],
+        original: None,
     };
     writer.commit(&snapshot).unwrap();
 }

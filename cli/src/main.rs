@@ -1,13 +1,18 @@
 //! `cairn`: the command line. It parses arguments, calls `cairn-core`, and
 //! prints; nothing about formats or storage lives here.
 
+mod diff;
+mod entry;
 mod filter;
+mod find;
 mod forget;
 mod ls;
 mod output;
 mod password;
 mod repair;
 mod sources;
+mod stats;
+mod tag;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -73,8 +78,16 @@ enum Command {
     Restore(RestoreArgs),
     /// Write a file of a snapshot to standard output.
     Cat(CatArgs),
-    /// List a directory of a snapshot (-l long, -r recursive, --json).
+    /// List a directory of a snapshot (-l long, -R recursive, --json).
     Ls(ls::LsArgs),
+    /// Find paths by pattern across snapshots, with each one's versions.
+    Find(find::FindArgs),
+    /// Show what changed between two snapshots.
+    Diff(diff::DiffArgs),
+    /// Count what snapshots hold and what they take in the repository.
+    Stats(stats::StatsArgs),
+    /// Add, remove or set snapshots' tags.
+    Tag(tag::TagArgs),
     /// Remove snapshots by a retention policy, or by id.
     Forget(Box<forget::ForgetArgs>),
     /// Remove stale locks (of processes that are gone), or all locks.
@@ -392,6 +405,10 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Restore(args) => restore(cli, args),
         Command::Cat(args) => cat(cli, args),
         Command::Ls(args) => ls::ls(cli, args),
+        Command::Find(args) => find::find(cli, args),
+        Command::Diff(args) => diff::diff(cli, args),
+        Command::Stats(args) => stats::stats(cli, args),
+        Command::Tag(args) => tag::tag(cli, args),
         Command::Forget(args) => forget(cli, args),
         Command::Unlock(args) => unlock(cli, args),
         Command::Check(args) => check(cli, args),
@@ -427,6 +444,14 @@ fn open_repository(cli: &Cli) -> Result<Repository> {
         reporter.warning(Path::new(&repository.location()), &damaged.to_string());
     }
     Ok(repository)
+}
+
+/// Warns of each snapshot that could not be read.
+fn report_damaged(cli: &Cli, repository: &Repository, damaged: &[cairn_core::Error]) {
+    let reporter = output::Reporter::new(cli);
+    for error in damaged {
+        reporter.warning(Path::new(&repository.location()), &error.to_string());
+    }
 }
 
 /// Takes a lock of `kind` for `command`, retrying as `--retry-lock` says,
@@ -632,10 +657,7 @@ fn snapshots(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
             }
         }
     }
-    let reporter = output::Reporter::new(cli);
-    for damaged in &list.damaged {
-        reporter.warning(Path::new(&repository.location()), &damaged.to_string());
-    }
+    report_damaged(cli, &repository, &list.damaged);
     // The listing is shown, but a damaged snapshot must not go unnoticed
     // by a script.
     Ok(if list.damaged.is_empty() {

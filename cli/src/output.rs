@@ -211,7 +211,8 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-fn time_of(ns: i64) -> DateTime<Local> {
+/// A snapshot time (ns since the epoch) in local time.
+pub fn time_of(ns: i64) -> DateTime<Local> {
     DateTime::from_timestamp_nanos(ns).with_timezone(&Local)
 }
 
@@ -245,6 +246,7 @@ fn snapshot_json(id: &SnapshotId, snapshot: &Snapshot) -> Value {
         "paths": snapshot.paths.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
         "tags": snapshot.tags,
         "parent": snapshot.parent.map(|p| p.to_string()),
+        "original": snapshot.original.map(|p| p.to_string()),
         "tree": snapshot.tree.to_string(),
         "program_version": snapshot.program_version,
         "incomplete": snapshot.is_incomplete(),

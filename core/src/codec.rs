@@ -25,7 +25,13 @@ fn config<const N: usize>() -> Config<N> {
 
 /// Encodes `value` as `STRUCTURE_VERSION || bincode(value)`.
 pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
-    let mut out = vec![STRUCTURE_VERSION];
+    encode_as(STRUCTURE_VERSION, value)
+}
+
+/// Encodes `value` as `version || bincode(value)`, for a structure whose
+/// layout has versions of its own (snapshots, SPEC.md §14).
+pub fn encode_as<T: Encode>(version: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![version];
     // Encoding into a Vec cannot fail for our types: they hold no maps with
     // fallible iteration and the limit only applies to decoding input sizes.
     let body = bincode::encode_to_vec(value, config::<MAX_STRUCTURE_LEN>())
@@ -68,10 +74,15 @@ pub enum DecodeError {
 /// Errors on a wrong version, malformed or trailing bytes, or input larger
 /// than [`MAX_STRUCTURE_LEN`].
 pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_as(STRUCTURE_VERSION, bytes)
+}
+
+/// [`decode`] for a structure framed with `version` (see [`encode_as`]).
+pub fn decode_as<T: Decode<()>>(version: u8, bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.is_empty() || bytes.len() > MAX_STRUCTURE_LEN {
         return Err(DecodeError::Length(bytes.len()));
     }
-    if bytes[0] != STRUCTURE_VERSION {
+    if bytes[0] != version {
         return Err(DecodeError::Version(bytes[0]));
     }
     let body = &bytes[1..];

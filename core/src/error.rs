@@ -256,9 +256,20 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// Prune's scratch space (its set of live blobs) failed.
-    #[error("prune's scratch file in the cache directory failed: {reason}")]
-    PruneScratch {
+    /// A retagged snapshot was stored but the old one could not be
+    /// removed: both are in the repository.
+    #[error("snapshot {new} replaces {old}, but {old} could not be removed (remove it with `cairn forget {old}`): {error}")]
+    TagIncomplete {
+        /// The snapshot retagged.
+        old: String,
+        /// Its replacement.
+        new: String,
+        /// Why the removal failed.
+        error: Box<Error>,
+    },
+    /// Scratch space on disk (prune's and stats' sets of blobs) failed.
+    #[error("a scratch file in the cache directory failed: {reason}")]
+    Scratch {
         /// Why.
         reason: String,
     },

@@ -78,7 +78,9 @@ pub(crate) mod repository;
 pub(crate) mod restorer;
 #[cfg(test)]
 mod roundtrip;
+mod scratch;
 pub mod select;
+pub mod tag;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]

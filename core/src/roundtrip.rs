@@ -110,7 +110,10 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         (vec(vec(any::<u8>(), 0..16), 0..3), vec(".{0,8}", 0..3)),
         (proptest::option::of(id().prop_map(SnapshotId)), blob_id()),
         (".{0,12}", any::<[u64; 10]>()),
-        vec(vec(any::<u8>(), 0..16), 0..2),
+        (
+            vec(vec(any::<u8>(), 0..16), 0..2),
+            proptest::option::of(id().prop_map(SnapshotId)),
+        ),
     )
         .prop_map(
             |(
@@ -118,7 +121,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 (paths, tags),
                 (parent, tree),
                 (version, n),
-                unreadable,
+                (unreadable, original),
             )| {
                 Snapshot {
                     time_ns,
@@ -142,6 +145,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                         duration_ns: n[9],
                     },
                     unreadable,
+                    original,
                 }
             },
         )

@@ -109,6 +109,7 @@ fn sample_snapshot() -> Snapshot {
             duration_ns: 10,
         },
         unreadable: vec![],
+        original: Some(SnapshotId(Id([0x12; 32]))),
     }
 }
 
@@ -200,6 +201,18 @@ fn compute() -> BTreeMap<String, (String, String)> {
         "snapshot_plaintext",
         "a snapshot's plaintext",
         &snapshot.encode(),
+    );
+    let mut version_1 = Snapshot {
+        original: None,
+        ..snapshot.clone()
+    }
+    .encode();
+    version_1[0] = 1;
+    version_1.pop();
+    put(
+        "snapshot_plaintext_v1",
+        "a snapshot's plaintext as version 1 wrote it: no `original` (it decodes with original None)",
+        &version_1,
     );
     put(
         "snapshot",
@@ -341,6 +354,13 @@ fn recorded_vectors_open() {
     let session = session::open(&bytes("session"), &master.private).unwrap();
     let snapshot = sealed::open(SealedKind::Snapshot, &session.sealer, &bytes("snapshot")).unwrap();
     assert_eq!(Snapshot::decode(&snapshot).unwrap(), sample_snapshot());
+    assert_eq!(
+        Snapshot::decode(&bytes("snapshot_plaintext_v1")).unwrap(),
+        Snapshot {
+            original: None,
+            ..sample_snapshot()
+        }
+    );
     assert_eq!(
         Tree::decode(&bytes("tree_plaintext")).unwrap(),
         sample_tree()

@@ -258,6 +258,7 @@ pub fn backup(
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary,
         unreadable,
+        original: None,
     };
     let snapshot_id = writer.commit(&snapshot)?;
     Ok(BackupOutcome {

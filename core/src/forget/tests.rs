@@ -226,6 +226,7 @@ fn snapshot(time: &str, host: &str, paths: &[&str], tags: &[&str]) -> Snapshot {
         program_version: "test".into(),
         summary: Default::default(),
         unreadable: Vec::new(),
+        original: None,
     }
 }
 

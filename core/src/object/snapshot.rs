@@ -8,6 +8,10 @@ use crate::object::sealed::{self, ObjectError, SealedKind};
 /// Largest snapshot object read from storage.
 pub const MAX_SNAPSHOT_LEN: u64 = 16 << 20;
 
+/// The structure version snapshots are framed with: 2 added `original`
+/// (SPEC.md §14).
+pub const SNAPSHOT_VERSION: u8 = 2;
+
 /// Counters describing one backup run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct Summary {
@@ -56,17 +60,31 @@ pub struct Snapshot {
     pub summary: Summary,
     /// Source paths that could not be read; empty for a complete snapshot.
     pub unreadable: Vec<Vec<u8>>,
+    /// The snapshot this one replaces (after `tag` or `repair snapshots`),
+    /// if any: the first of the line, when one replaced another already.
+    pub original: Option<SnapshotId>,
 }
 
 impl Snapshot {
-    /// Encodes the snapshot's plaintext.
+    /// Encodes the snapshot's plaintext, as version [`SNAPSHOT_VERSION`].
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(self)
+        codec::encode_as(SNAPSHOT_VERSION, self)
     }
 
-    /// Decodes a snapshot's plaintext.
+    /// Decodes a snapshot's plaintext, of version 2 or 1. Version 1 ends
+    /// where version 2 adds `original`, so it decodes as version 2 with
+    /// `original` absent: an Option's `None` tag appended.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, codec::DecodeError> {
-        codec::decode(bytes)
+        match bytes.first() {
+            Some(1) => {
+                let mut upgraded = Vec::with_capacity(bytes.len() + 1);
+                upgraded.push(SNAPSHOT_VERSION);
+                upgraded.extend_from_slice(&bytes[1..]);
+                upgraded.push(0);
+                codec::decode_as(SNAPSHOT_VERSION, &upgraded)
+            }
+            _ => codec::decode_as(SNAPSHOT_VERSION, bytes),
+        }
     }
 
     /// Seals the snapshot for storage by `session`, under its data key.

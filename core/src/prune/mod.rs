@@ -10,10 +10,8 @@
 //! repository: until the old segments go, every index is valid (new packs
 //! only duplicate blobs); after, the packs still to delete are unlisted.
 
-mod live;
 mod plan;
 mod repack;
-mod spill;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -25,9 +23,8 @@ use crate::object::segment::IndexedPack;
 use crate::object::tree::NodeKind;
 use crate::repository::lock::RepositoryLock;
 use crate::repository::Repository;
-use live::BlobSet;
+use crate::scratch::{BlobSet, Spill};
 use plan::{Fate, PackUse, Plan};
-use spill::Spill;
 
 /// Temporary files younger than this may belong to a writer still at
 /// work (one that runs with `--no-lock`), so prune leaves them.

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::spill::{from_sort_key, sort_key, Sorted, Spill};
 use super::MaxUnused;
 use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
@@ -14,6 +13,7 @@ use crate::id::{PackId, SegmentId, SessionId};
 use crate::object::pack::{entries_digest, FOOTER_LEN};
 use crate::object::segment::{IndexSegment, IndexedPack};
 use crate::repository::Repository;
+use crate::scratch::{from_sort_key, sort_key, Sorted, Spill};
 
 /// What becomes of a pack the index lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,19 +157,19 @@ impl Plan {
         let mut entries = entries.into_sorted()?;
         let mut holders = self.holders.take().expect("set in build");
         let mut unheld = 0;
-        let mut current = next_unique(&mut live)?;
+        let mut current = live.next_distinct()?;
         while let Some(mut record) = entries.next_record()? {
             let id: [u8; 32] = record[..32].try_into().expect("32 bytes");
             // Live blobs before this one have no entry at all.
             while current.is_some_and(|l| l < id) {
                 self.live_blobs += 1;
                 unheld += 1;
-                current = next_unique(&mut live)?;
+                current = live.next_distinct()?;
             }
             let is_live = current == Some(id);
             if is_live {
                 self.live_blobs += 1;
-                current = next_unique(&mut live)?;
+                current = live.next_distinct()?;
             }
             let mut held = false;
             loop {
@@ -207,7 +207,7 @@ impl Plan {
         while current.is_some() {
             self.live_blobs += 1;
             unheld += 1;
-            current = next_unique(&mut live)?;
+            current = live.next_distinct()?;
         }
         self.holders = Some(holders);
         Ok(unheld)
@@ -295,17 +295,6 @@ impl Plan {
         }
         Ok(sink.finish()?.into_iter().collect())
     }
-}
-
-/// The next id of `sorted`, skipping repeats of it.
-fn next_unique(sorted: &mut Sorted<32>) -> Result<Option<[u8; 32]>> {
-    let Some(id) = sorted.next_record()? else {
-        return Ok(None);
-    };
-    while sorted.peek() == Some(&id) {
-        sorted.next_record()?;
-    }
-    Ok(Some(id))
 }
 
 /// Which sessions open, each tried once.

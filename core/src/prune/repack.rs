@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 
 use super::plan::{read_segment, Fate, Plan};
-use super::spill::{from_sort_key, Sorted};
 use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{PackId, SegmentId};
@@ -13,6 +12,7 @@ use crate::object::pack::PackEntry;
 use crate::object::segment::IndexedPack;
 use crate::repository::BlobWriter;
 use crate::repository::Repository;
+use crate::scratch::{from_sort_key, Sorted};
 
 /// Reads, from each pack to repack, the live blobs whose kept copy it
 /// holds, and queues them into a new write session; returns the blobs and

@@ -120,6 +120,7 @@ pub fn repair_snapshots(
         }
         let mut replacement = snapshot.clone();
         replacement.tree = root.id;
+        replacement.original = Some(snapshot.original.unwrap_or(*id));
         if !replacement.tags.iter().any(|t| t == REPAIRED_TAG) {
             replacement.tags.push(REPAIRED_TAG.to_string());
         }

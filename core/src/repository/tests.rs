@@ -23,6 +23,7 @@ fn sample_snapshot(tree: BlobId) -> Snapshot {
         program_version: "test".into(),
         summary: Default::default(),
         unreadable: vec![],
+        original: None,
     }
 }
 

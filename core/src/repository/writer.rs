@@ -414,6 +414,12 @@ impl BlobWriter<'_> {
     /// process took on the repository was removed meanwhile (see
     /// [`Repository::ensure_locks_held`]).
     pub fn commit(mut self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        self.store_snapshot(snapshot)
+    }
+
+    /// [`BlobWriter::commit`] without ending the session, for commands that
+    /// store several snapshots and no blobs after them (tag).
+    pub(crate) fn store_snapshot(&mut self, snapshot: &Snapshot) -> Result<SnapshotId> {
         self.flush()?;
         self.repository.ensure_locks_held()?;
         let bytes = snapshot.seal(self.session.id, &self.session.sealer);

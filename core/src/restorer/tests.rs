@@ -64,6 +64,7 @@ fn chain_snapshot(repository: &Repository, depth: usize) -> Snapshot {
         program_version: "test".into(),
         summary: Summary::default(),
         unreadable: vec![],
+        original: None,
     }
 }
 

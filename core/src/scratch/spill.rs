@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 const BUFFER_BYTES: usize = 16 << 20;
 
 fn error(e: impl std::fmt::Display) -> Error {
-    Error::PruneScratch {
+    Error::Scratch {
         reason: e.to_string(),
     }
 }
@@ -139,6 +139,17 @@ impl<const N: usize> Sorted<N> {
             return Ok(None);
         };
         self.refill(source)?;
+        Ok(Some(record))
+    }
+
+    /// Takes the next record and every repeat of it.
+    pub(crate) fn next_distinct(&mut self) -> Result<Option<[u8; N]>> {
+        let Some(record) = self.next_record()? else {
+            return Ok(None);
+        };
+        while self.peek() == Some(&record) {
+            self.next_record()?;
+        }
         Ok(Some(record))
     }
 }

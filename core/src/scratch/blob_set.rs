@@ -1,4 +1,4 @@
-//! A set of blob ids kept on disk (the trees prune has walked): a prune of
+//! A set of blob ids kept on disk (the trees a walk has seen): a walk of
 //! a repository of millions of directories must not hold their ids in
 //! memory.
 
@@ -29,7 +29,7 @@ pub(crate) struct BlobSet {
 }
 
 fn error(e: impl std::fmt::Display) -> Error {
-    Error::PruneScratch {
+    Error::Scratch {
         reason: e.to_string(),
     }
 }
