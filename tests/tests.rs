@@ -10,6 +10,7 @@ mod cli;
 mod compat;
 mod damage;
 mod excludes;
+mod explore;
 mod failures;
 mod fidelity;
 mod forget;

@@ -60,7 +60,7 @@ pub fn find(cli: &Cli, args: &FindArgs) -> Result<u8> {
     };
     let repository = open_repository(cli)?;
     let _lock = read_lock(cli, &repository, "find")?;
-    let snapshots = chosen_snapshots(cli, &repository, args)?;
+    let (snapshots, damaged) = chosen_snapshots(cli, &repository, args)?;
     let mut trees = Trees::new(&repository, TREE_CACHE_BYTES);
     let found = cairn_core::browse::find(&mut trees, &snapshots, &options);
     report_notices(cli, &repository);
@@ -84,20 +84,24 @@ pub fn find(cli: &Cli, args: &FindArgs) -> Result<u8> {
             snapshots.len()
         );
     }
-    Ok(0)
+    // As for `snapshots`: what was found is shown, but a snapshot that
+    // could not be searched must not go unnoticed by a script.
+    Ok(if damaged > 0 { crate::exit::FATAL } else { 0 })
 }
 
 /// The snapshots to search, oldest first: those named, or every one the
-/// filters admit.
+/// filters admit; and how many could not be read.
 fn chosen_snapshots(
     cli: &Cli,
     repository: &cairn_core::Repository,
     args: &FindArgs,
-) -> Result<Vec<(SnapshotId, Snapshot)>> {
+) -> Result<(Vec<(SnapshotId, Snapshot)>, usize)> {
     let mut chosen = Vec::new();
+    let mut damaged = 0;
     if args.snapshots.is_empty() {
         let list = repository.snapshots()?;
         crate::report_damaged(cli, repository, &list.damaged);
+        damaged = list.damaged.len();
         let filter = args.filter.to_filter()?;
         chosen.extend(list.snapshots.into_iter().filter(|(_, s)| filter.admits(s)));
     } else {
@@ -109,7 +113,7 @@ fn chosen_snapshots(
         }
         chosen.sort_by_key(|(id, s)| (s.time_ns, *id));
     }
-    Ok(chosen)
+    Ok((chosen, damaged))
 }
 
 /// `2026-11-28 02:00:00  3f2a1b9c  file  1.20 KiB  modified 2026-11-27 18:03:11`

@@ -9,10 +9,13 @@
 //! the entry differs: mode, owner, group, mtime, extended attributes.
 //! Access and change times, inode numbers and link counts are not
 //! compared: they change without anything being done to the entry. A
-//! directory's mtime moves whenever an entry is added to it or removed
-//! from it; that alone is not reported as a change of the directory, which
-//! is reported when its names are the same on both sides or when its mode,
-//! owner or attributes changed.
+//! directory's mtime moves whenever an entry is added to it, removed from
+//! it or replaced; that alone is not reported as a change of the
+//! directory, whose mtime is compared only when each of its names is the
+//! same entry on both sides (same kind, same inode). Its mode, owner and
+//! attributes are always compared. The directories above the source paths
+//! (`/`, `/home` for a backup of `/home/alice`) are not part of the backup
+//! and their metadata is not compared.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -123,12 +126,13 @@ pub fn diff(
         trees,
         visit,
         summary: DiffSummary::default(),
+        sources: first.paths.iter().chain(&second.paths).cloned().collect(),
     };
     let base = base_path(path);
     let mut stack = Vec::new();
     match (old, new) {
         (Some(old), Some(new)) if is_dir(&old) && is_dir(&new) => {
-            walk.pair_of_dirs(&mut stack, base, old, new, true)?;
+            walk.pair_of_dirs(&mut stack, base, old, new)?;
         }
         (old, new) => {
             let parent = base[..base.iter().rposition(|&b| b == b'/').unwrap_or(0)].to_vec();
@@ -166,9 +170,20 @@ struct Walk<'t, 'r, 'v> {
     trees: &'t mut Trees<'r>,
     visit: &'v mut dyn FnMut(&DiffEntry<'_>) -> Result<()>,
     summary: DiffSummary,
+    /// Both snapshots' source paths.
+    sources: Vec<Vec<u8>>,
 }
 
 impl Walk<'_, '_, '_> {
+    /// Whether `path` is a source path or inside one, rather than a
+    /// directory above them.
+    fn is_backed_up(&self, path: &[u8]) -> bool {
+        self.sources.iter().any(|source| {
+            let source = source.strip_suffix(b"/").unwrap_or(source);
+            path.starts_with(source) && (path.len() == source.len() || path[source.len()] == b'/')
+        })
+    }
+
     /// An entry on one side only: it, and for a directory everything below.
     fn one_side(
         &mut self,
@@ -198,9 +213,9 @@ impl Walk<'_, '_, '_> {
     fn pair(&mut self, stack: &mut Vec<Level>, dir: &[u8], old: Node, new: Node) -> Result<()> {
         let path = child_path(dir, &old.name);
         if is_dir(&old) && is_dir(&new) {
-            return self.pair_of_dirs(stack, path, old, new, true);
+            return self.pair_of_dirs(stack, path, old, new);
         }
-        if std::mem::discriminant(&old.kind) != std::mem::discriminant(&new.kind) {
+        if !same_kind(&old, &new) {
             self.report(&path, Change::TypeChanged, Some(&old), Some(&new))?;
             // What a directory on either side held is gone or new.
             for (node, change) in [(&old, Change::Removed), (&new, Change::Added)] {
@@ -228,16 +243,16 @@ impl Walk<'_, '_, '_> {
         }
     }
 
-    /// A directory on both sides: its own change, then (unless the trees
-    /// are the same) its entries.
+    /// A directory on both sides: its own change (if it was backed up),
+    /// then (unless the trees are the same) its entries.
     fn pair_of_dirs(
         &mut self,
         stack: &mut Vec<Level>,
         path: Vec<u8>,
         old: Node,
         new: Node,
-        report: bool,
     ) -> Result<()> {
+        let report = self.is_backed_up(&path);
         let (old_tree, new_tree) = (subtree(&old), subtree(&new));
         if old_tree == new_tree {
             if report && metadata_differs(&old, &new, true) {
@@ -247,13 +262,15 @@ impl Walk<'_, '_, '_> {
         }
         let old_entries = self.trees.get(&old_tree)?;
         let new_entries = self.trees.get(&new_tree)?;
-        let same_names = old_entries.nodes.len() == new_entries.nodes.len()
+        // Adding, removing or replacing an entry moves the mtime: compare
+        // it only if every name is the same file as before.
+        let same_entries = old_entries.nodes.len() == new_entries.nodes.len()
             && old_entries
                 .nodes
                 .iter()
                 .zip(&new_entries.nodes)
-                .all(|(a, b)| a.name == b.name);
-        if report && metadata_differs(&old, &new, same_names) {
+                .all(|(a, b)| a.name == b.name && a.inode == b.inode && same_kind(a, b));
+        if report && metadata_differs(&old, &new, same_entries) {
             self.report(&path, Change::Metadata, Some(&old), Some(&new))?;
         }
         stack.push(Level {
@@ -288,6 +305,10 @@ impl Walk<'_, '_, '_> {
             new,
         })
     }
+}
+
+fn same_kind(a: &Node, b: &Node) -> bool {
+    std::mem::discriminant(&a.kind) == std::mem::discriminant(&b.kind)
 }
 
 fn is_dir(node: &Node) -> bool {
