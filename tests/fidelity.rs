@@ -102,8 +102,15 @@ fn snapshot_of(root: &Path) -> BTreeMap<PathBuf, Entry> {
 }
 
 fn assert_same(source: &Path, target: &Path) {
-    let want = snapshot_of(source);
-    let got = snapshot_of(target);
+    assert_same_but(source, target, |_| {});
+}
+
+/// [`assert_same`], after `ignore` blanks what the restoring tool does not
+/// set, on both sides.
+fn assert_same_but(source: &Path, target: &Path, ignore: impl Fn(&mut Entry)) {
+    let mut want = snapshot_of(source);
+    let mut got = snapshot_of(target);
+    want.values_mut().chain(got.values_mut()).for_each(ignore);
     let want_names: Vec<_> = want.keys().collect();
     let got_names: Vec<_> = got.keys().collect();
     assert_eq!(want_names, got_names, "restored entries differ");
@@ -290,6 +297,116 @@ fn every_kind_of_entry_and_metadata_round_trips() {
 
     let target = env.restore("latest", "target", &["--verify"]);
     assert_same(&source, &restored(&target, &source));
+}
+
+#[test]
+fn dump_as_tar_extracts_with_gnu_tar_to_the_source() {
+    let env = Env::new();
+    env.init_small_chunks();
+    let source = env.path("source");
+    build_rich_tree(&source);
+    env.backup(&[&source], &[]);
+    let archive = env.path("source.tar");
+    let dumped = format!("latest:{}", source.display());
+    env.ok(&["dump", &dumped, "--target", archive.to_str().unwrap()]);
+    let target = env.path("extracted");
+    fs::create_dir(&target).unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    // GNU tar sets access times to the time of extraction, whatever the
+    // archive says.
+    assert_same_but(&source, &target, |entry| entry.atime = None);
+
+    // On standard output too, and one file alone under its name.
+    let file = source.join("links/original");
+    let out = env
+        .cairn()
+        .args(["dump", &format!("latest:{}", file.display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listing = std::process::Command::new("tar")
+        .arg("-tvf")
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&out.stdout)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(listing.lines().count(), 1, "{listing}");
+    assert!(listing.trim_end().ends_with(" original"), "{listing}");
+}
+
+#[test]
+fn dump_as_zip_extracts_with_unzip_to_the_source_files() {
+    let env = Env::new();
+    env.init_small_chunks();
+    let source = env.path("source");
+    fs::create_dir_all(source.join("dir/inner")).unwrap();
+    fs::write(source.join("dir/inner/big.bin"), noise(300_000, 8)).unwrap();
+    fs::write(source.join("script.sh"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(source.join("script.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::write(source.join("zeros"), vec![0u8; 100_000]).unwrap();
+    fs::hard_link(source.join("zeros"), source.join("zeros-again")).unwrap();
+    symlink("script.sh", source.join("link")).unwrap();
+    set_times(
+        &source.join("script.sh"),
+        (1_600_000_000, 0),
+        (1_600_000_000, 0),
+    );
+    env.backup(&[&source], &[]);
+    let archive = env.path("source.zip");
+    let dumped = format!("latest:{}", source.display());
+    env.ok(&[
+        "dump",
+        &dumped,
+        "--archive",
+        "zip",
+        "--target",
+        archive.to_str().unwrap(),
+    ]);
+    let target = env.path("extracted");
+    fs::create_dir(&target).unwrap();
+    let unzip = std::process::Command::new("unzip")
+        .arg("-q")
+        .arg(&archive)
+        .arg("-d")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        unzip.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unzip.stderr)
+    );
+    for file in ["dir/inner/big.bin", "script.sh", "zeros", "zeros-again"] {
+        assert!(
+            fs::read(source.join(file)).unwrap() == fs::read(target.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let script = fs::metadata(target.join("script.sh")).unwrap();
+    assert_eq!(script.mode() & 0o7777, 0o750);
+    assert_eq!(script.mtime(), 1_600_000_000);
+    assert_eq!(
+        fs::read_link(target.join("link")).unwrap(),
+        Path::new("script.sh")
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! prints; nothing about formats or storage lives here.
 
 mod diff;
+mod dump;
 mod entry;
 mod filter;
 mod find;
@@ -84,6 +85,8 @@ enum Command {
     Find(find::FindArgs),
     /// Show what changed between two snapshots.
     Diff(diff::DiffArgs),
+    /// Write a directory or file of a snapshot as a tar or zip archive.
+    Dump(dump::DumpArgs),
     /// Count what snapshots hold and what they take in the repository.
     Stats(stats::StatsArgs),
     /// Add, remove or set snapshots' tags.
@@ -407,6 +410,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Ls(args) => ls::ls(cli, args),
         Command::Find(args) => find::find(cli, args),
         Command::Diff(args) => diff::diff(cli, args),
+        Command::Dump(args) => dump::dump(cli, args),
         Command::Stats(args) => stats::stats(cli, args),
         Command::Tag(args) => tag::tag(cli, args),
         Command::Forget(args) => forget(cli, args),

@@ -267,6 +267,17 @@ pub enum Error {
         /// Why the removal failed.
         error: Box<Error>,
     },
+    /// A file's blobs do not add up to its size (a snapshot written wrong,
+    /// or a blob that decodes to another length).
+    #[error("{path}: the content is {actual} bytes where the file's size is {expected}")]
+    ContentLength {
+        /// The file.
+        path: String,
+        /// The size the tree gives.
+        expected: u64,
+        /// What the blobs hold.
+        actual: u64,
+    },
     /// Scratch space on disk (prune's and stats' sets of blobs) failed.
     #[error("a scratch file in the cache directory failed: {reason}")]
     Scratch {

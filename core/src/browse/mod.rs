@@ -1,9 +1,11 @@
 //! Looking into snapshots without restoring them: `cat` streams one file,
 //! `ls` lists a directory, `diff` compares two snapshots, `find` searches
-//! paths across snapshots, `stats` counts what snapshots take.
+//! paths across snapshots, `dump` writes an archive, `stats` counts what
+//! snapshots take.
 
 mod cat;
 mod diff;
+mod dump;
 mod find;
 mod ls;
 mod stats;
@@ -13,6 +15,7 @@ use std::path::{Component, Path};
 
 pub use cat::cat;
 pub use diff::{diff, Change, DiffEntry, DiffSummary};
+pub use dump::{dump, ArchiveFormat, DumpSummary};
 pub use find::{find, FindOptions, Version};
 pub use ls::list;
 pub use stats::{stats, Stats};
