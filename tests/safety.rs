@@ -249,8 +249,8 @@ fn a_dry_run_lists_a_tree_thousands_of_levels_deep() {
         "{}",
         lines[0]
     );
-    assert_eq!(lines[1], "/other");
-    assert_eq!(lines[2], leaf);
+    assert_eq!(lines[1], "write  /other  (new)");
+    assert_eq!(lines[2], format!("write  {leaf}  (new)"));
     assert!(!target.exists());
 }
 
@@ -307,9 +307,17 @@ fn an_include_deep_in_a_chain_restores_only_its_match() {
     let listed: Vec<&str> = out.lines().collect();
     assert_eq!(listed.len(), 302, "300 directories, the leaf, the summary");
     for (i, line) in listed[..300].iter().enumerate() {
-        assert_eq!(*line, "/d".repeat(i + 1), "directories outermost first");
+        let dir = "/d".repeat(i + 1);
+        assert_eq!(
+            *line,
+            format!("write  {dir}  (new)"),
+            "directories outermost first"
+        );
     }
-    assert_eq!(listed[300], format!("{}/leaf", "/d".repeat(300)));
+    assert_eq!(
+        listed[300],
+        format!("write  {}/leaf  (new)", "/d".repeat(300))
+    );
     assert!(listed[301].starts_with("would restore 1 files, 300 directories"));
 }
 

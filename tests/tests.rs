@@ -17,6 +17,7 @@ mod forget;
 mod integrity;
 mod kill;
 mod locks;
+mod overwrite;
 mod prune;
 mod repair;
 mod safety;

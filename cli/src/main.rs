@@ -11,21 +11,20 @@ mod ls;
 mod output;
 mod password;
 mod repair;
+mod restore;
 mod sources;
 mod stats;
 mod tag;
 
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use cairn_core::progress::Progress;
 use cairn_core::prune::{MaxUnused, PruneOptions};
-use cairn_core::{
-    ChunkerParams, InitOptions, LockKind, Repository, RepositoryLock, RestoreOptions, SnapshotId,
-};
+use cairn_core::{ChunkerParams, InitOptions, LockKind, Repository, RepositoryLock, SnapshotId};
 use clap::{Args, Parser, Subcommand};
 
 /// Exit codes, documented in the README.
@@ -76,7 +75,7 @@ enum Command {
     /// List snapshots.
     Snapshots(SnapshotsArgs),
     /// Restore a snapshot, or a path inside one, into a directory.
-    Restore(RestoreArgs),
+    Restore(restore::RestoreArgs),
     /// Write a file of a snapshot to standard output.
     Cat(CatArgs),
     /// List a directory of a snapshot (-l long, -R recursive, --json).
@@ -307,37 +306,6 @@ struct SnapshotsArgs {
     json: bool,
 }
 
-#[derive(Args)]
-struct RestoreArgs {
-    /// SNAPSHOT or SNAPSHOT:PATH; SNAPSHOT is an id, a unique id prefix,
-    /// latest, latest~N, or @TIME (the newest at or before TIME).
-    snapshot: String,
-    #[command(flatten)]
-    filter: filter::FilterArgs,
-    /// Directory to restore into.
-    #[arg(short, long)]
-    target: PathBuf,
-    /// Restore only paths this pattern selects, with what they contain
-    /// (repeatable; the same patterns as backup's --exclude).
-    #[arg(long = "include", value_name = "PATTERN")]
-    includes: Vec<String>,
-    /// Like --include, but ignoring case.
-    #[arg(long = "iinclude", value_name = "PATTERN")]
-    iincludes: Vec<String>,
-    /// Skip paths this pattern selects, with what they contain (repeatable).
-    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
-    excludes: Vec<String>,
-    /// Like --exclude, but ignoring case.
-    #[arg(long = "iexclude", value_name = "PATTERN")]
-    iexcludes: Vec<String>,
-    /// Show what would be restored; write nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Re-read restored files and compare them with the snapshot.
-    #[arg(long)]
-    verify: bool,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     clean_up_on_signals();
@@ -405,7 +373,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Init(args) => init(cli, args),
         Command::Backup(args) => backup(cli, args),
         Command::Snapshots(args) => snapshots(cli, args),
-        Command::Restore(args) => restore(cli, args),
+        Command::Restore(args) => restore::restore(cli, args),
         Command::Cat(args) => cat(cli, args),
         Command::Ls(args) => ls::ls(cli, args),
         Command::Find(args) => find::find(cli, args),
@@ -818,57 +786,5 @@ fn cat(cli: &Cli, args: &CatArgs) -> Result<u8> {
     let written = cairn_core::browse::cat(&repository, &snapshot, Path::new(path), &mut out);
     report_notices(cli, &repository);
     written?;
-    Ok(0)
-}
-
-fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
-    let (reference, subpath) = cairn_core::select::split_path(&args.snapshot);
-    let subpath = subpath.map(PathBuf::from);
-    let repository = open_repository(cli)?;
-    let _lock = read_lock(cli, &repository, "restore")?;
-    let reporter = output::Reporter::new(cli).listing(args.dry_run);
-    let (id, snapshot) = select_snapshot(&repository, reference, &args.filter)?;
-    let options = RestoreOptions {
-        target: args.target.clone(),
-        subpath,
-        includes: args.includes.clone(),
-        case_insensitive_includes: args.iincludes.clone(),
-        excludes: args.excludes.clone(),
-        case_insensitive_excludes: args.iexcludes.clone(),
-        dry_run: args.dry_run,
-        verify: args.verify,
-    };
-    let summary = cairn_core::restore(&repository, &snapshot, &options, &reporter);
-    report_notices(cli, &repository);
-    let summary = summary.with_context(|| format!("restoring snapshot {}", id.0.short()))?;
-    let verb = if args.dry_run {
-        "would restore"
-    } else {
-        "restored"
-    };
-    let mut text = format!(
-        "{verb} {} files, {} directories, {} other entries, {} from snapshot {} to {}",
-        summary.files,
-        summary.dirs,
-        summary.others,
-        output::bytes(summary.bytes),
-        id.0.short(),
-        args.target.display()
-    );
-    if args.verify && !args.dry_run {
-        text.push_str(&format!(
-            "\nverified {} files against the snapshot",
-            summary.verified_files
-        ));
-    }
-    output::line(cli, &text)?;
-    io::stdout().flush()?;
-    if !summary.is_complete() {
-        bail!(
-            "{} entries of snapshot {} could not be restored: see the warnings above",
-            summary.errors,
-            id.0.short()
-        );
-    }
     Ok(0)
 }

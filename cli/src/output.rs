@@ -26,6 +26,7 @@ pub fn json_errors(cli: &Cli) -> bool {
     match &cli.command {
         Command::Backup(args) => args.json,
         Command::Snapshots(args) => args.json,
+        Command::Restore(args) => args.json,
         _ => false,
     }
 }
@@ -158,10 +159,23 @@ impl Progress for Reporter {
         }
     }
 
-    fn restored(&self, path: &Path) {
-        if self.listing {
-            let _ = writeln!(io::stdout().lock(), "{}", path.display());
+    fn restored(&self, path: &Path, action: cairn_core::RestoreAction) {
+        if !self.listing {
+            return;
         }
+        let reason = action.reason().as_str();
+        let line = if self.json {
+            json!({
+                "message_type": "action",
+                "path": lossy(path.as_os_str().as_bytes()),
+                "action": action.verb(),
+                "reason": reason,
+            })
+            .to_string()
+        } else {
+            format!("{:<6} {}  ({reason})", action.verb(), path.display())
+        };
+        let _ = writeln!(io::stdout().lock(), "{line}");
     }
 
     fn wants_totals(&self) -> bool {

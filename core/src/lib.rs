@@ -101,6 +101,7 @@ pub use object::snapshot::{Snapshot, Summary};
 pub use object::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 pub use repository::lock::{release_held_locks, LockHost, LockKind, RepositoryLock};
 pub use repository::{BlobWriter, InitOptions, Repository, SnapshotList};
+pub use restorer::overwrite::{Action as RestoreAction, Overwrite, Reason as RestoreReason};
 pub use restorer::{restore, RestoreOptions, RestoreSummary};
 
 /// Internals that the fuzz targets and the stage benchmarks reach: the

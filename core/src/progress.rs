@@ -2,13 +2,16 @@
 
 use std::path::Path;
 
+use crate::restorer::overwrite::Action;
+
 /// Receives warnings and progress events from backup and restore. Calls
 /// may come from several threads.
 pub trait Progress: Sync {
     /// Something was skipped or could not be done, and the run goes on.
     fn warning(&self, path: &Path, message: &str);
-    /// An entry was restored, or with `--dry-run` would be.
-    fn restored(&self, _path: &Path) {}
+    /// What a restore does (or with `--dry-run` would do) with an entry:
+    /// writes it, leaves it as it is, or deletes it, and why.
+    fn restored(&self, _path: &Path, _action: Action) {}
     /// Whether totals are wanted: only then does a backup scan its sources
     /// ahead of the walk, which costs a second pass over the metadata.
     fn wants_totals(&self) -> bool {

@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
+use super::overwrite::{plan, Action, Overwrite, Plan, Reason};
 use super::walk::{Level, Restorer};
 use crate::error::{Error, Result};
 use crate::object::tree::{Node, NodeKind};
@@ -55,7 +56,7 @@ pub(super) fn create_or_replace<T>(
 
 impl Restorer<'_, '_> {
     /// Restores a selected entry other than a directory into the directory
-    /// on top of the stack, which exists.
+    /// on top of the stack, which exists, as `--overwrite` says.
     pub(super) fn restore_leaf(&mut self, node: Node) -> Result<()> {
         let dir_key = match self.stack.last().map(|frame| &frame.level) {
             Some(Level::Created(key)) => *key,
@@ -63,32 +64,45 @@ impl Restorer<'_, '_> {
         };
         let on_disk = self.on_disk.as_path().to_path_buf();
         let in_restore = self.in_restore.as_path().to_path_buf();
+        let is_file = matches!(node.kind, NodeKind::File { .. });
+        if is_file && !node.is_hardlinked() {
+            if self.options.dry_run {
+                let file = self.files.restore_file(&node, &on_disk, &in_restore)?;
+                self.count_file(&file);
+                return Ok(());
+            }
+            return self.queue_file(node, on_disk, in_restore, dir_key);
+        }
+        let on_disk = &on_disk;
+        if is_file {
+            let key = (node.device, node.inode);
+            if let Some(first) = self.hardlinks.get(&key).cloned() {
+                return self.restore_hard_link(&node, &first, on_disk, &in_restore);
+            }
+            // Its first name, written here so the others can link to it.
+            self.hardlinks.insert(key, on_disk.clone());
+            let file = self.files.restore_file(&node, on_disk, &in_restore)?;
+            self.count_file(&file);
+            return Ok(());
+        }
+        let existing = super::file::existing(on_disk)?;
+        let action = match plan(self.options.overwrite, &node, on_disk, existing.as_ref()) {
+            Plan::Act(action) => action,
+            Plan::CompareContent => unreachable!("only regular files have content"),
+        };
+        self.files.progress.restored(&in_restore, action);
+        if let Action::Skip(reason) = action {
+            self.summary.skipped += 1;
+            if reason == Reason::Unchanged && !self.options.dry_run {
+                self.files.apply_metadata(&node, on_disk)?;
+            }
+            return Ok(());
+        }
         if self.options.dry_run {
-            self.files.progress.restored(&in_restore);
             self.count(&node);
             return Ok(());
         }
-        if matches!(node.kind, NodeKind::File { .. }) && !node.is_hardlinked() {
-            return self.queue_file(node, on_disk, in_restore, dir_key);
-        }
-        self.files.progress.restored(&in_restore);
-        let on_disk = &on_disk;
         match &node.kind {
-            NodeKind::File { .. } => {
-                let key = (node.device, node.inode);
-                if let Some(first) = self.hardlinks.get(&key) {
-                    create_or_replace(on_disk, || fs::hard_link(first, on_disk))
-                        .map_err(|e| Error::io(on_disk, e))?;
-                    self.summary.files += 1;
-                    return Ok(());
-                }
-                self.hardlinks.insert(key, on_disk.clone());
-                let file = self.files.restore_file(&node, on_disk, &in_restore)?;
-                self.summary.files += 1;
-                self.summary.bytes = self.summary.bytes.saturating_add(file.bytes);
-                self.summary.verified_files += u64::from(file.verified);
-                return Ok(());
-            }
             NodeKind::Symlink { target } => {
                 create_or_replace(on_disk, || {
                     std::os::unix::fs::symlink(OsStr::from_bytes(target), on_disk)
@@ -126,12 +140,50 @@ impl Restorer<'_, '_> {
                     return Ok(());
                 }
             }
-            NodeKind::Directory { .. } => {
-                unreachable!("directories are entered, not restored here")
+            NodeKind::Directory { .. } | NodeKind::File { .. } => {
+                unreachable!("directories are entered and files written elsewhere")
             }
         }
         self.count(&node);
         self.files.apply_metadata(&node, on_disk)
+    }
+
+    /// Restores a second name of a hard-linked file whose first name is
+    /// `first`: left alone if it already is that file (unless
+    /// `--overwrite always`), otherwise linked as `--overwrite` says.
+    fn restore_hard_link(
+        &mut self,
+        node: &Node,
+        first: &Path,
+        on_disk: &Path,
+        in_restore: &Path,
+    ) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let existing = super::file::existing(on_disk)?;
+        let same_file = existing.as_ref().is_some_and(|there| {
+            fs::symlink_metadata(first)
+                .is_ok_and(|f| (f.dev(), f.ino()) == (there.dev(), there.ino()))
+        });
+        let action = match (self.options.overwrite, same_file) {
+            (Overwrite::Always, _) | (_, false) => {
+                match plan(self.options.overwrite, node, on_disk, existing.as_ref()) {
+                    Plan::Act(action) => action,
+                    Plan::CompareContent => Action::Write(Reason::Changed),
+                }
+            }
+            (_, true) => Action::Skip(Reason::Unchanged),
+        };
+        self.files.progress.restored(in_restore, action);
+        if matches!(action, Action::Skip(_)) {
+            self.summary.skipped += 1;
+            return Ok(());
+        }
+        if !self.options.dry_run {
+            create_or_replace(on_disk, || fs::hard_link(first, on_disk))
+                .map_err(|e| Error::io(on_disk, e))?;
+        }
+        self.summary.files += 1;
+        Ok(())
     }
 
     /// Creates a directory, or keeps a real one in the way, and makes it

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::create::create_or_replace;
 use super::open_dir::DirKey;
+use super::overwrite::{plan, Action, Overwrite, Plan, Reason};
 use super::walk::Restorer;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
@@ -24,10 +25,13 @@ use crate::object::tree::{Node, NodeKind};
 use crate::progress::Progress;
 use crate::repository::Repository;
 
-/// A regular file restored by a parallel worker.
+/// What became of a regular file.
 pub(super) struct RestoredFile {
+    /// Bytes written (in a dry run, that would be).
     pub(super) bytes: u64,
     pub(super) verified: bool,
+    /// Whether it was written, rather than left as it was.
+    pub(super) written: bool,
 }
 
 /// Blobs of one file fetched and opened at once, in parallel.
@@ -59,11 +63,16 @@ pub(super) struct FileRestorer<'r> {
     pub(super) verify: bool,
     pub(super) progress: &'r dyn Progress,
     pub(super) is_root: bool,
+    pub(super) overwrite: Overwrite,
+    /// Decide and report, write nothing.
+    pub(super) dry_run: bool,
 }
 
 impl FileRestorer<'_> {
-    /// Writes a regular file, verifies it if asked, and applies its
-    /// metadata through the open file.
+    /// Restores a regular file as `--overwrite` says (see
+    /// [`FileRestorer::file_action`]): writes it, verifies it if asked and
+    /// applies its metadata through the open file; or leaves what is there
+    /// (applying the snapshot's metadata to a file found unchanged).
     pub(super) fn restore_file(
         &self,
         node: &Node,
@@ -78,7 +87,29 @@ impl FileRestorer<'_> {
         else {
             unreachable!("only regular files are restored here");
         };
-        self.progress.restored(in_restore);
+        let action = self.file_action(node, path)?;
+        self.progress.restored(in_restore, action);
+        let skipped = RestoredFile {
+            bytes: 0,
+            verified: false,
+            written: false,
+        };
+        match action {
+            Action::Skip(reason) => {
+                if reason == Reason::Unchanged && !self.dry_run {
+                    self.apply_metadata(node, path)?;
+                }
+                return Ok(skipped);
+            }
+            _ if self.dry_run => {
+                return Ok(RestoredFile {
+                    bytes: *size,
+                    written: true,
+                    ..skipped
+                })
+            }
+            _ => {}
+        }
         let file = self.write_file(path, *size, content, *sparse)?;
         if self.verify {
             self.verify_file(path, *size, content)?;
@@ -87,6 +118,27 @@ impl FileRestorer<'_> {
         Ok(RestoredFile {
             bytes: *size,
             verified: self.verify,
+            written: true,
+        })
+    }
+
+    /// What `--overwrite` does with the regular file `node` at `path`: a
+    /// file there of the same size and mtime is read back and compared
+    /// with the snapshot's blobs.
+    pub(super) fn file_action(&self, node: &Node, path: &Path) -> Result<Action> {
+        let existing = existing(path)?;
+        Ok(match plan(self.overwrite, node, path, existing.as_ref()) {
+            Plan::Act(action) => action,
+            Plan::CompareContent => {
+                let NodeKind::File { size, content, .. } = &node.kind else {
+                    unreachable!("only files are compared");
+                };
+                if self.content_matches(path, *size, content)? {
+                    Action::Skip(Reason::Unchanged)
+                } else {
+                    Action::Write(Reason::Changed)
+                }
+            }
         })
     }
 
@@ -161,7 +213,22 @@ impl FileRestorer<'_> {
     }
 
     fn verify_file(&self, path: &Path, size: u64, content: &[BlobId]) -> Result<()> {
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        if self.content_matches(path, size, content)? {
+            Ok(())
+        } else {
+            Err(Error::VerifyMismatch { path: path.into() })
+        }
+    }
+
+    /// Whether the file at `path` holds exactly `content`, `size` bytes:
+    /// read a chunk at a time, each chunk's id computed and compared, so
+    /// the first difference stops the reading.
+    fn content_matches(&self, path: &Path, size: u64, content: &[BlobId]) -> Result<bool> {
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
         let mut total = 0u64;
         for id in content {
             let location = self
@@ -169,22 +236,46 @@ impl FileRestorer<'_> {
                 .locate(id)?
                 .ok_or_else(|| Error::BlobNotIndexed { id: id.to_string() })?;
             let mut data = vec![0u8; location.entry.raw_len as usize];
-            file.read_exact(&mut data)
-                .map_err(|_| Error::VerifyMismatch { path: path.into() })?;
-            if self.repository.blob_id(BlobType::Data, &data) != *id {
-                return Err(Error::VerifyMismatch { path: path.into() });
+            if file.read_exact(&mut data).is_err()
+                || self.repository.blob_id(BlobType::Data, &data) != *id
+            {
+                return Ok(false);
             }
             total += data.len() as u64;
         }
         let mut rest = [0u8; 1];
-        if total != size || file.read(&mut rest).map_err(|e| Error::io(path, e))? != 0 {
-            return Err(Error::VerifyMismatch { path: path.into() });
+        Ok(total == size && file.read(&mut rest).map_err(|e| Error::io(path, e))? == 0)
+    }
+}
+
+/// What `lstat` finds at `path`; `None` if nothing is, or can be, there
+/// (a dry run looks at paths whose directories do not exist, or that are
+/// too long to create: creating them reports that).
+pub(super) fn existing(path: &Path) -> Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                || matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ENAMETOOLONG)) =>
+        {
+            Ok(None)
         }
-        Ok(())
+        Err(e) => Err(Error::io(path, e)),
     }
 }
 
 impl Restorer<'_, '_> {
+    /// Counts a regular file restored or left as it was.
+    pub(super) fn count_file(&mut self, file: &RestoredFile) {
+        if file.written {
+            self.summary.files += 1;
+            self.summary.bytes = self.summary.bytes.saturating_add(file.bytes);
+            self.summary.verified_files += u64::from(file.verified);
+        } else {
+            self.summary.skipped += 1;
+        }
+    }
+
     /// Counts what the writer threads finished; with `all`, waits for
     /// every one of them (the queue must be closed).
     pub(super) fn collect_outcomes(&mut self, all: bool) {
@@ -195,11 +286,7 @@ impl Restorer<'_, '_> {
         };
         for outcome in outcomes {
             match outcome.result {
-                Ok(file) => {
-                    self.summary.files += 1;
-                    self.summary.bytes = self.summary.bytes.saturating_add(file.bytes);
-                    self.summary.verified_files += u64::from(file.verified);
-                }
+                Ok(file) => self.count_file(&file),
                 Err(error) => self.report(&outcome.in_restore, &error),
             }
             if let Some(dir) = outcome.dir {
@@ -261,6 +348,8 @@ mod tests {
             verify: true,
             progress: &crate::progress::Silent,
             is_root: false,
+            overwrite: Overwrite::default(),
+            dry_run: false,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");

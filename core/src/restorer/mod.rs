@@ -23,11 +23,14 @@
 //! - `open_dir`: restored directories whose metadata waits for everything
 //!   written into them.
 //! - `metadata`: owner, mode, extended attributes and times.
+//! - `overwrite`: what `--overwrite` does with an entry already in the
+//!   target, and the actions a restore reports.
 
 mod create;
 mod file;
 mod metadata;
 mod open_dir;
+pub(crate) mod overwrite;
 mod path_buffer;
 #[cfg(test)]
 mod tests;
@@ -48,6 +51,7 @@ use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::repository::Repository;
 use file::{FileJob, FileOutcome, FileRestorer, FILE_QUEUE};
+use overwrite::Overwrite;
 use path_buffer::PathBuffer;
 use walk::Restorer;
 
@@ -72,6 +76,11 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Re-read every restored file and compare it with the stored blob ids.
     pub verify: bool,
+    /// What to do with entries already in the target.
+    pub overwrite: Overwrite,
+    /// Remove what is in the target but not in the snapshot, in the
+    /// directories restored below the snapshot's source paths.
+    pub delete: bool,
 }
 
 /// Counters of a finished restore.
@@ -87,6 +96,10 @@ pub struct RestoreSummary {
     pub bytes: u64,
     /// Files re-read and found equal to the snapshot (with `verify`).
     pub verified_files: u64,
+    /// Entries already in the target and left as they were.
+    pub skipped: u64,
+    /// Entries removed from the target (with `delete`).
+    pub deleted: u64,
     /// Entries that could not be restored; each was reported as a warning.
     pub errors: u64,
 }
@@ -144,6 +157,7 @@ fn restore_to_depth(
     let in_snapshot = options.subpath.as_deref().unwrap_or(Path::new("/"));
     // A directory's entries go into the target; any other entry goes there
     // under its own name, as if the target were its parent.
+    let start_node_is_dir = start_node.is_none();
     let (nodes, top_in_snapshot) = match start_node {
         None => (tree.nodes, in_snapshot),
         Some(node) => (vec![node], in_snapshot.parent().unwrap_or(Path::new("/"))),
@@ -158,7 +172,20 @@ fn restore_to_depth(
         verify: options.verify,
         progress,
         is_root: nix::unistd::geteuid().is_root(),
+        overwrite: options.overwrite,
+        dry_run: options.dry_run,
     };
+    // Deleting is confined to the snapshot's source paths: restoring a
+    // backup of /home/alice into / must not touch /etc.
+    let delete = options.delete.then(|| walk::DeleteScope {
+        top_in_snapshot: top_in_snapshot.to_path_buf(),
+        sources: snapshot
+            .paths
+            .iter()
+            .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+            .collect(),
+        at_top: start_node_is_dir,
+    });
     let workers = if options.dry_run {
         0
     } else {
@@ -207,6 +234,7 @@ fn restore_to_depth(
             in_restore: PathBuffer::new(Path::new("/")),
             barren: HashSet::new(),
             max_depth,
+            delete,
         };
         let top_includes = restorer.includes.top_state(top_in_snapshot);
         let top_excludes = restorer.excludes.top_state(top_in_snapshot);

@@ -19,7 +19,7 @@ impl Progress for Recorder {
         self.warnings.lock().unwrap().push(line);
     }
 
-    fn restored(&self, path: &Path) {
+    fn restored(&self, path: &Path, _action: overwrite::Action) {
         self.restored
             .lock()
             .unwrap()

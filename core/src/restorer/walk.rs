@@ -14,6 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 
 use super::file::{FileJob, FileOutcome, FileRestorer};
 use super::open_dir::{DirKey, OpenDir};
+use super::overwrite::{Action, Reason};
 use super::path_buffer::PathBuffer;
 use super::{RestoreOptions, RestoreSummary};
 use crate::error::{Error, Result};
@@ -105,6 +106,32 @@ pub(super) struct Restorer<'a, 'r> {
     pub(super) barren: HashSet<BarrenKey>,
     /// Directory levels the walk enters at most: [`MAX_TREE_DEPTH`](super::MAX_TREE_DEPTH).
     pub(super) max_depth: usize,
+    /// Where `--delete` removes what the snapshot does not hold.
+    pub(super) delete: Option<DeleteScope>,
+}
+
+/// Where `--delete` may remove entries: in restored directories at or
+/// below one of the snapshot's source paths.
+pub(super) struct DeleteScope {
+    /// The snapshot path the target stands for.
+    pub(super) top_in_snapshot: PathBuf,
+    /// The snapshot's source paths.
+    pub(super) sources: Vec<PathBuf>,
+    /// Whether the target itself is a restored directory (not the parent
+    /// of one file restored into it).
+    pub(super) at_top: bool,
+}
+
+impl DeleteScope {
+    /// Whether the restored directory at `in_restore` (below the target)
+    /// is at or below a source path.
+    fn covers(&self, in_restore: &Path) -> bool {
+        let relative = in_restore.strip_prefix("/").unwrap_or(in_restore);
+        let in_snapshot = self.top_in_snapshot.join(relative);
+        self.sources
+            .iter()
+            .any(|source| in_snapshot.starts_with(source))
+    }
 }
 
 impl Restorer<'_, '_> {
@@ -136,6 +163,11 @@ impl Restorer<'_, '_> {
             errors_before: self.summary.errors,
         });
         self.created = 1;
+        if self.includes.is_empty() && self.delete.as_ref().is_some_and(|d| d.at_top) {
+            let frame = self.stack.last().expect("just pushed");
+            let (names, excludes) = (frame.nodes.as_slice().to_vec(), frame.excludes.clone());
+            self.delete_extra(&names, &excludes);
+        }
         while let Some(frame) = self.stack.last_mut() {
             match frame.nodes.next() {
                 Some(node) => self.visit(node),
@@ -254,7 +286,11 @@ impl Restorer<'_, '_> {
                 return Ok(());
             }
             let (on_disk_len, in_restore_len) = (self.on_disk.len(), self.in_restore.len());
-            Level::Created(self.create_dir(node, on_disk_len, in_restore_len)?)
+            let created = Level::Created(self.create_dir(node, on_disk_len, in_restore_len)?);
+            if self.delete.is_some() {
+                self.delete_extra(&tree.nodes, &key.excludes);
+            }
+            created
         } else {
             Level::Pending {
                 node: Box::new(node),
@@ -320,16 +356,80 @@ impl Restorer<'_, '_> {
         in_restore_len: usize,
     ) -> Result<Option<DirKey>> {
         let on_disk = self.on_disk.prefix(on_disk_len);
+        let reason = match super::file::existing(on_disk)? {
+            Some(meta) if meta.is_dir() => Reason::Exists,
+            Some(_) => Reason::Replaced,
+            None => Reason::New,
+        };
         self.make_dir(on_disk)?;
         let on_disk = on_disk.to_path_buf();
         let in_restore = self.in_restore.prefix(in_restore_len).to_path_buf();
         self.summary.dirs += 1;
-        self.files.progress.restored(&in_restore);
+        self.files
+            .progress
+            .restored(&in_restore, Action::Write(reason));
         let parent = match self.created.checked_sub(1).map(|i| &self.stack[i].level) {
             Some(Level::Created(key)) => *key,
             _ => None,
         };
         Ok(self.open_dir(node, on_disk, in_restore, parent))
+    }
+
+    /// With `--delete`, removes from the directory the buffers hold what
+    /// is not among `nodes`, its entries in the snapshot, and that no
+    /// exclude pattern matches (from the directory's state `excludes`): the
+    /// user left those out of the restore, not out of the target.
+    fn delete_extra(&mut self, nodes: &[Node], excludes: &MatchState) {
+        let in_restore = self.in_restore.as_path().to_path_buf();
+        if !self.delete.as_ref().is_some_and(|d| d.covers(&in_restore)) {
+            return;
+        }
+        let dir = self.on_disk.as_path().to_path_buf();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // In a dry run a directory to create is not there yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => return self.report(&in_restore, &Error::io(&dir, e)),
+        };
+        let names: HashSet<&[u8]> = nodes.iter().map(|n| n.name.as_slice()).collect();
+        let mut doomed = Vec::new();
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => return self.report(&in_restore, &Error::io(&dir, e)),
+            };
+            let name = entry.file_name();
+            let name = name.as_encoded_bytes();
+            if names.contains(name) {
+                continue;
+            }
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if self
+                .excludes
+                .is_match(&self.excludes.descend(excludes, name), is_dir)
+            {
+                continue;
+            }
+            doomed.push((entry.path(), is_dir));
+        }
+        doomed.sort();
+        for (path, is_dir) in doomed {
+            let shown = in_restore.join(path.file_name().expect("a name"));
+            self.files.progress.restored(&shown, Action::Delete);
+            if self.options.dry_run {
+                self.summary.deleted += 1;
+                continue;
+            }
+            let removed = if is_dir {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match removed {
+                Ok(()) => self.summary.deleted += 1,
+                Err(e) => self.report(&shown, &Error::io(&path, e)),
+            }
+        }
     }
 
     pub(super) fn count(&mut self, node: &Node) {
