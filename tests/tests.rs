@@ -5,6 +5,7 @@
 mod util;
 
 mod browse;
+mod browser;
 mod check;
 mod cli;
 mod compat;

@@ -1,6 +1,7 @@
 //! `cairn`: the command line. It parses arguments, calls `cairn-core`, and
 //! prints; nothing about formats or storage lives here.
 
+mod browse;
 mod diff;
 mod dump;
 mod entry;
@@ -84,6 +85,8 @@ enum Command {
     Find(find::FindArgs),
     /// Show what changed between two snapshots.
     Diff(diff::DiffArgs),
+    /// Browse snapshots interactively in the terminal.
+    Browse(browse::BrowseArgs),
     /// Write a directory or file of a snapshot as a tar or zip archive.
     Dump(dump::DumpArgs),
     /// Count what snapshots hold and what they take in the repository.
@@ -378,6 +381,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Ls(args) => ls::ls(cli, args),
         Command::Find(args) => find::find(cli, args),
         Command::Diff(args) => diff::diff(cli, args),
+        Command::Browse(args) => browse::browse(cli, args),
         Command::Dump(args) => dump::dump(cli, args),
         Command::Stats(args) => stats::stats(cli, args),
         Command::Tag(args) => tag::tag(cli, args),
