@@ -178,6 +178,39 @@ fn each_kind_of_stored_object_damaged_is_named_contained_and_repaired() {
 }
 
 #[test]
+fn a_pack_with_nothing_left_to_salvage_is_kept_aside_and_only_warned_about() {
+    let d = two_backups();
+    let env = &d.env;
+    let victim = d.first_objects["pack"]
+        .iter()
+        .max_by_key(|name| env.object_size(ObjectKind::Pack, name))
+        .unwrap()
+        .clone();
+    // Ten bytes: no blob of it can be read back.
+    let bytes = env.read_object(ObjectKind::Pack, &victim);
+    env.replace_object(ObjectKind::Pack, &victim, &bytes[..10]);
+    for args in [
+        &["repair", "index"][..],
+        &["repair", "snapshots", "--read-data", "--forget"],
+        &["prune", "--max-unused", "0%"],
+    ] {
+        let out = run(env, args, "ten bytes");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    // Kept for a person to look at, unlisted: a warning, not damage.
+    assert!(env.objects(ObjectKind::Pack).contains(&victim));
+    let out = run(env, &["check", "--read-data"], "ten bytes");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warning = stderr(&out);
+    assert!(
+        warning.contains(&shown_name(ObjectKind::Pack, &victim)),
+        "{warning}"
+    );
+    assert!(warning.contains("no index segment lists it"), "{warning}");
+    restores(env, &d.second, "two", "ten bytes");
+}
+
+#[test]
 fn a_damaged_key_file_or_config_is_named_in_one_line() {
     for (kind, flip) in [
         (ObjectKind::Key, true),

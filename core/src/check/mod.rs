@@ -320,6 +320,34 @@ fn check_segments(
             }
         }
     }
+    // A pack no segment lists whose trailer does not open holds nothing
+    // the index points at: if a snapshot needed it, its blobs are reported
+    // missing from the index. Repair keeps such a pack when nothing in it
+    // could be verified, for a person to look at; it is not damage to the
+    // repository.
+    let unlisted_damaged: Vec<String> = errors
+        .by_object
+        .keys()
+        .filter(|object| {
+            object
+                .strip_prefix("data/")
+                .and_then(|rest| rest.rsplit('/').next())
+                .and_then(Id::from_hex)
+                .is_some_and(|id| !indexed.contains(&PackId(id)))
+        })
+        .cloned()
+        .collect();
+    for object in unlisted_damaged {
+        if let Some(problem) = errors.by_object.remove(&object) {
+            warnings.add(
+                object,
+                format!(
+                    "{}; no index segment lists it, so nothing the repository uses is in it                      (delete it once you no longer want to inspect it)",
+                    problem.message
+                ),
+            );
+        }
+    }
     for pack in trailers.keys().filter(|p| !indexed.contains(p)) {
         warnings.add(
             object_name(ObjectKind::Pack, &pack.to_string()),
