@@ -16,6 +16,7 @@ mod failures;
 mod fidelity;
 mod forget;
 mod integrity;
+mod keys;
 mod kill;
 mod locks;
 mod overwrite;

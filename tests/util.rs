@@ -148,8 +148,15 @@ impl Env {
     }
 
     /// Runs `cairn ARGS` and returns its output, whatever the exit code.
+    /// An `init` gets a cheap key derivation unless it names one: every
+    /// later command derives the key again, and the default's cost, right
+    /// for a user, would add minutes to the suite.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cairn().args(args).output().expect("run cairn")
+        let mut args = args.to_vec();
+        if args.first() == Some(&"init") && !args.contains(&"--kdf-memory") {
+            args.extend(["--kdf-memory", "1", "--kdf-time", "1"]);
+        }
+        self.cairn().args(&args).output().expect("run cairn")
     }
 
     /// Runs `cairn ARGS`, insisting on success; returns standard output.

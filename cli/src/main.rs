@@ -8,6 +8,7 @@ mod entry;
 mod filter;
 mod find;
 mod forget;
+mod key;
 mod ls;
 mod output;
 mod password;
@@ -97,6 +98,9 @@ enum Command {
     Forget(Box<forget::ForgetArgs>),
     /// Remove stale locks (of processes that are gone), or all locks.
     Unlock(UnlockArgs),
+    /// Manage the passwords (key files) that open the repository.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Check the repository: structure, index, and with --read-data, data.
     Check(CheckArgs),
     /// Rebuild what can be rebuilt from what survives.
@@ -212,6 +216,8 @@ struct InitArgs {
     /// Largest chunk in bytes.
     #[arg(long, default_value_t = ChunkerParams::DEFAULT.max_bytes)]
     chunk_max: u32,
+    #[command(flatten)]
+    kdf: key::KdfArgs,
 }
 
 #[derive(Args)]
@@ -387,6 +393,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Tag(args) => tag::tag(cli, args),
         Command::Forget(args) => forget(cli, args),
         Command::Unlock(args) => unlock(cli, args),
+        Command::Key(command) => key::key(cli, command),
         Command::Check(args) => check(cli, args),
         Command::Repair(RepairCommand::Index) => repair_index(cli),
         Command::Repair(RepairCommand::Snapshots(args)) => repair::repair_snapshots(cli, args),
@@ -566,7 +573,7 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<u8> {
             .pack_size
             .checked_mul(1 << 20)
             .ok_or_else(|| anyhow!("--pack-size {} is too large", args.pack_size))?,
-        ..InitOptions::default()
+        kdf: args.kdf.params(),
     };
     let backend = cairn_core::backend::open(location)?;
     Repository::ensure_absent(backend.as_ref())?;

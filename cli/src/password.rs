@@ -2,6 +2,7 @@
 //! prompt on the terminal; never a plain argument, which `ps` would show.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -12,12 +13,50 @@ use crate::Cli;
 /// Reads the password; with `confirm`, a prompt asks twice. Every copy is
 /// wiped from memory when dropped.
 pub fn read(cli: &Cli, confirm: bool) -> Result<Zeroizing<String>> {
+    read_from(
+        &Sources {
+            file: cli.password_file.as_deref(),
+            command: cli.password_command.as_deref(),
+            variable: "CAIRN_PASSWORD",
+            prompt: "enter repository password: ",
+            hint: "set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or use --password-file or --password-command",
+        },
+        confirm,
+    )
+}
+
+/// Reads a new password (`key add`, `key passwd`): from `file`, from
+/// `command`, from `CAIRN_NEW_PASSWORD`, or asked twice on the terminal.
+pub fn read_new(file: Option<&Path>, command: Option<&str>) -> Result<Zeroizing<String>> {
+    read_from(
+        &Sources {
+            file,
+            command,
+            variable: "CAIRN_NEW_PASSWORD",
+            prompt: "enter the new password: ",
+            hint: "set CAIRN_NEW_PASSWORD, or use --new-password-file or --new-password-command",
+        },
+        true,
+    )
+}
+
+/// Where one password may come from, in the order they are tried.
+struct Sources<'a> {
+    file: Option<&'a Path>,
+    command: Option<&'a str>,
+    variable: &'a str,
+    prompt: &'a str,
+    /// What to say when none gives one and there is no terminal.
+    hint: &'a str,
+}
+
+fn read_from(sources: &Sources<'_>, confirm: bool) -> Result<Zeroizing<String>> {
     // A file or command named on the command line (or in its variables)
-    // wins over CAIRN_PASSWORD; naming both is a mistake worth reporting.
-    if cli.password_file.is_some() && cli.password_command.is_some() {
+    // wins over the variable; naming both is a mistake worth reporting.
+    if sources.file.is_some() && sources.command.is_some() {
         bail!("give either a password file or a password command, not both");
     }
-    if let Some(path) = &cli.password_file {
+    if let Some(path) = sources.file {
         let text = Zeroizing::new(
             std::fs::read_to_string(path)
                 .with_context(|| format!("reading password file {}", path.display()))?,
@@ -25,7 +64,7 @@ pub fn read(cli: &Cli, confirm: bool) -> Result<Zeroizing<String>> {
         let first = Zeroizing::new(text.lines().next().unwrap_or("").to_string());
         return non_empty(first, &format!("password file {}", path.display()));
     }
-    if let Some(command) = &cli.password_command {
+    if let Some(command) = sources.command {
         let output = Command::new("sh")
             .arg("-c")
             .arg(command)
@@ -42,15 +81,14 @@ pub fn read(cli: &Cli, confirm: bool) -> Result<Zeroizing<String>> {
         let first = Zeroizing::new(text.lines().next().unwrap_or("").to_string());
         return non_empty(first, "password command");
     }
-    if let Ok(password) = std::env::var("CAIRN_PASSWORD") {
-        return non_empty(Zeroizing::new(password), "CAIRN_PASSWORD");
+    if let Ok(password) = std::env::var(sources.variable) {
+        return non_empty(Zeroizing::new(password), sources.variable);
     }
     if !std::io::stdin().is_terminal() {
-        bail!("no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or use --password-file or --password-command");
+        bail!("no password given: {}", sources.hint);
     }
-    let password = Zeroizing::new(
-        rpassword::prompt_password("enter repository password: ").context("reading password")?,
-    );
+    let password =
+        Zeroizing::new(rpassword::prompt_password(sources.prompt).context("reading password")?);
     if confirm {
         let again = Zeroizing::new(
             rpassword::prompt_password("enter it again: ").context("reading password")?,

@@ -278,6 +278,28 @@ pub enum Error {
         /// What the blobs hold.
         actual: u64,
     },
+    /// No key file's name starts with the reference given.
+    #[error("no key file {reference}…: see `cairn key list`")]
+    KeyNotFound {
+        /// The prefix given.
+        reference: String,
+    },
+    /// Several key files' names start with the reference given.
+    #[error("{reference} names {count} key files: give more of the id")]
+    AmbiguousKey {
+        /// The prefix given.
+        reference: String,
+        /// How many it matches.
+        count: usize,
+    },
+    /// A key file may not be removed.
+    #[error("{key}: not removed: {reason}")]
+    KeyRefused {
+        /// The key file.
+        key: String,
+        /// Why not.
+        reason: String,
+    },
     /// Scratch space on disk (prune's and stats' sets of blobs) failed.
     #[error("a scratch file in the cache directory failed: {reason}")]
     Scratch {

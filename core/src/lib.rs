@@ -69,6 +69,7 @@ pub(crate) mod error;
 pub mod forget;
 pub(crate) mod id;
 pub(crate) mod index;
+pub mod keys;
 pub(crate) mod object;
 mod pattern;
 pub mod progress;

@@ -65,6 +65,9 @@ pub struct Repository {
     backend: Arc<dyn Backend>,
     config: Config,
     keys: MasterKeys,
+    /// The key file the password opened (`keys/<name>`); it changes when
+    /// `key passwd` replaces it.
+    key_name: Mutex<String>,
     index_sealer: Sealer,
     chunker: Chunker,
     /// Behind a lock so that a damaged cache can be swapped for a rebuilt
@@ -105,6 +108,21 @@ fn check_compression_level(level: i32) -> Result<()> {
     }
 }
 
+/// Errors unless `kdf` is within what a key file may ask for (SPEC.md §5).
+pub(crate) fn check_kdf(kdf: KdfParams) -> Result<()> {
+    if kdf.is_bounded() {
+        return Ok(());
+    }
+    Err(Error::OutOfRange {
+        setting: "key derivation (KiB, passes, lanes)",
+        value: format!(
+            "{}, {}, {}",
+            kdf.memory_kib, kdf.iterations, kdf.parallelism
+        ),
+        allowed: "8..=1048576 KiB (at least 8 per lane), 1..=64 passes, 1..=16 lanes",
+    })
+}
+
 /// The id a stored object's name stands for: exactly 64 lowercase hex
 /// digits. Anything else (a stray file, a temporary name) is not an object.
 fn parse_name(name: &str) -> Option<Id> {
@@ -120,17 +138,7 @@ impl Repository {
         options: &InitOptions,
         cache_dir: &Path,
     ) -> Result<Repository> {
-        if !options.kdf.is_bounded() {
-            let kdf = options.kdf;
-            return Err(Error::OutOfRange {
-                setting: "key derivation (KiB, passes, lanes)",
-                value: format!(
-                    "{}, {}, {}",
-                    kdf.memory_kib, kdf.iterations, kdf.parallelism
-                ),
-                allowed: "8..=1048576 KiB (at least 8 per lane), 1..=64 passes, 1..=16 lanes",
-            });
-        }
+        check_kdf(options.kdf)?;
         if !options.chunker.is_valid() {
             let chunker = options.chunker;
             return Err(Error::OutOfRange {
@@ -202,7 +210,7 @@ impl Repository {
                 },
                 _ => Error::storage(ObjectKind::Config, "", e),
             })?;
-        Repository::assemble(backend, config, keys, cache_dir)
+        Repository::assemble(backend, config, keys, key_name, cache_dir)
     }
 
     /// Checks that `backend` holds no repository yet, without needing a
@@ -259,14 +267,15 @@ impl Repository {
             },
             ConfigError::Malformed(reason) => Error::corrupted("config", reason),
         })?;
-        let keys = Repository::unlock(backend.as_ref(), password)?;
-        Repository::assemble(backend, config, keys, cache_dir)
+        let (keys, key_name) = Repository::unlock(backend.as_ref(), password)?;
+        Repository::assemble(backend, config, keys, key_name, cache_dir)
     }
 
     fn assemble(
         backend: Box<dyn Backend>,
         config: Config,
         keys: MasterKeys,
+        key_name: String,
         cache_dir: &Path,
     ) -> Result<Repository> {
         // Named by a keyed hash of the repository id: the config is not
@@ -285,6 +294,7 @@ impl Repository {
             backend: Arc::from(backend),
             config,
             keys,
+            key_name: Mutex::new(key_name),
             notices: Mutex::new(opened.notice.into_iter().collect()),
             lock_host: Arc::new(lock::SystemHost),
             held_locks: Mutex::new(Vec::new()),
@@ -335,6 +345,24 @@ impl Repository {
     }
 
     /// The store, for commands that walk its objects (check).
+    /// The name of the key file this run's password opened.
+    pub fn key_in_use(&self) -> String {
+        self.key_name
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records that the key file in use is now `name` (`key passwd`).
+    pub(crate) fn set_key_in_use(&self, name: String) {
+        *self.key_name.lock().unwrap_or_else(|p| p.into_inner()) = name;
+    }
+
+    /// The master keys, to seal them in a new key file.
+    pub(crate) fn master_keys(&self) -> &MasterKeys {
+        &self.keys
+    }
+
     pub(crate) fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }

@@ -33,7 +33,8 @@ impl Repository {
     /// A key file that does not open and whose bytes do not match its name
     /// counts as damaged (the AEAD alone cannot tell damage from another
     /// password).
-    pub(super) fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<MasterKeys> {
+    /// Returns the master keys and the name of the key file that opened.
+    pub(super) fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKeys, String)> {
         let names = backend
             .list(ObjectKind::Key)
             .map_err(|e| Error::storage(ObjectKind::Key, "", e))?;
@@ -59,7 +60,7 @@ impl Repository {
                 .map_err(|e| Error::storage(ObjectKind::Key, &name, e))?;
             match key_file::open_key_file(&bytes, password) {
                 Ok(keys) => match Repository::check_key(backend, &keys)? {
-                    KeyCheck::Confirmed | KeyCheck::Unknown => return Ok(keys),
+                    KeyCheck::Confirmed | KeyCheck::Unknown => return Ok((keys, name)),
                     // Another repository's key under the same password: try
                     // the other key files before saying so.
                     KeyCheck::Refuted(refuting) => {
