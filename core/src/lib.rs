@@ -67,6 +67,8 @@ pub(crate) mod codec;
 pub(crate) mod crypto;
 pub(crate) mod error;
 pub mod forget;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod id;
 pub(crate) mod index;
 pub mod keys;

@@ -124,7 +124,8 @@ impl MasterKeys {
         keys
     }
 
-    #[cfg(test)]
+    /// Master keys from fixed bytes: the test vectors' and the fuzz
+    /// targets' keys.
     pub(crate) fn from_fixed(bytes: [u8; MASTER_LEN]) -> MasterKeys {
         MasterKeys::from_bytes(&bytes)
     }

@@ -1,0 +1,6 @@
+//! Fuzz target `lock`: `cairn_core::fuzzing::lock` (see that module).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| cairn_core::fuzzing::lock(data));
