@@ -21,7 +21,7 @@ pub fn cat(
     path: &Path,
     out: &mut dyn Write,
 ) -> Result<u64> {
-    let (_, node) = locate(repository, snapshot, Some(path))?;
+    let (_, node, _) = locate(repository, snapshot, Some(path))?;
     let not_a_file = |kind: &str| Error::NotAFile {
         path: path.display().to_string(),
         kind: kind.to_string(),

@@ -24,7 +24,7 @@ pub fn list(
     recursive: bool,
     visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
 ) -> Result<()> {
-    let (tree, node) = locate(repository, snapshot, path)?;
+    let (tree, node, _) = locate(repository, snapshot, path)?;
     let base = path
         .map(|p| p.as_os_str().as_encoded_bytes().to_vec())
         .unwrap_or_default();

@@ -139,6 +139,9 @@ impl Node {
     }
 }
 
+/// An entry a tree holds but restore leaves out: its name, and why.
+pub type RefusedEntry = (Vec<u8>, codec::DecodeError);
+
 /// A directory's entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct Tree {
@@ -170,24 +173,43 @@ impl Tree {
     /// Decodes a tree blob, refusing unsafe, unsorted or duplicate names and
     /// out-of-range times.
     pub fn decode(bytes: &[u8]) -> Result<Tree, codec::DecodeError> {
-        let tree: Tree = codec::decode(bytes)?;
-        for (i, node) in tree.nodes.iter().enumerate() {
-            if !is_safe_name(&node.name) {
-                return Err(codec::DecodeError::UnsafeName(
+        let (tree, mut refused) = Tree::decode_lenient(bytes)?;
+        match refused.is_empty() {
+            true => Ok(tree),
+            false => Err(refused.swap_remove(0).1),
+        }
+    }
+
+    /// Decodes a tree blob, leaving out each entry [`Tree::decode`] would
+    /// refuse the whole tree for (an unsafe name, a name not after the
+    /// entry before it, an out-of-range time), and returning those with
+    /// why. Restore uses it: a hostile entry is refused, the others are
+    /// still restored. A blob that does not decode at all is an error.
+    pub fn decode_lenient(bytes: &[u8]) -> Result<(Tree, Vec<RefusedEntry>), codec::DecodeError> {
+        let decoded: Tree = codec::decode(bytes)?;
+        let mut nodes: Vec<Node> = Vec::with_capacity(decoded.nodes.len());
+        let mut refused = Vec::new();
+        for node in decoded.nodes {
+            let why = if !is_safe_name(&node.name) {
+                Some(codec::DecodeError::UnsafeName(
                     String::from_utf8_lossy(&node.name).into_owned(),
-                ));
-            }
-            if i > 0 && tree.nodes[i - 1].name >= node.name {
-                return Err(codec::DecodeError::UnsortedEntries);
-            }
-            if [node.mtime, node.atime, node.ctime]
+                ))
+            } else if nodes.last().is_some_and(|last| last.name >= node.name) {
+                Some(codec::DecodeError::UnsortedEntries)
+            } else if [node.mtime, node.atime, node.ctime]
                 .iter()
                 .any(|t| t.nanos >= 1_000_000_000)
             {
-                return Err(codec::DecodeError::TimestampOutOfRange);
+                Some(codec::DecodeError::TimestampOutOfRange)
+            } else {
+                None
+            };
+            match why {
+                Some(why) => refused.push((node.name, why)),
+                None => nodes.push(node),
             }
         }
-        Ok(tree)
+        Ok((Tree { nodes }, refused))
     }
 
     /// The entry called `name`.

@@ -108,6 +108,10 @@ fn check_compression_level(level: i32) -> Result<()> {
     }
 }
 
+/// Entries of a tree left out because they are unsafe or repeat a name,
+/// each with its error (see [`crate::object::tree::Tree::decode_lenient`]).
+pub(crate) type Refused = Vec<(Vec<u8>, Error)>;
+
 /// Errors unless `kdf` is within what a key file may ask for (SPEC.md §5).
 pub(crate) fn check_kdf(kdf: KdfParams) -> Result<()> {
     if kdf.is_bounded() {

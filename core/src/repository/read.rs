@@ -5,7 +5,7 @@ use std::io;
 use std::sync::atomic::Ordering;
 
 use super::index_sync::{may_be_stale_cache, Rebuild};
-use super::Repository;
+use super::{Refused, Repository};
 use crate::backend::{object_name, ObjectKind};
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
@@ -192,5 +192,18 @@ impl Repository {
     pub fn read_tree(&self, id: &BlobId) -> Result<Tree> {
         let bytes = self.read_blob(id, BlobType::Tree)?;
         Tree::decode(&bytes).map_err(|e| Error::corrupted(format!("tree {id}"), e))
+    }
+
+    /// Reads a tree blob leaving out the entries [`Tree::decode`] refuses
+    /// (see [`Tree::decode_lenient`]); returns them, each with its error.
+    pub(crate) fn read_tree_lenient(&self, id: &BlobId) -> Result<(Tree, Refused)> {
+        let bytes = self.read_blob(id, BlobType::Tree)?;
+        let (tree, refused) =
+            Tree::decode_lenient(&bytes).map_err(|e| Error::corrupted(format!("tree {id}"), e))?;
+        let refused = refused
+            .into_iter()
+            .map(|(name, why)| (name, Error::corrupted(format!("tree {id}"), why)))
+            .collect();
+        Ok((tree, refused))
     }
 }

@@ -153,7 +153,7 @@ fn restore_to_depth(
     progress: &dyn Progress,
     max_depth: usize,
 ) -> Result<RestoreSummary> {
-    let (tree, start_node) = locate(repository, snapshot, options.subpath.as_deref())?;
+    let (tree, start_node, refused) = locate(repository, snapshot, options.subpath.as_deref())?;
     let in_snapshot = options.subpath.as_deref().unwrap_or(Path::new("/"));
     // A directory's entries go into the target; any other entry goes there
     // under its own name, as if the target were its parent.
@@ -236,6 +236,7 @@ fn restore_to_depth(
             max_depth,
             delete,
         };
+        restorer.report_refused(refused);
         let top_includes = restorer.includes.top_state(top_in_snapshot);
         let top_excludes = restorer.excludes.top_state(top_in_snapshot);
         restorer.walk(nodes, top_includes, top_excludes);
@@ -247,16 +248,19 @@ fn restore_to_depth(
     Ok(summary)
 }
 
+pub(crate) use crate::repository::Refused;
+
 /// Finds the tree to restore from: the root, or the entry at `subpath`.
-/// Returns the directory's tree, or for a non-directory the node itself.
+/// Returns the directory's tree, or for a non-directory the node itself;
+/// and the entries of that directory's tree that were refused.
 pub(crate) fn locate(
     repository: &Repository,
     snapshot: &Snapshot,
     subpath: Option<&Path>,
-) -> Result<(Tree, Option<Node>)> {
-    let mut tree = repository.read_tree(&snapshot.tree)?;
+) -> Result<(Tree, Option<Node>, Refused)> {
+    let (mut tree, mut refused) = repository.read_tree_lenient(&snapshot.tree)?;
     let Some(subpath) = subpath else {
-        return Ok((tree, None));
+        return Ok((tree, None, refused));
     };
     let not_found = || Error::PathNotInSnapshot {
         path: subpath.display().to_string(),
@@ -279,10 +283,12 @@ pub(crate) fn locate(
     for (i, name) in components.iter().enumerate() {
         let node = tree.find(name.as_bytes()).ok_or_else(not_found)?.clone();
         match &node.kind {
-            NodeKind::Directory { subtree } => tree = repository.read_tree(subtree)?,
-            _ if i + 1 == components.len() => return Ok((Tree::default(), Some(node))),
+            NodeKind::Directory { subtree } => {
+                (tree, refused) = repository.read_tree_lenient(subtree)?;
+            }
+            _ if i + 1 == components.len() => return Ok((Tree::default(), Some(node), Vec::new())),
             _ => return Err(not_found()),
         }
     }
-    Ok((tree, None))
+    Ok((tree, None, refused))
 }

@@ -140,6 +140,21 @@ impl Restorer<'_, '_> {
         self.summary.errors += 1;
     }
 
+    /// Reports each entry of the directory the buffers hold that its tree
+    /// refused (an unsafe or repeated name): not restored, and an error.
+    pub(super) fn report_refused(&mut self, refused: super::Refused) {
+        let dir = self.in_restore.as_path().display().to_string();
+        for (name, error) in refused {
+            // Shown, not joined: joining `/x` or `..` would change the path.
+            let shown = format!(
+                "{}/{}",
+                dir.trim_end_matches('/'),
+                String::from_utf8_lossy(&name)
+            );
+            self.report(Path::new(&shown), &error);
+        }
+    }
+
     /// Restores `nodes`, the entries of the restore's top directory (the
     /// target), and everything below them, in order. `includes` and
     /// `excludes` are the patterns' states at the top. A failed entry is
@@ -280,7 +295,10 @@ impl Restorer<'_, '_> {
                 format!("tree deeper than {} levels", self.max_depth),
             ));
         }
-        let tree = self.files.repository.read_tree(&key.subtree)?;
+        let (tree, refused) = self.files.repository.read_tree_lenient(&key.subtree)?;
+        if selected {
+            self.report_refused(refused);
+        }
         let level = if selected {
             if !self.create_pending() {
                 return Ok(());
