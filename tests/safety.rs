@@ -110,8 +110,11 @@ fn unsafe_names_are_refused_one_by_one_and_the_rest_restored() {
         );
         assert_nothing_escaped(&env);
         assert!(!env.path("t/escape").exists());
-        // check calls the tree what it is: damaged.
+        // check calls the tree what it is: damaged; ls hides nothing.
         assert_eq!(env.run(&["check"]).status.code(), Some(1));
+        let ls = env.run(&["ls", "latest"]);
+        assert_eq!(ls.status.code(), Some(1), "name {bad:?}");
+        assert!(stderr(&ls).contains("unsafe entry name"), "{}", stderr(&ls));
     }
 }
 

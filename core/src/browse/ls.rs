@@ -24,7 +24,12 @@ pub fn list(
     recursive: bool,
     visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
 ) -> Result<()> {
-    let (tree, node, _) = locate(repository, snapshot, path)?;
+    let (tree, node, refused) = locate(repository, snapshot, path)?;
+    // A listing must not hide entries: a tree that restore would take
+    // apart entry by entry is an error here.
+    if let Some((_, error)) = refused.into_iter().next() {
+        return Err(error);
+    }
     let base = path
         .map(|p| p.as_os_str().as_encoded_bytes().to_vec())
         .unwrap_or_default();
