@@ -244,3 +244,61 @@ fn a_dry_run_lists_each_path_with_its_reason_and_changes_nothing() {
     );
     assert_eq!(file_contents(&target), before);
 }
+
+#[test]
+fn delete_is_refused_for_an_incomplete_snapshot() {
+    let env = Env::new();
+    env.init();
+    let present = env.path("present");
+    fs::create_dir(&present).unwrap();
+    fs::write(present.join("f"), b"x").unwrap();
+    let missing = env.path("missing");
+    let out = env.run(&[
+        "backup",
+        present.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let target = env.path("t");
+    let snapshot = format!("latest:{}", present.display());
+    restore_json(&env, &snapshot, &target, &[]);
+    fs::write(target.join("mine"), b"keep me").unwrap();
+    let out = env.run(&[
+        "restore",
+        &snapshot,
+        "--target",
+        target.to_str().unwrap(),
+        "--delete",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let message = crate::util::stderr(&out);
+    assert!(message.contains("incomplete"), "{message}");
+    assert_eq!(fs::read(target.join("mine")).unwrap(), b"keep me");
+}
+
+#[test]
+fn delete_keeps_a_directory_an_exclude_may_match_inside() {
+    let env = Env::new();
+    let src = source(&env);
+    let target = env.path("t");
+    let snapshot = format!("latest:{}", src.display());
+    restore_json(&env, &snapshot, &target, &[]);
+    fs::create_dir_all(target.join("old/deeper")).unwrap();
+    fs::write(target.join("old/deeper/id.key"), b"secret").unwrap();
+    fs::write(target.join("old/junk"), b"junk").unwrap();
+    fs::create_dir_all(target.join("plain-old")).unwrap();
+    fs::write(target.join("plain-old/junk"), b"junk").unwrap();
+    let (actions, _) = restore_json(
+        &env,
+        &snapshot,
+        &target,
+        &["--delete", "--exclude", "*.key"],
+    );
+    assert_eq!(
+        fs::read(target.join("old/deeper/id.key")).unwrap(),
+        b"secret"
+    );
+    assert!(!actions.contains_key("/old"), "{actions:?}");
+    assert_eq!(actions["/plain-old"].0, "delete");
+    assert!(!target.join("plain-old").exists());
+}

@@ -300,6 +300,12 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// `restore --delete` was refused before anything was written.
+    #[error("restore --delete refused: {reason}")]
+    DeleteRefused {
+        /// Why.
+        reason: String,
+    },
     /// Scratch space on disk (prune's and stats' sets of blobs) failed.
     #[error("a scratch file in the cache directory failed: {reason}")]
     Scratch {

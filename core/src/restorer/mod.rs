@@ -162,6 +162,17 @@ fn restore_to_depth(
         None => (tree.nodes, in_snapshot),
         Some(node) => (vec![node], in_snapshot.parent().unwrap_or(Path::new("/"))),
     };
+    // An incomplete snapshot lists directories it could not read as empty:
+    // deleting what it does not hold would delete what was never read.
+    if options.delete && snapshot.is_incomplete() {
+        return Err(Error::DeleteRefused {
+            reason: format!(
+                "the snapshot is incomplete ({} paths could not be read when it was made), \
+                 so what it lacks is not known to be gone",
+                snapshot.unreadable.len()
+            ),
+        });
+    }
     let includes = Patterns::new(&options.includes, &options.case_insensitive_includes)?;
     let excludes = Patterns::new(&options.excludes, &options.case_insensitive_excludes)?;
     if !options.dry_run {
@@ -236,10 +247,11 @@ fn restore_to_depth(
             max_depth,
             delete,
         };
+        let top_refused = refused.iter().map(|(name, _)| name.clone()).collect();
         restorer.report_refused(refused);
         let top_includes = restorer.includes.top_state(top_in_snapshot);
         let top_excludes = restorer.excludes.top_state(top_in_snapshot);
-        restorer.walk(nodes, top_includes, top_excludes);
+        restorer.walk(nodes, top_refused, top_includes, top_excludes);
         // Closing the queue lets the writers finish and stop.
         restorer.jobs = None;
         restorer.collect_outcomes(true);

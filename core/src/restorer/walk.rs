@@ -9,6 +9,7 @@
 //! many directories is not searched again and again.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
 
@@ -165,7 +166,15 @@ impl Restorer<'_, '_> {
     /// One entry at a time, with the directories the walk is in on an
     /// explicit stack: a hostile tree thousands of levels deep must not
     /// overflow the thread's stack.
-    pub(super) fn walk(&mut self, nodes: Vec<Node>, includes: MatchState, excludes: MatchState) {
+    /// `top_refused` are the names of the top directory's entries its tree
+    /// refused: in the snapshot, so never deleted.
+    pub(super) fn walk(
+        &mut self,
+        nodes: Vec<Node>,
+        top_refused: Vec<Vec<u8>>,
+        includes: MatchState,
+        excludes: MatchState,
+    ) {
         self.stack.push(Frame {
             nodes: nodes.into_iter(),
             selected: false,
@@ -180,7 +189,14 @@ impl Restorer<'_, '_> {
         self.created = 1;
         if self.includes.is_empty() && self.delete.as_ref().is_some_and(|d| d.at_top) {
             let frame = self.stack.last().expect("just pushed");
-            let (names, excludes) = (frame.nodes.as_slice().to_vec(), frame.excludes.clone());
+            let mut names: HashSet<Vec<u8>> = frame
+                .nodes
+                .as_slice()
+                .iter()
+                .map(|n| n.name.clone())
+                .collect();
+            names.extend(top_refused);
+            let excludes = frame.excludes.clone();
             self.delete_extra(&names, &excludes);
         }
         while let Some(frame) = self.stack.last_mut() {
@@ -296,6 +312,7 @@ impl Restorer<'_, '_> {
             ));
         }
         let (tree, refused) = self.files.repository.read_tree_lenient(&key.subtree)?;
+        let refused_names: Vec<Vec<u8>> = refused.iter().map(|(name, _)| name.clone()).collect();
         if selected {
             self.report_refused(refused);
         }
@@ -306,7 +323,10 @@ impl Restorer<'_, '_> {
             let (on_disk_len, in_restore_len) = (self.on_disk.len(), self.in_restore.len());
             let created = Level::Created(self.create_dir(node, on_disk_len, in_restore_len)?);
             if self.delete.is_some() {
-                self.delete_extra(&tree.nodes, &key.excludes);
+                let mut names: HashSet<Vec<u8>> =
+                    tree.nodes.iter().map(|n| n.name.clone()).collect();
+                names.extend(refused_names);
+                self.delete_extra(&names, &key.excludes);
             }
             created
         } else {
@@ -394,22 +414,35 @@ impl Restorer<'_, '_> {
     }
 
     /// With `--delete`, removes from the directory the buffers hold what
-    /// is not among `nodes`, its entries in the snapshot, and that no
-    /// exclude pattern matches (from the directory's state `excludes`): the
-    /// user left those out of the restore, not out of the target.
-    fn delete_extra(&mut self, nodes: &[Node], excludes: &MatchState) {
+    /// is not among `names` (its entries in the snapshot, refused ones
+    /// included) and that no exclude pattern matches (from the directory's
+    /// state `excludes`): the user left those out of the restore, not out
+    /// of the target. Never crosses into another file system: a directory
+    /// that is a mount point is not cleaned, and a directory to delete that
+    /// holds another file system, or something an exclude pattern matches,
+    /// is kept and reported.
+    fn delete_extra(&mut self, names: &HashSet<Vec<u8>>, excludes: &MatchState) {
+        use std::os::unix::fs::MetadataExt;
         let in_restore = self.in_restore.as_path().to_path_buf();
         if !self.delete.as_ref().is_some_and(|d| d.covers(&in_restore)) {
             return;
         }
         let dir = self.on_disk.as_path().to_path_buf();
+        let device = |path: &Path| std::fs::symlink_metadata(path).map(|m| m.dev()).ok();
+        let here = device(&dir);
+        if here.is_some() && here != device(&dir.join("..")) && dir != self.options.target {
+            let error = Error::io(
+                &dir,
+                std::io::Error::other("a mount point: --delete does not clean other file systems"),
+            );
+            return self.files.progress.warning(&in_restore, &error.to_string());
+        }
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             // In a dry run a directory to create is not there yet.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => return self.report(&in_restore, &Error::io(&dir, e)),
         };
-        let names: HashSet<&[u8]> = nodes.iter().map(|n| n.name.as_slice()).collect();
         let mut doomed = Vec::new();
         for entry in entries {
             let entry = match entry {
@@ -422,17 +455,24 @@ impl Restorer<'_, '_> {
                 continue;
             }
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if self
-                .excludes
-                .is_match(&self.excludes.descend(excludes, name), is_dir)
-            {
+            let state = self.excludes.descend(excludes, name);
+            if self.excludes.is_match(&state, is_dir) {
                 continue;
             }
-            doomed.push((entry.path(), is_dir));
+            let shown = in_restore.join(std::ffi::OsStr::from_bytes(name));
+            if is_dir {
+                let kept = self.keeps(&entry.path(), state, here);
+                if let Some(why) = kept {
+                    self.files
+                        .progress
+                        .warning(&shown, &format!("not deleted: {why}"));
+                    continue;
+                }
+            }
+            doomed.push((entry.path(), shown, is_dir));
         }
         doomed.sort();
-        for (path, is_dir) in doomed {
-            let shown = in_restore.join(path.file_name().expect("a name"));
+        for (path, shown, is_dir) in doomed {
             self.files.progress.restored(&shown, Action::Delete);
             if self.options.dry_run {
                 self.summary.deleted += 1;
@@ -448,6 +488,39 @@ impl Restorer<'_, '_> {
                 Err(e) => self.report(&shown, &Error::io(&path, e)),
             }
         }
+    }
+
+    /// Why the directory `dir`, not in the snapshot, must not be deleted
+    /// whole: something below it matches an exclude pattern (the walk
+    /// starts from `state`, the directory's own), or another file system
+    /// is mounted at or below it (`device` is its parent's). Walks it
+    /// without following symlinks.
+    fn keeps(&self, dir: &Path, state: MatchState, device: Option<u64>) -> Option<&'static str> {
+        use std::os::unix::fs::MetadataExt;
+        let mut stack = vec![(dir.to_path_buf(), state)];
+        while let Some((dir, state)) = stack.pop() {
+            if std::fs::symlink_metadata(&dir).map(|m| m.dev()).ok() != device {
+                return Some("another file system is mounted there");
+            }
+            if !self.excludes.can_match_below(&state) {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return Some("it could not be read to check it against the excludes");
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let child = self.excludes.descend(&state, name.as_encoded_bytes());
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if self.excludes.is_match(&child, is_dir) {
+                    return Some("an exclude pattern matches something inside it");
+                }
+                if is_dir {
+                    stack.push((entry.path(), child));
+                }
+            }
+        }
+        None
     }
 
     pub(super) fn count(&mut self, node: &Node) {
