@@ -22,5 +22,7 @@ mod locks;
 mod overwrite;
 mod prune;
 mod repair;
+mod rotate;
 mod safety;
 mod sources;
+mod writeonly;

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::entry::json_object;
 use crate::filter::FilterArgs;
 use crate::output::{bytes, lossy, printable};
-use crate::{open_repository, read_lock, report_notices, select_snapshot, Cli};
+use crate::{open_full_repository, read_lock, report_notices, select_snapshot, Cli};
 
 /// `diff`.
 #[derive(Args)]
@@ -47,7 +47,7 @@ pub fn diff(cli: &Cli, args: &DiffArgs) -> Result<u8> {
         );
     }
     let path = path.map(|p| if p.is_empty() { "/" } else { p });
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "compare snapshots")?;
     let _lock = read_lock(cli, &repository, "diff")?;
     let (_, first) = select_snapshot(&repository, first, &args.filter)?;
     let (_, second) = select_snapshot(&repository, second, &args.filter)?;

@@ -10,7 +10,7 @@ use cairn_core::progress::Progress;
 use clap::{Args, ValueEnum};
 
 use crate::filter::FilterArgs;
-use crate::{open_repository, read_lock, report_notices, select_snapshot, Cli};
+use crate::{open_full_repository, read_lock, report_notices, select_snapshot, Cli};
 
 /// The archive formats, as `--archive` names them.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -42,7 +42,7 @@ pub fn dump(cli: &Cli, args: &DumpArgs) -> Result<u8> {
             "standard output is a terminal: redirect it to a file or a pipe, or give --target FILE"
         );
     }
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "read files from snapshots")?;
     let _lock = read_lock(cli, &repository, "dump")?;
     let (_, snapshot) = select_snapshot(&repository, reference, &args.filter)?;
     let format = match args.archive {

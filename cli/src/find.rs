@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::entry::{json_object, mtime, size, type_of};
 use crate::filter::FilterArgs;
 use crate::output::{bytes, lossy, printable, time_of};
-use crate::{now_ns, open_repository, read_lock, report_notices, select_snapshot, Cli};
+use crate::{now_ns, open_full_repository, read_lock, report_notices, select_snapshot, Cli};
 
 /// `find`.
 #[derive(Args)]
@@ -58,7 +58,7 @@ pub fn find(cli: &Cli, args: &FindArgs) -> Result<u8> {
         newer_ns: time("newer", &args.newer)?,
         older_ns: time("older", &args.older)?,
     };
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "search snapshots")?;
     let _lock = read_lock(cli, &repository, "find")?;
     let (snapshots, damaged) = chosen_snapshots(cli, &repository, args)?;
     let mut trees = Trees::new(&repository, TREE_CACHE_BYTES);

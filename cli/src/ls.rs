@@ -8,7 +8,7 @@ use clap::Args;
 use crate::entry::{json_line, long_line};
 use crate::filter::FilterArgs;
 use crate::output::{lossy, printable};
-use crate::{open_repository, read_lock, report_notices, select_snapshot, Cli};
+use crate::{open_full_repository, read_lock, report_notices, select_snapshot, Cli};
 
 /// `ls`.
 #[derive(Args)]
@@ -32,7 +32,7 @@ pub struct LsArgs {
 /// Runs `ls`.
 pub fn ls(cli: &Cli, args: &LsArgs) -> Result<u8> {
     let (reference, path) = cairn_core::select::split_path(&args.snapshot);
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "list what snapshots hold")?;
     let _lock = read_lock(cli, &repository, "ls")?;
     let (_, snapshot) = select_snapshot(&repository, reference, &args.filter)?;
     let mut out = io::BufWriter::new(io::stdout().lock());

@@ -36,6 +36,8 @@ mod exit {
     pub const NO_REPOSITORY: u8 = 10;
     pub const LOCKED: u8 = 11;
     pub const WRONG_PASSWORD: u8 = 12;
+    /// The key in use is write-only, and the command reads or deletes.
+    pub const WRITE_ONLY: u8 = 13;
 }
 
 #[derive(Parser)]
@@ -373,6 +375,8 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         Some(cairn_core::Error::RepositoryNotFound { .. }) => exit::NO_REPOSITORY,
         Some(cairn_core::Error::WrongPassword) => exit::WRONG_PASSWORD,
         Some(cairn_core::Error::Locked { .. }) => exit::LOCKED,
+        Some(cairn_core::Error::KeyRevoked { .. }) => exit::WRONG_PASSWORD,
+        Some(cairn_core::Error::WriteOnly { .. }) => exit::WRITE_ONLY,
         _ => exit::FATAL,
     }
 }
@@ -416,7 +420,21 @@ fn cache_dir(cli: &Cli) -> Result<PathBuf> {
     }
 }
 
+/// Opens the repository for a command a write-only key may not run:
+/// refused, with `action` named, before any work.
+fn open_full_repository(cli: &Cli, action: &'static str) -> Result<Repository> {
+    let repository = open_repository(cli)?;
+    repository.require_full_key(action)?;
+    Ok(repository)
+}
+
 fn open_repository(cli: &Cli) -> Result<Repository> {
+    Ok(open_repository_with_password(cli)?.0)
+}
+
+/// [`open_repository`], also returning the password that opened it (for
+/// `key rotate`, which seals the new keys under it).
+fn open_repository_with_password(cli: &Cli) -> Result<(Repository, zeroize::Zeroizing<String>)> {
     let backend = cairn_core::backend::open(repo_location(cli)?)?;
     Repository::ensure_exists(backend.as_ref())?;
     let password = password::read(cli, false)?;
@@ -426,7 +444,7 @@ fn open_repository(cli: &Cli) -> Result<Repository> {
     for damaged in repository.damaged_segments() {
         reporter.warning(Path::new(&repository.location()), &damaged.to_string());
     }
-    Ok(repository)
+    Ok((repository, password))
 }
 
 /// Warns of each snapshot that could not be read.
@@ -459,7 +477,7 @@ fn read_lock(cli: &Cli, repository: &Repository, command: &str) -> Result<Option
 }
 
 fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "check the repository")?;
     let _lock = read_lock(cli, &repository, "check")?;
     let options = cairn_core::check::CheckOptions {
         read_data: if args.read_data {
@@ -479,7 +497,7 @@ fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
 }
 
 fn prune(cli: &Cli, args: &PruneArgs) -> Result<u8> {
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "prune")?;
     let held = lock(cli, &repository, LockKind::Exclusive, "prune")?;
     let options = PruneOptions {
         dry_run: args.dry_run,
@@ -507,7 +525,7 @@ fn run_prune(
 }
 
 fn repair_index(cli: &Cli) -> Result<u8> {
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "repair the index")?;
     let _lock = lock(cli, &repository, LockKind::Exclusive, "repair index")?;
     let report = cairn_core::repair::repair_index(&repository)?;
     report_notices(cli, &repository);
@@ -574,6 +592,7 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<u8> {
             .checked_mul(1 << 20)
             .ok_or_else(|| anyhow!("--pack-size {} is too large", args.pack_size))?,
         kdf: args.kdf.params(),
+        labels: key::default_labels(),
     };
     let backend = cairn_core::backend::open(location)?;
     Repository::ensure_absent(backend.as_ref())?;
@@ -652,7 +671,7 @@ fn snapshots(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
 
 fn forget(cli: &Cli, args: &forget::ForgetArgs) -> Result<u8> {
     args.check()?;
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "forget snapshots")?;
     // Removing snapshots must not run beside a prune or another forget; a
     // dry run only reads.
     let kind = if args.dry_run {
@@ -790,7 +809,7 @@ fn cat(cli: &Cli, args: &CatArgs) -> Result<u8> {
     let Some(path) = path else {
         bail!("{}: name a file as SNAPSHOT:PATH", args.file);
     };
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "read files from snapshots")?;
     let _lock = read_lock(cli, &repository, "cat")?;
     let (_, snapshot) = select_snapshot(&repository, reference, &args.filter)?;
     let mut out = io::stdout().lock();

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::filter::FilterArgs;
 use crate::output::{self, bytes};
-use crate::{lock, open_repository, report_notices, Cli};
+use crate::{lock, open_full_repository, report_notices, Cli};
 
 /// `repair snapshots`.
 #[derive(Args)]
@@ -38,7 +38,7 @@ pub struct RepairSnapshotsArgs {
 
 /// Runs `repair snapshots`.
 pub fn repair_snapshots(cli: &Cli, args: &RepairSnapshotsArgs) -> Result<u8> {
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "repair snapshots")?;
     // Removing the originals must not run beside a prune; writing new
     // snapshots is a backup's business.
     let kind = if args.forget && !args.dry_run {

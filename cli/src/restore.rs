@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use crate::filter::FilterArgs;
-use crate::{open_repository, output, read_lock, report_notices, select_snapshot, Cli};
+use crate::{open_full_repository, output, read_lock, report_notices, select_snapshot, Cli};
 
 /// `--overwrite`, as clap names its values.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -72,7 +72,7 @@ pub struct RestoreArgs {
 pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
     let (reference, subpath) = cairn_core::select::split_path(&args.snapshot);
     let subpath = subpath.map(PathBuf::from);
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "restore")?;
     let _lock = read_lock(cli, &repository, "restore")?;
     let reporter = output::Reporter::new(cli).listing(args.dry_run || args.json);
     let (id, snapshot) = select_snapshot(&repository, reference, &args.filter)?;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::filter::FilterArgs;
 use crate::output::bytes;
-use crate::{open_repository, read_lock, report_notices, select_snapshot, Cli};
+use crate::{open_full_repository, read_lock, report_notices, select_snapshot, Cli};
 
 /// `stats`.
 #[derive(Args)]
@@ -25,7 +25,7 @@ pub struct StatsArgs {
 
 /// Runs `stats`.
 pub fn stats(cli: &Cli, args: &StatsArgs) -> Result<u8> {
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "read what snapshots hold")?;
     let _lock = read_lock(cli, &repository, "stats")?;
     let mut snapshots = Vec::new();
     let mut damaged = 0;

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::filter::{tag_lists, FilterArgs};
-use crate::{lock, open_repository, output, select_snapshot, Cli};
+use crate::{lock, open_full_repository, output, select_snapshot, Cli};
 
 /// `tag`.
 #[derive(Args)]
@@ -49,7 +49,7 @@ pub fn tag(cli: &Cli, args: &TagArgs) -> Result<u8> {
     if change.is_empty() {
         bail!("say how to change the tags: --add, --remove or --set");
     }
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "change snapshots")?;
     let held = lock(cli, &repository, LockKind::Exclusive, "tag")?;
     let mut snapshots = Vec::new();
     if args.snapshots.is_empty() {

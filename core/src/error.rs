@@ -24,6 +24,32 @@ pub enum Error {
     /// No key file could be opened with the given password.
     #[error("wrong password: no key file in the repository opens with it")]
     WrongPassword,
+    /// The password opened a key file that a key rotation superseded.
+    #[error(
+        "{key}: this key was revoked by a key rotation (it is of epoch {epoch}, the repository's keys of epoch {newest}); ask for a new key"
+    )]
+    KeyRevoked {
+        /// The key file, as `keys/id`.
+        key: String,
+        /// Its epoch.
+        epoch: u32,
+        /// The newest epoch of the repository's key files.
+        newest: u32,
+    },
+    /// A key rotation was started and not finished: nothing may be written.
+    #[error(
+        "epochs/: a key rotation to epoch {epoch} was started and not finished; nothing is written until `cairn key rotate` is run again to completion"
+    )]
+    RotationUnfinished {
+        /// The epoch the rotation was going to.
+        epoch: u32,
+    },
+    /// A write-only key was asked to read or delete.
+    #[error("refused: the key in use is write-only, and cannot {action}; use a full key")]
+    WriteOnly {
+        /// What it was asked to do.
+        action: &'static str,
+    },
     /// An I/O operation on a local path failed.
     #[error("{path}: {error}")]
     Io {
@@ -159,6 +185,14 @@ pub enum Error {
     PathNotInSnapshot {
         /// The path looked up.
         path: String,
+    },
+    /// A local cache other than the index could not be used.
+    #[error("local cache {path}: {reason}")]
+    LocalCache {
+        /// The cache database file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
     },
     /// The local index cache could not be used.
     #[error("index cache {path}: {reason}")]

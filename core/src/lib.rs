@@ -93,13 +93,16 @@ mod xorshift;
 // The public API: what a program embedding cairn needs. Everything else is
 // crate-private, so that core can be reshaped without breaking callers.
 pub use archiver::exclude::ExcludeOptions;
-pub use archiver::{backup, normalize_path, BackupOptions, BackupOutcome, StreamSource};
+pub use archiver::{
+    backup, local_hostname, local_username, normalize_path, BackupOptions, BackupOutcome,
+    StreamSource,
+};
 pub use chunker::ChunkerParams;
 pub use error::{Error, Result};
 pub use id::{BlobId, Id, SnapshotId};
 pub use object::blob::BlobType;
 pub use object::config::{Config, DEFAULT_COMPRESSION_LEVEL};
-pub use object::key_file::KdfParams;
+pub use object::key_file::{KdfParams, KeyFileHeader, KeyLabels, KeyRole};
 pub use object::snapshot::{Snapshot, Summary};
 pub use object::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 pub use repository::lock::{release_held_locks, LockHost, LockKind, RepositoryLock};

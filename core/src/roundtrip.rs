@@ -370,8 +370,13 @@ proptest! {
         bytes[40..72].copy_from_slice(&master);
         let keys = MasterKeys::from_fixed(bytes);
         let params = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
-        let file = key_file::seal_key_file(&keys, &password, params);
-        let opened = key_file::open_key_file(&file, &password).unwrap();
+        let spec = key_file::KeyFileSpec {
+            role: key_file::KeyRole::Full,
+            epoch: 0,
+            labels: key_file::KeyLabels::default(),
+        };
+        let file = key_file::seal_key_file(&keys, &password, params, &spec).unwrap();
+        let (opened, _) = key_file::open_key_file(&file, &password).unwrap();
         prop_assert_eq!(opened.public().to_bytes(), keys.public().to_bytes());
         if password != b"not the password" {
             prop_assert!(key_file::open_key_file(&file, b"not the password").is_err());

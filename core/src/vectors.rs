@@ -5,14 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use x25519_dalek::StaticSecret;
+use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::{Sealer, SecretKey};
 use crate::id::{BlobId, Id, PackId, SessionId, SnapshotId};
 use crate::object::blob::{self, BlobType};
 use crate::object::config::Config;
-use crate::object::key_file::{self, KdfParams, MasterKeys, MASTER_LEN};
+use crate::object::epoch::{self, EpochRecord, Rewrapped};
+use crate::object::key_file::{
+    self, KdfParams, KeyFileSpec, KeyLabels, KeyRole, MasterKeys, MASTER_LEN,
+};
 use crate::object::lock::{Lock, NO_SESSION};
 use crate::object::pack::PackWriter;
 use crate::object::sealed::{self, SealedKind};
@@ -263,6 +266,36 @@ fn compute() -> BTreeMap<String, (String, String)> {
         "data key 0x33*32 wrapped to the master's public key with ephemeral secret 0x66*32, nonce 0x5a*12",
         &session_bytes,
     );
+    let epoch_private = StaticSecret::from([0x67; 32]);
+    let rewrapped = session::rewrap_with(
+        SessionId(Id::of_bytes(&session_bytes)),
+        1,
+        &SecretKey([0x33; 32]),
+        &PublicKey::from(&epoch_private),
+        &StaticSecret::from([0x68; 32]),
+        nonce(0x5e),
+    );
+    put(
+        "session_rewrapped",
+        "the data key of vector session, re-wrapped for epoch 1 to the public key of private key 0x67*32, with ephemeral secret 0x68*32, nonce 0x5e*12",
+        &rewrapped,
+    );
+    put(
+        "epoch_record",
+        "record of epoch 1 sealed under private key 0x67*32, nonce 0x5f*12: no previous record; vector session mapped to vector session_rewrapped",
+        &epoch::seal_with_nonce(
+            1,
+            &epoch_private,
+            &EpochRecord {
+                previous: None,
+                sessions: vec![Rewrapped {
+                    original: SessionId(Id::of_bytes(&session_bytes)),
+                    object: Id::of_bytes(&rewrapped),
+                }],
+            },
+            nonce(0x5f),
+        ),
+    );
     put(
         "repository_public_key",
         "X25519 public key of master bytes 0..32",
@@ -276,9 +309,29 @@ fn compute() -> BTreeMap<String, (String, String)> {
     };
     put(
         "key_file",
-        "master sealed under password \"correct horse\" with Argon2id m=64 KiB t=1 p=1, salt 0x77*32, nonce 0x5b*12",
-        &key_file::seal_key_file_with(&master, b"correct horse", fast, [0x77; 32], nonce(0x5b)),
+        "version 1: master sealed under password \"correct horse\" with Argon2id m=64 KiB t=1 p=1, salt 0x77*32, nonce 0x5b*12",
+        &key_file::seal_key_file_v1_with(&master, b"correct horse", fast, [0x77; 32], nonce(0x5b)),
     );
+    let labels = KeyLabels {
+        host: "db1".into(),
+        user: "backup".into(),
+        created_s: 1_800_000_000,
+    };
+    for (name, role, epoch) in [
+        ("key_file_v2", KeyRole::Full, 0),
+        ("key_file_write_only", KeyRole::WriteOnly, 1),
+    ] {
+        let spec = KeyFileSpec {
+            role,
+            epoch,
+            labels: labels.clone(),
+        };
+        put(
+            name,
+            &format!("version 2, role {role:?}, epoch {epoch}: the same password, KDF, salt and keys nonce as key_file, labels host \"db1\" user \"backup\" created 1800000000 sealed with nonce 0x5d*12"),
+            &key_file::seal_key_file_with(&master, b"correct horse", fast, &spec, [0x77; 32], [nonce(0x5b), nonce(0x5d)]).unwrap(),
+        );
+    }
 
     let config = Config {
         version: 1,
@@ -349,9 +402,29 @@ fn recorded_vectors_open() {
     let recorded: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(VECTORS_PATH).unwrap()).unwrap();
     let bytes = |name: &str| hex::decode(recorded[name]["hex"].as_str().unwrap()).unwrap();
-    let opened = key_file::open_key_file(&bytes("key_file"), b"correct horse").unwrap();
+    let (opened, _) = key_file::open_key_file(&bytes("key_file"), b"correct horse").unwrap();
     assert_eq!(opened.public().as_bytes(), master.public().as_bytes());
-    let session = session::open(&bytes("session"), &master.private).unwrap();
+    let (opened, header) =
+        key_file::open_key_file(&bytes("key_file_write_only"), b"correct horse").unwrap();
+    assert_eq!((header.role, header.epoch), (KeyRole::WriteOnly, 1));
+    assert_eq!(opened.public().as_bytes(), master.public().as_bytes());
+    assert_eq!(
+        key_file::read_labels(&bytes("key_file_v2"), &master)
+            .unwrap()
+            .host,
+        "db1"
+    );
+    let session = session::open(&bytes("session"), master.private.as_ref().unwrap()).unwrap();
+    let epoch_private = StaticSecret::from([0x67; 32]);
+    let rewrapped = session::open_rewrapped(&bytes("session_rewrapped"), &epoch_private).unwrap();
+    assert_eq!(rewrapped.id, session.id);
+    assert_eq!(rewrapped.data_key.as_bytes(), &[0x33; 32]);
+    let record = epoch::open(&bytes("epoch_record"), &epoch_private).unwrap();
+    assert_eq!(record.sessions[0].original, session.id);
+    assert_eq!(
+        record.sessions[0].object,
+        Id::of_bytes(&bytes("session_rewrapped"))
+    );
     let snapshot = sealed::open(SealedKind::Snapshot, &session.sealer, &bytes("snapshot")).unwrap();
     assert_eq!(Snapshot::decode(&snapshot).unwrap(), sample_snapshot());
     assert_eq!(

@@ -12,7 +12,7 @@ use clap::Args;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
 use crate::filter::FilterArgs;
-use crate::{open_repository, read_lock, select_snapshot, Cli};
+use crate::{open_full_repository, read_lock, select_snapshot, Cli};
 use app::App;
 
 /// `browse`.
@@ -27,7 +27,7 @@ pub struct BrowseArgs {
 
 /// Runs `browse` until the user quits.
 pub fn browse(cli: &Cli, args: &BrowseArgs) -> Result<u8> {
-    let repository = open_repository(cli)?;
+    let repository = open_full_repository(cli, "browse snapshots")?;
     let _lock = read_lock(cli, &repository, "browse")?;
     let list = repository.snapshots()?;
     let filter = args.filter.to_filter()?;

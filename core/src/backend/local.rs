@@ -166,6 +166,14 @@ fn create_private_file(path: &Path) -> io::Result<File> {
 
 /// Creates a pack's shard folder if it is missing.
 fn ensure_shard(kind: ObjectKind, path: &Path) -> io::Result<()> {
+    // Repositories made before `epochs/` existed lack it until a rotation.
+    if kind == ObjectKind::Epoch {
+        let dir = path.parent().expect("objects have a folder");
+        if !dir.is_dir() {
+            create_private_dir(dir)?;
+            sync_dir(dir.parent().expect("folders have a parent"))?;
+        }
+    }
     if kind == ObjectKind::Pack {
         let shard = path.parent().expect("pack paths have a shard");
         if !shard.is_dir() {
@@ -395,6 +403,9 @@ impl Backend for LocalBackend {
     fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>> {
         let dir = self.root.join(kind.dir_name());
         let mut names = Vec::new();
+        if kind == ObjectKind::Epoch && !dir.exists() {
+            return Ok(names);
+        }
         let mut push_files = |dir: &Path| -> io::Result<()> {
             for entry in fs::read_dir(dir)? {
                 let entry = entry?;

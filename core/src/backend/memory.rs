@@ -53,7 +53,7 @@ struct Stamp {
 const IMAGE_MAGIC: &[u8] = b"cairn memory image 1\n";
 
 /// Kinds in the order of their byte in an image.
-const IMAGE_KINDS: [ObjectKind; 7] = ObjectKind::ALL;
+const IMAGE_KINDS: [ObjectKind; 8] = ObjectKind::ALL;
 
 impl MemoryBackend {
     /// A backend whose objects live in the image file at `path` (created

@@ -30,11 +30,14 @@ pub enum ObjectKind {
     Snapshot,
     /// Lock objects, `locks/`.
     Lock,
+    /// Epoch records of key rotations, `epochs/` (absent from repositories
+    /// never rotated by a build that creates it).
+    Epoch,
 }
 
 impl ObjectKind {
     /// Every kind: `Config`, then the folders in creation order.
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Session,
@@ -42,12 +45,13 @@ impl ObjectKind {
         ObjectKind::Index,
         ObjectKind::Snapshot,
         ObjectKind::Lock,
+        ObjectKind::Epoch,
     ];
 
     /// Every kind that lives in a folder, in creation order: all but
     /// `Config`.
-    pub const FOLDERS: [ObjectKind; 6] = {
-        let mut folders = [ObjectKind::Key; 6];
+    pub const FOLDERS: [ObjectKind; 7] = {
+        let mut folders = [ObjectKind::Key; 7];
         let mut i = 0;
         while i < folders.len() {
             folders[i] = ObjectKind::ALL[i + 1];
@@ -66,6 +70,7 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Lock => "locks",
+            ObjectKind::Epoch => "epochs",
         }
     }
 }

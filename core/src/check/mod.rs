@@ -16,7 +16,6 @@ use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, PackId, SegmentId, SnapshotId};
 use crate::object::blob::BlobType;
-use crate::object::key_file::KEY_FILE_LEN;
 use crate::object::pack::entries_digest;
 use crate::object::snapshot::Snapshot;
 use crate::object::tree::NodeKind;
@@ -228,26 +227,12 @@ fn listed(repository: &Repository, kind: ObjectKind) -> Result<Vec<(String, Id)>
 /// name: one that does not is damaged, and the password it held no longer
 /// opens the repository. (The key file that opened this run is intact.)
 fn check_key_files(repository: &Repository, errors: &mut Problems) -> Result<()> {
-    let names = repository
-        .backend()
-        .list(ObjectKind::Key)
-        .map_err(|e| Error::storage(ObjectKind::Key, "", e))?;
-    for name in names {
-        let object = object_name(ObjectKind::Key, &name);
-        let len = repository
-            .backend()
-            .size(ObjectKind::Key, &name)
-            .map_err(|e| Error::storage(ObjectKind::Key, &name, e))?;
-        if len != KEY_FILE_LEN as u64 {
-            errors.add(object, format!("damaged: length {len}, not {KEY_FILE_LEN}; the password it held no longer opens the repository"));
-            continue;
-        }
-        let bytes = repository
-            .backend()
-            .get(ObjectKind::Key, &name)
-            .map_err(|e| Error::storage(ObjectKind::Key, &name, e))?;
-        if Id::of_bytes(&bytes).to_hex() != name {
-            errors.add(object, "damaged: content does not match its name; the password it held no longer opens the repository".to_string());
+    for key in crate::keys::list(repository)? {
+        if let Some(why) = key.damaged {
+            errors.add(
+                object_name(ObjectKind::Key, &key.id),
+                format!("damaged: {why}; the password it held no longer opens the repository"),
+            );
         }
     }
     Ok(())

@@ -27,7 +27,7 @@ use redb::{Database, MultimapTableHandle, TableHandle};
 use crate::error::{Error, Result};
 use crate::id::{PackId, SessionId};
 use crate::object::pack::PackEntry;
-use redb_guard::catch_redb;
+pub(crate) use redb_guard::catch_redb;
 use tables::{open_tables, TABLE_NAMES};
 
 /// Where a blob is stored.
@@ -79,7 +79,7 @@ pub struct OpenedCache {
 }
 
 /// Why the cache file could not be opened.
-enum OpenFailure {
+pub(crate) enum OpenFailure {
     /// Another process has it open.
     Busy,
     /// The file is not a usable database: replace it.
@@ -90,7 +90,7 @@ enum OpenFailure {
 
 /// Creates the cache's folder (0700) and opens or creates its file (0600),
 /// whatever the umask: the cache tells which blobs a repository holds.
-fn open_cache_file(path: &Path) -> std::result::Result<std::fs::File, OpenFailure> {
+pub(crate) fn open_cache_file(path: &Path) -> std::result::Result<std::fs::File, OpenFailure> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new()
@@ -109,7 +109,7 @@ fn open_cache_file(path: &Path) -> std::result::Result<std::fs::File, OpenFailur
 }
 
 /// Opens a redb database in `file`.
-fn open_database(file: std::fs::File) -> std::result::Result<Database, OpenFailure> {
+pub(crate) fn open_database(file: std::fs::File) -> std::result::Result<Database, OpenFailure> {
     let opened = catch_redb(|| {
         let backend = redb::backends::FileBackend::new(file)?;
         Database::builder()

@@ -25,7 +25,7 @@ fn quiet_redb_panics() {
 }
 
 /// Runs `op` on redb, turning a panic into `Err` with its message.
-pub(super) fn catch_redb<T>(op: impl FnOnce() -> T) -> std::result::Result<T, String> {
+pub(crate) fn catch_redb<T>(op: impl FnOnce() -> T) -> std::result::Result<T, String> {
     quiet_redb_panics();
     let was_inside = IN_REDB.with(|inside| inside.replace(true));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op));

@@ -6,10 +6,12 @@
 //! encrypted structure; [`blob`]s are collected into [`pack`]s; a [`tree`]
 //! lists one directory; a [`snapshot`] names a root tree; a [`segment`] of
 //! the index says which pack holds which blob; a [`lock`] says who is
-//! using the repository.
+//! using the repository; an [`epoch`] record says where sessions' data
+//! keys are after a key rotation.
 
 pub(crate) mod blob;
 pub(crate) mod config;
+pub(crate) mod epoch;
 pub(crate) mod key_file;
 pub(crate) mod lock;
 pub(crate) mod pack;

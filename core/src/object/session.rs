@@ -21,13 +21,25 @@ pub const SESSION_HEADER_LEN: usize = 4 + 1 + 32;
 pub const SESSION_LEN: usize = SESSION_HEADER_LEN + crypto::SEAL_OVERHEAD + 32;
 /// BLAKE3 key-derivation context for the key that wraps a data key.
 pub const WRAP_CONTEXT: &str = "cairn 2026-11 session data key wrap v1";
+/// Version of a re-wrapped session object (SPEC.md §18).
+pub const REWRAPPED_VERSION: u8 = 2;
+/// Length of a re-wrapped object's header (magic, version, original
+/// session id, epoch, ephemeral public key): its AAD.
+pub const REWRAPPED_HEADER_LEN: usize = 4 + 1 + 32 + 4 + 32;
+/// Exact length of a re-wrapped session object.
+pub const REWRAPPED_LEN: usize = REWRAPPED_HEADER_LEN + crypto::SEAL_OVERHEAD + 32;
+/// BLAKE3 key-derivation context for the key that re-wraps a data key.
+pub const REWRAP_CONTEXT: &str = "cairn session data key rewrap v2";
 
 /// An open session: its id and its data key.
 pub struct Session {
-    /// The session object's name.
+    /// The session's id: its version 1 object's name, even when it was
+    /// opened through a re-wrapped object.
     pub id: SessionId,
     /// Seals and opens everything the session wrote.
     pub sealer: Sealer,
+    /// The data key itself, to re-wrap it when the key pair rotates.
+    pub(crate) data_key: SecretKey,
 }
 
 /// Why a session object could not be opened.
@@ -42,11 +54,20 @@ pub enum SessionError {
 }
 
 fn wrapping_key(shared: &[u8; 32], ephemeral: &PublicKey, repository: &PublicKey) -> SecretKey {
+    wrapping_key_in(WRAP_CONTEXT, shared, ephemeral, repository)
+}
+
+fn wrapping_key_in(
+    context: &str,
+    shared: &[u8; 32],
+    ephemeral: &PublicKey,
+    repository: &PublicKey,
+) -> SecretKey {
     let mut material = [0u8; 96];
     material[..32].copy_from_slice(shared);
     material[32..64].copy_from_slice(ephemeral.as_bytes());
     material[64..].copy_from_slice(repository.as_bytes());
-    let key = crypto::derive_key(WRAP_CONTEXT, &material);
+    let key = crypto::derive_key(context, &material);
     zeroize::Zeroize::zeroize(&mut material);
     key
 }
@@ -111,6 +132,7 @@ fn assemble(
     let session = Session {
         id: SessionId(Id::of_bytes(&bytes)),
         sealer: Sealer::new(&data_key),
+        data_key,
     };
     (session, bytes)
 }
@@ -139,9 +161,104 @@ pub fn open(bytes: &[u8], private: &StaticSecret) -> Result<Session, SessionErro
         .as_slice()
         .try_into()
         .map_err(|_| SessionError::Malformed("wrong data key length"))?;
+    let data_key = SecretKey(data_key);
     Ok(Session {
         id: SessionId(Id::of_bytes(bytes)),
-        sealer: Sealer::new(&SecretKey(data_key)),
+        sealer: Sealer::new(&data_key),
+        data_key,
+    })
+}
+
+/// Wraps the data key of session `original` again, to the public key of
+/// `epoch` (SPEC.md §18): the bytes of a re-wrapped session object, to
+/// store under the BLAKE3 of them.
+pub fn rewrap(
+    original: SessionId,
+    epoch: u32,
+    data_key: &SecretKey,
+    repository: &PublicKey,
+) -> Vec<u8> {
+    rewrap_with(
+        original,
+        epoch,
+        data_key,
+        repository,
+        &StaticSecret::from(crypto::random_bytes::<32>()),
+        crypto::random_bytes(),
+    )
+}
+
+/// [`rewrap`] with a given ephemeral key and nonce: for test vectors only.
+pub(crate) fn rewrap_with(
+    original: SessionId,
+    epoch: u32,
+    data_key: &SecretKey,
+    repository: &PublicKey,
+    ephemeral: &StaticSecret,
+    nonce: [u8; crypto::NONCE_LEN],
+) -> Vec<u8> {
+    let ephemeral_public = PublicKey::from(ephemeral);
+    let shared = ephemeral.diffie_hellman(repository);
+    let wrap = wrapping_key_in(
+        REWRAP_CONTEXT,
+        shared.as_bytes(),
+        &ephemeral_public,
+        repository,
+    );
+    let mut bytes = Vec::with_capacity(REWRAPPED_LEN);
+    bytes.extend_from_slice(SESSION_MAGIC);
+    bytes.push(REWRAPPED_VERSION);
+    bytes.extend_from_slice(&original.0 .0);
+    bytes.extend_from_slice(&epoch.to_le_bytes());
+    bytes.extend_from_slice(ephemeral_public.as_bytes());
+    let sealed = Sealer::new(&wrap).seal_with_nonce(nonce, data_key.as_bytes(), &bytes);
+    bytes.extend_from_slice(&sealed);
+    bytes
+}
+
+/// A re-wrapped session object's original session id and epoch, from its
+/// clear header.
+pub fn rewrapped_header(bytes: &[u8]) -> Result<(SessionId, u32), SessionError> {
+    if bytes.len() != REWRAPPED_LEN {
+        return Err(SessionError::Malformed("wrong length"));
+    }
+    if &bytes[..4] != SESSION_MAGIC {
+        return Err(SessionError::Malformed("bad magic"));
+    }
+    if bytes[4] != REWRAPPED_VERSION {
+        return Err(SessionError::Malformed("unsupported version"));
+    }
+    let mut original = [0u8; 32];
+    original.copy_from_slice(&bytes[5..37]);
+    let epoch = u32::from_le_bytes([bytes[37], bytes[38], bytes[39], bytes[40]]);
+    Ok((SessionId(Id(original)), epoch))
+}
+
+/// Opens a re-wrapped session object with the private key of its epoch.
+/// The session is named by its original id.
+pub fn open_rewrapped(bytes: &[u8], private: &StaticSecret) -> Result<Session, SessionError> {
+    let (original, _) = rewrapped_header(bytes)?;
+    let mut ephemeral = [0u8; 32];
+    ephemeral.copy_from_slice(&bytes[41..REWRAPPED_HEADER_LEN]);
+    let ephemeral = PublicKey::from(ephemeral);
+    let repository = PublicKey::from(private);
+    let shared = private.diffie_hellman(&ephemeral);
+    let wrap = wrapping_key_in(REWRAP_CONTEXT, shared.as_bytes(), &ephemeral, &repository);
+    let data_key = Sealer::new(&wrap)
+        .open(
+            &bytes[REWRAPPED_HEADER_LEN..],
+            &bytes[..REWRAPPED_HEADER_LEN],
+        )
+        .map_err(|_| SessionError::Authentication)?;
+    let data_key: [u8; 32] = data_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| SessionError::Malformed("wrong data key length"))?;
+    let data_key = SecretKey(data_key);
+    Ok(Session {
+        id: original,
+        sealer: Sealer::new(&data_key),
+        data_key,
     })
 }
 
@@ -165,6 +282,25 @@ mod tests {
             let mut flipped = bytes.clone();
             flipped[i] ^= 1;
             assert!(open(&flipped, &private).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn a_rewrapped_data_key_opens_with_the_new_key_only() {
+        let old = StaticSecret::from(crypto::random_bytes::<32>());
+        let new = StaticSecret::from(crypto::random_bytes::<32>());
+        let (session, _) = create(&PublicKey::from(&old));
+        let bytes = rewrap(session.id, 4, &session.data_key, &PublicKey::from(&new));
+        assert_eq!(bytes.len(), REWRAPPED_LEN);
+        assert_eq!(rewrapped_header(&bytes).unwrap(), (session.id, 4));
+        let opened = open_rewrapped(&bytes, &new).unwrap();
+        assert_eq!(opened.id, session.id);
+        assert_eq!(opened.data_key.as_bytes(), session.data_key.as_bytes());
+        assert!(open_rewrapped(&bytes, &old).is_err());
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 1;
+            assert!(open_rewrapped(&flipped, &new).is_err(), "flip at {i}");
         }
     }
 }

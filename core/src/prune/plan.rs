@@ -305,9 +305,8 @@ struct Sessions {
 
 impl Sessions {
     fn listed(repository: &Repository) -> Result<Sessions> {
-        let listed = repository.list_ids(ObjectKind::Session)?;
         Ok(Sessions {
-            listed: listed.into_iter().map(SessionId).collect(),
+            listed: repository.stored_sessions()?,
             opened: HashMap::new(),
         })
     }

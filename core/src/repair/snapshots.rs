@@ -242,12 +242,12 @@ struct Repairer<'r> {
 impl<'r> Repairer<'r> {
     fn new(repository: &'r Repository, options: SnapshotRepairOptions) -> Result<Repairer<'r>> {
         let packs = repository.list_ids(ObjectKind::Pack)?;
-        let sessions = repository.list_ids(ObjectKind::Session)?;
+        let sessions = repository.stored_sessions()?;
         Ok(Repairer {
             repository,
             options,
             packs: packs.into_iter().map(PackId).collect(),
-            sessions: sessions.into_iter().map(SessionId).collect(),
+            sessions,
             trees: HashMap::new(),
             zeros: HashMap::new(),
             writer: None,

@@ -15,9 +15,12 @@ mod snapshots;
 mod tests;
 mod unlock;
 mod writer;
+mod written;
 
 pub use snapshots::SnapshotList;
 pub use writer::BlobWriter;
+
+use unlock::Unlocked;
 
 use std::collections::HashMap;
 use std::io;
@@ -33,7 +36,9 @@ use crate::id::{BlobId, Id, SessionId};
 use crate::index::IndexCache;
 use crate::object::blob::BlobType;
 use crate::object::config::{Config, ConfigError, DEFAULT_PACK_TARGET_BYTES, REPOSITORY_VERSION};
-use crate::object::key_file::{self, KdfParams, MasterKeys};
+use crate::object::key_file::{
+    self, KdfParams, KeyFileHeader, KeyFileSpec, KeyLabels, KeyRole, MasterKeys,
+};
 use crate::object::sealed::ObjectError;
 
 /// Settings for a new repository.
@@ -47,6 +52,8 @@ pub struct InitOptions {
     pub pack_target_bytes: u32,
     /// Argon2id cost of the first key file.
     pub kdf: KdfParams,
+    /// Host and user recorded in the first key file (SPEC.md §5).
+    pub labels: KeyLabels,
 }
 
 impl Default for InitOptions {
@@ -56,6 +63,7 @@ impl Default for InitOptions {
             compression_level: crate::object::config::DEFAULT_COMPRESSION_LEVEL,
             pack_target_bytes: DEFAULT_PACK_TARGET_BYTES,
             kdf: KdfParams::DEFAULT,
+            labels: KeyLabels::default(),
         }
     }
 }
@@ -68,6 +76,13 @@ pub struct Repository {
     /// The key file the password opened (`keys/<name>`); it changes when
     /// `key passwd` replaces it.
     key_name: Mutex<String>,
+    /// Its clear header: role and epoch.
+    key_header: KeyFileHeader,
+    /// For a write-only key, what it wrote, kept on this host; `None` for
+    /// a full key, or if the file cannot be used (then a notice says so).
+    written: Option<written::Written>,
+    /// For a key of epoch 1 or more, where earlier sessions' data keys are.
+    epoch: unlock::EpochSessions,
     index_sealer: Sealer,
     chunker: Chunker,
     /// Behind a lock so that a damaged cache can be swapped for a rebuilt
@@ -142,6 +157,25 @@ impl Repository {
         options: &InitOptions,
         cache_dir: &Path,
     ) -> Result<Repository> {
+        Repository::init_with_keys(
+            backend,
+            password,
+            options,
+            cache_dir,
+            MasterKeys::generate(),
+        )
+    }
+
+    /// [`Repository::init`] with given master keys: the structure-aware
+    /// fuzz target's repository, whose blob ids must not change between
+    /// runs.
+    pub(crate) fn init_with_keys(
+        backend: Box<dyn Backend>,
+        password: &[u8],
+        options: &InitOptions,
+        cache_dir: &Path,
+        keys: MasterKeys,
+    ) -> Result<Repository> {
         check_kdf(options.kdf)?;
         if !options.chunker.is_valid() {
             let chunker = options.chunker;
@@ -191,7 +225,6 @@ impl Repository {
                 location: backend.location(),
             });
         }
-        let keys = MasterKeys::generate();
         let config = Config {
             version: REPOSITORY_VERSION,
             id: Id(crypto::random_bytes()),
@@ -199,7 +232,14 @@ impl Repository {
             compression_level: options.compression_level,
             pack_target_bytes: options.pack_target_bytes,
         };
-        let key_file = key_file::seal_key_file(&keys, password, options.kdf);
+        let spec = KeyFileSpec {
+            role: KeyRole::Full,
+            epoch: 0,
+            labels: options.labels.clone(),
+        };
+        let key_file = key_file::seal_key_file(&keys, password, options.kdf, &spec)
+            .expect("new master keys make a full key file");
+        let header = key_file::read_header(&key_file).expect("a key file just sealed");
         let key_name = Id::of_bytes(&key_file).to_hex();
         // The key goes first: a config without a key would be a repository
         // nobody can open, while a key without a config is simply not one.
@@ -214,7 +254,12 @@ impl Repository {
                 },
                 _ => Error::storage(ObjectKind::Config, "", e),
             })?;
-        Repository::assemble(backend, config, keys, key_name, cache_dir)
+        let unlocked = Unlocked {
+            keys,
+            name: key_name,
+            header,
+        };
+        Repository::assemble(backend, config, unlocked, cache_dir)
     }
 
     /// Checks that `backend` holds no repository yet, without needing a
@@ -271,23 +316,45 @@ impl Repository {
             },
             ConfigError::Malformed(reason) => Error::corrupted("config", reason),
         })?;
-        let (keys, key_name) = Repository::unlock(backend.as_ref(), password)?;
-        Repository::assemble(backend, config, keys, key_name, cache_dir)
+        let unlocked = Repository::unlock(backend.as_ref(), password)?;
+        Repository::assemble(backend, config, unlocked, cache_dir)
     }
 
     fn assemble(
         backend: Box<dyn Backend>,
         config: Config,
-        keys: MasterKeys,
-        key_name: String,
+        unlocked: Unlocked,
         cache_dir: &Path,
     ) -> Result<Repository> {
+        let Unlocked {
+            keys,
+            name: key_name,
+            header: key_header,
+        } = unlocked;
         // Named by a keyed hash of the repository id: the config is not
         // authenticated, and a repository claiming another's id must not
         // share (and so trust) that repository's index cache.
         let cache_name = blake3::keyed_hash(&keys.id_key.0, &config.id.0).to_hex();
         let index_path = cache_dir.join(cache_name.as_str()).join("index.redb");
         let opened = IndexCache::open(&index_path)?;
+        let epoch = unlock::EpochSessions::load(backend.as_ref(), &keys, &key_header)?;
+        let mut notices: Vec<String> = opened.notice.into_iter().collect();
+        let written = match keys.role() {
+            KeyRole::Full => None,
+            KeyRole::WriteOnly => {
+                match written::Written::open(
+                    &cache_dir.join(cache_name.as_str()).join("written.redb"),
+                ) {
+                    Ok(written) => Some(written),
+                    Err(e) => {
+                        notices.push(format!(
+                            "{e}: this run neither shows nor compares against earlier backups"
+                        ));
+                        None
+                    }
+                }
+            }
+        };
         let mut repository = Repository {
             damaged_segments: Vec::new(),
             chunker: Chunker::new(config.chunker, keys.chunker_seed),
@@ -299,7 +366,10 @@ impl Repository {
             config,
             keys,
             key_name: Mutex::new(key_name),
-            notices: Mutex::new(opened.notice.into_iter().collect()),
+            key_header,
+            written,
+            epoch,
+            notices: Mutex::new(notices),
             lock_host: Arc::new(lock::SystemHost),
             held_locks: Mutex::new(Vec::new()),
         };
@@ -365,6 +435,69 @@ impl Repository {
     /// The master keys, to seal them in a new key file.
     pub(crate) fn master_keys(&self) -> &MasterKeys {
         &self.keys
+    }
+
+    /// Every session stored, by id: the version 1 objects listed, and the
+    /// sessions an epoch record maps to a re-wrapped object that is listed.
+    pub(crate) fn stored_sessions(&self) -> Result<std::collections::HashSet<SessionId>> {
+        let listed: std::collections::HashSet<Id> =
+            self.list_ids(ObjectKind::Session)?.into_iter().collect();
+        let mut stored: std::collections::HashSet<SessionId> =
+            listed.iter().copied().map(SessionId).collect();
+        for (original, object) in &self.epoch.sessions {
+            if listed.contains(object) {
+                stored.insert(*original);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Errors if an epoch record names an epoch above the key's: a
+    /// rotation was started and not finished (or the records were forged),
+    /// and sessions wrapped to this key's public key might be unreadable
+    /// to the keys the rotation leaves (SPEC.md §18, "Writers").
+    pub(crate) fn check_no_newer_epoch(&self) -> Result<()> {
+        let names = self
+            .backend
+            .list(ObjectKind::Epoch)
+            .map_err(|e| Error::storage(ObjectKind::Epoch, "", e))?;
+        for name in names.iter().filter(|n| parse_name(n).is_some()) {
+            let header = crate::object::epoch::read_header_of(self.backend.as_ref(), name)
+                .map_err(|e| Error::storage(ObjectKind::Epoch, name, e))?;
+            if let Ok(header) = header {
+                if header.epoch > self.key_header.epoch {
+                    return Err(Error::RotationUnfinished {
+                        epoch: header.epoch,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sessions of earlier epochs the key's epoch record maps.
+    pub(crate) fn rewrapped_sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.epoch.sessions.keys().copied()
+    }
+
+    /// The key's epoch record, if it has one (epoch 1 or more).
+    pub(crate) fn epoch_record(&self) -> Option<Id> {
+        self.epoch.record
+    }
+
+    /// The header of the key file in use: its role and epoch.
+    pub fn key_header(&self) -> KeyFileHeader {
+        self.key_header
+    }
+
+    /// Errors unless the key in use is a full key: what every command that
+    /// reads snapshots' contents or deletes calls first, so that a
+    /// write-only key is refused before any work (SPEC.md §18).
+    pub fn require_full_key(&self, action: &'static str) -> Result<()> {
+        match self.keys.role() {
+            KeyRole::Full => Ok(()),
+            KeyRole::WriteOnly => Err(Error::WriteOnly { action }),
+        }
     }
 
     pub(crate) fn backend(&self) -> &dyn Backend {

@@ -188,16 +188,39 @@ impl Repository {
         Ok((session, entries))
     }
 
+    /// A tree blob's plaintext: from storage, or for a write-only key
+    /// (which cannot open it there) from the trees it wrote itself, kept
+    /// on this host.
+    fn tree_bytes(&self, id: &BlobId) -> Result<Vec<u8>> {
+        if self.keys.private.is_some() {
+            return self.read_blob(id, BlobType::Tree);
+        }
+        let refused = Error::WriteOnly {
+            action: "read trees other than those of its own latest backups",
+        };
+        let bytes = match &self.written {
+            Some(written) => written.tree(id)?.ok_or(refused)?,
+            None => return Err(refused),
+        };
+        if self.blob_id(BlobType::Tree, &bytes) != *id {
+            return Err(Error::corrupted(
+                format!("tree {id} in the local cache"),
+                "content does not match its id",
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// Reads and decodes a tree blob.
     pub fn read_tree(&self, id: &BlobId) -> Result<Tree> {
-        let bytes = self.read_blob(id, BlobType::Tree)?;
+        let bytes = self.tree_bytes(id)?;
         Tree::decode(&bytes).map_err(|e| Error::corrupted(format!("tree {id}"), e))
     }
 
     /// Reads a tree blob leaving out the entries [`Tree::decode`] refuses
     /// (see [`Tree::decode_lenient`]); returns them, each with its error.
     pub(crate) fn read_tree_lenient(&self, id: &BlobId) -> Result<(Tree, Refused)> {
-        let bytes = self.read_blob(id, BlobType::Tree)?;
+        let bytes = self.tree_bytes(id)?;
         let (tree, refused) =
             Tree::decode_lenient(&bytes).map_err(|e| Error::corrupted(format!("tree {id}"), e))?;
         let refused = refused

@@ -1,6 +1,8 @@
 //! Listing snapshots and resolving a reference (`latest`, an id or an
 //! unique prefix of one) to a snapshot (SPEC.md §14).
 
+use std::collections::HashSet;
+
 use super::{open_error, parse_name, Repository};
 use crate::backend::{object_name, ObjectKind};
 use crate::error::{Error, Result};
@@ -19,12 +21,28 @@ pub struct SnapshotList {
 impl Repository {
     /// All snapshots, oldest first. A damaged snapshot does not hide the
     /// others: it is reported in [`SnapshotList::damaged`].
+    ///
+    /// A write-only key cannot open snapshots: it gets those it wrote
+    /// itself that are still stored, from its record on this host.
     pub fn snapshots(&self) -> Result<SnapshotList> {
         let names = self
             .backend
             .list(ObjectKind::Snapshot)
             .map_err(|e| Error::storage(ObjectKind::Snapshot, "", e))?;
         let mut list = SnapshotList::default();
+        if self.keys.private.is_none() {
+            let stored: HashSet<SnapshotId> = names
+                .iter()
+                .filter_map(|name| parse_name(name))
+                .map(SnapshotId)
+                .collect();
+            if let Some(written) = &self.written {
+                written.retain(&stored)?;
+                list.snapshots = written.snapshots()?;
+            }
+            list.snapshots.sort_by_key(|(id, s)| (s.time_ns, *id));
+            return Ok(list);
+        }
         for name in names {
             let Some(id) = parse_name(&name) else {
                 continue;

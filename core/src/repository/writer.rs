@@ -49,8 +49,11 @@ impl Repository {
                 object: object.clone(),
             });
         }
+        self.check_no_newer_epoch()?;
         let (check, warnings, unindexed) = self.check_packs()?;
-        if adopt {
+        // Adopting reads trailers, which a write-only key cannot open: the
+        // packs wait for a full key, and their blobs are stored again.
+        if adopt && self.keys.private.is_some() {
             self.adopt_unindexed(&unindexed)?;
         }
         let (session, bytes) = session::create(&self.keys.public());
@@ -97,10 +100,7 @@ impl Repository {
             .iter()
             .filter_map(|n| parse_name(n))
             .collect();
-        let sessions: HashSet<Id> = listed(ObjectKind::Session)?
-            .iter()
-            .filter_map(|n| parse_name(n))
-            .collect();
+        let sessions: HashSet<SessionId> = self.stored_sessions()?;
         let mut check = PackCheck::default();
         let mut missing = Vec::new();
         let mut known: HashSet<PackId> = HashSet::new();
@@ -111,7 +111,7 @@ impl Repository {
                 if !packs.contains(&pack.0) && check.missing_packs.insert(pack) {
                     missing.push(object_name(ObjectKind::Pack, &pack.to_string()));
                 }
-                if !sessions.contains(&session.0) && check.bad_sessions.insert(session) {
+                if !sessions.contains(&session) && check.bad_sessions.insert(session) {
                     missing.push(object_name(ObjectKind::Session, &session.to_string()));
                 }
             })
@@ -258,6 +258,8 @@ impl BlobWriter<'_> {
             None => false,
             Some((pack, _)) if self.check.missing_packs.contains(&pack) => false,
             Some((_, session)) if self.check.bad_sessions.contains(&session) => false,
+            // A write-only key opens no session: a listed one is trusted.
+            Some(_) if repository.keys.private.is_none() => true,
             Some((_, session)) => match repository.session_sealer(session) {
                 Ok(_) => true,
                 Err(e @ Error::Unauthenticated { .. }) => return Err(e),
@@ -320,6 +322,9 @@ impl BlobWriter<'_> {
                 .collect()
         };
         for (id, plaintext) in ids.iter().zip(blobs) {
+            if let (BlobType::Tree, Some(written)) = (blob_type, &repository.written) {
+                written.stage_tree(*id, &plaintext)?;
+            }
             if self.is_known(id)? {
                 continue;
             }
@@ -413,8 +418,18 @@ impl BlobWriter<'_> {
     /// names data that is not stored and indexed. Refuses if a lock this
     /// process took on the repository was removed meanwhile (see
     /// [`Repository::ensure_locks_held`]).
+    /// A write-only key also records the snapshot on this host; if that
+    /// fails, the snapshot is stored all the same, and a warning says so.
     pub fn commit(mut self, snapshot: &Snapshot) -> Result<SnapshotId> {
-        self.store_snapshot(snapshot)
+        let id = self.store_snapshot(snapshot)?;
+        if let Some(written) = &self.repository.written {
+            if let Err(e) = written.commit(id, snapshot) {
+                self.repository.notices_lock().push(format!(
+                    "{e}: snapshot {id} is stored, but this key will not show it or compare against it"
+                ));
+            }
+        }
+        Ok(id)
     }
 
     /// [`BlobWriter::commit`] without ending the session, for commands that

@@ -1,0 +1,226 @@
+//! `key rotate`: a new key pair. Every snapshot still restores, no pack
+//! changes, and key files holding the old pair stop working, even copied
+//! back; killed at any point, a rotation loses nothing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cairn_core::backend::ObjectKind;
+use serde_json::Value;
+
+use crate::util::{file_contents, noise, restored, stderr, Env};
+
+fn run_as(env: &Env, password: &str, args: &[&str]) -> std::process::Output {
+    env.cairn()
+        .env("CAIRN_PASSWORD", password)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn add_key(env: &Env, new: &str, extra: &[&str]) {
+    let out = env
+        .cairn()
+        .env("CAIRN_NEW_PASSWORD", new)
+        .args(["key", "add", "--kdf-memory", "1", "--kdf-time", "1"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Backs up `src` after changing it; returns the new snapshot's id and
+/// what it must restore to.
+fn backup_round(env: &Env, src: &Path, round: u64) -> (String, BTreeMap<String, Vec<u8>>) {
+    fs::create_dir_all(src).unwrap();
+    fs::write(
+        src.join(format!("f{}", round % 3)),
+        noise(50_000, round + 1),
+    )
+    .unwrap();
+    let summary = env.backup(&[src], &[]);
+    (
+        summary["snapshot_id"].as_str().unwrap().to_string(),
+        file_contents(src),
+    )
+}
+
+fn key_files(env: &Env) -> BTreeMap<String, Vec<u8>> {
+    env.objects(ObjectKind::Key)
+        .into_iter()
+        .map(|name| {
+            let bytes = env.read_object(ObjectKind::Key, &name);
+            (name, bytes)
+        })
+        .collect()
+}
+
+fn assert_all_restore(
+    env: &Env,
+    src: &Path,
+    expected: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    tag: &str,
+) {
+    for (n, (id, files)) in expected.iter().enumerate() {
+        let target = env.restore(id, &format!("{tag}{n}"), &[]);
+        assert_eq!(
+            &file_contents(&restored(&target, src)),
+            files,
+            "snapshot {id}"
+        );
+    }
+}
+
+#[test]
+fn after_a_rotation_old_key_files_no_longer_open_and_every_snapshot_restores() {
+    let env = Env::new();
+    env.init();
+    add_key(&env, "other password", &[]);
+    add_key(&env, "write only", &["--write-only"]);
+    let src = env.path("src");
+    let mut expected = BTreeMap::new();
+    for round in 0..3 {
+        let (id, files) = backup_round(&env, &src, round);
+        expected.insert(id, files);
+    }
+    let old_keys = key_files(&env);
+    let packs: BTreeMap<String, Vec<u8>> = env
+        .objects(ObjectKind::Pack)
+        .into_iter()
+        .map(|p| {
+            let bytes = env.read_object(ObjectKind::Pack, &p);
+            (p, bytes)
+        })
+        .collect();
+
+    let out = env.run(&["key", "rotate", "--kdf-memory", "1", "--kdf-time", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("epoch 1"), "{said}");
+    assert!(said.contains("removed the other keys"), "{said}");
+
+    // One key file is left, of epoch 1, and it is this password's.
+    let listed: Vec<Value> = serde_json::from_str(&env.ok(&["key", "list", "--json"])).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["epoch"], 1);
+    assert_eq!(listed[0]["in_use"], true);
+    // The other passwords no longer open it...
+    for password in ["other password", "write only"] {
+        assert_eq!(
+            run_as(&env, password, &["snapshots"]).status.code(),
+            Some(12)
+        );
+    }
+    // ...not even with their old key files copied back in.
+    for (name, bytes) in &old_keys {
+        env.put_object(ObjectKind::Key, name, bytes);
+    }
+    let out = run_as(&env, "other password", &["snapshots"]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+    let out = run_as(&env, "write only", &["backup", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+
+    // This password still reads everything; no pack changed.
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_all_restore(&env, &src, &expected, "a");
+    for (name, bytes) in &packs {
+        assert_eq!(
+            &env.read_object(ObjectKind::Pack, name),
+            bytes,
+            "pack {name}"
+        );
+    }
+
+    // Backups go on; a second rotation keeps everything readable.
+    let (id, files) = backup_round(&env, &src, 3);
+    expected.insert(id, files);
+    let out = env.run(&["key", "rotate", "--kdf-memory", "1", "--kdf-time", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("epoch 2"));
+    let (id, files) = backup_round(&env, &src, 4);
+    expected.insert(id, files);
+    // Prune knows the re-wrapped sessions: it keeps every pack in use.
+    env.ok(&["prune"]);
+    assert_all_restore(&env, &src, &expected, "b");
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The old key file alone, as someone who kept a copy and its password
+    // would use it: it opens nothing stored now.
+    for name in env.objects(ObjectKind::Key) {
+        env.remove_object(ObjectKind::Key, &name);
+    }
+    for (name, bytes) in &old_keys {
+        env.put_object(ObjectKind::Key, name, bytes);
+    }
+    let target = env.path("stolen");
+    let first = expected.keys().next().unwrap().clone();
+    let out = env.run(&["restore", &first, "--target", target.to_str().unwrap()]);
+    assert!(!out.status.success(), "the old key still restores");
+    assert!(!target.exists() || crate::util::walk_files(&target).is_empty());
+}
+
+#[test]
+fn rotations_killed_at_many_points_lose_nothing() {
+    let env = Env::new();
+    env.init();
+    add_key(&env, "other password", &[]);
+    let src = env.path("src");
+    let mut expected = BTreeMap::new();
+    for round in 0..6 {
+        let (id, files) = backup_round(&env, &src, round);
+        expected.insert(id, files);
+    }
+    let other_key: BTreeMap<String, Vec<u8>> = key_files(&env);
+
+    let rotate = ["key", "rotate", "--kdf-memory", "1", "--kdf-time", "1"];
+    let started = Instant::now();
+    env.ok(&rotate);
+    let full = started.elapsed().max(Duration::from_millis(20));
+
+    const KILLS: u64 = 30;
+    let mut killed_midway = 0;
+    for round in 0..KILLS {
+        let mut child = env
+            .process()
+            .args(rotate)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(round as f64 / KILLS as f64 * 1.2));
+        let _ = child.kill();
+        if !child.wait().unwrap().success() {
+            killed_midway += 1;
+        }
+        // The password opens it and every snapshot is there and readable.
+        let listed = env.snapshots();
+        assert_eq!(listed.len(), expected.len(), "round {round}");
+        let out = env.run(&["check"]);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+    }
+    assert!(
+        killed_midway >= KILLS / 3,
+        "only {killed_midway} kills landed mid-run"
+    );
+
+    // Finished once more, it leaves a repository backups write to and
+    // every snapshot restores from.
+    env.ok(&rotate);
+    let (id, files) = backup_round(&env, &src, 7);
+    expected.insert(id, files);
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_all_restore(&env, &src, &expected, "r");
+    // And the old keys stay revoked.
+    for (name, bytes) in &other_key {
+        env.put_object(ObjectKind::Key, name, bytes);
+    }
+    let out = run_as(&env, "other password", &["snapshots"]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+}
