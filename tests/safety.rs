@@ -435,3 +435,54 @@ fn check_prune_and_repair_walk_a_tree_thousands_of_levels_deep() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
     }
 }
+
+/// `node`, as one name of the multiply-linked inode `inode`.
+fn linked(mut node: Node, inode: u64) -> Node {
+    node.links = 2;
+    node.inode = inode;
+    node.device = 7;
+    node
+}
+
+#[test]
+fn hard_links_are_made_only_inside_the_target_and_only_to_restored_content() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    env.init();
+    fs::create_dir(env.path("outside")).unwrap();
+    fs::write(env.path("outside-kept"), b"not yours").unwrap();
+    store_crafted_snapshot(&env, |w| {
+        let sub = Tree {
+            nodes: vec![linked(file_node(w, b"b", b"one"), 77)],
+        };
+        let sub = w.add_blob(BlobType::Tree, sub.encode()).unwrap();
+        // `c` names a blob that is not stored: it fails, and `e`, the
+        // next name of its inode, is written whole, not linked to it.
+        let mut missing = linked(file_node(w, b"c", b"x"), 88);
+        if let NodeKind::File { content, .. } = &mut missing.kind {
+            content[0] = cairn_core::BlobId(cairn_core::Id([9; 32]));
+        }
+        vec![
+            // The first name of inode 99 is refused: `f` is written whole.
+            linked(file_node(w, b"..", b"pwned"), 99),
+            linked(file_node(w, b"a", b"one"), 77),
+            missing,
+            node(b"d", NodeKind::Directory { subtree: sub }),
+            linked(file_node(w, b"e", b"two"), 88),
+            linked(file_node(w, b"f", b"three"), 99),
+        ]
+    });
+    let target = env.path("t");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let inode = |path: &Path| fs::metadata(path).unwrap().ino();
+    assert_eq!(inode(&target.join("a")), inode(&target.join("d/b")));
+    assert_eq!(fs::read(target.join("d/b")).unwrap(), b"one");
+    assert_eq!(fs::read(target.join("e")).unwrap(), b"two");
+    assert_eq!(fs::metadata(target.join("e")).unwrap().nlink(), 1);
+    assert_eq!(fs::read(target.join("f")).unwrap(), b"three");
+    assert_eq!(fs::metadata(target.join("f")).unwrap().nlink(), 1);
+    assert_eq!(fs::read(env.path("outside-kept")).unwrap(), b"not yours");
+    assert_eq!(fs::metadata(env.path("outside-kept")).unwrap().nlink(), 1);
+    assert_nothing_escaped(&env);
+}

@@ -388,6 +388,32 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_larger_than_its_declared_length_is_stopped_there() {
+        // 16 MiB of zeros compress to a few hundred bytes: an index entry
+        // that declares 4 KiB must not let them out, nor the memory for them.
+        let sealer = Sealer::new(&SecretKey::random());
+        let key = IdKey([3; 32]);
+        let bomb = vec![0u8; 16 << 20];
+        let id = key.blob_id(0, &bomb);
+        let sealed = Encoder::new(3).seal(id, BlobType::Data, &bomb, &sealer);
+        assert!(sealed.bytes.len() < 4096, "{} bytes", sealed.bytes.len());
+        let opened = open(
+            &id,
+            BlobType::Data,
+            sealed.compression,
+            4096,
+            sealed.bytes.clone(),
+            &sealer,
+            &key,
+        );
+        assert!(
+            matches!(opened, Err(BlobError::Decompression(_))),
+            "{opened:?}"
+        );
+        assert!(decompress(&frame(&bomb), 4096).is_err());
+    }
+
+    #[test]
     fn small_blobs_compress_one_level_higher() {
         assert_eq!(small_blob_level(0), 0);
         assert_eq!(small_blob_level(4), 5);

@@ -79,9 +79,13 @@ impl Restorer<'_, '_> {
             if let Some(first) = self.hardlinks.get(&key).cloned() {
                 return self.restore_hard_link(&node, &first, on_disk, &in_restore);
             }
-            // Its first name, written here so the others can link to it.
-            self.hardlinks.insert(key, on_disk.clone());
+            // Its first name, written here so the others can link to it:
+            // once it holds the snapshot's content. If it failed, or a file
+            // kept in its place differs, the next name is written whole.
             let file = self.files.restore_file(&node, on_disk, &in_restore)?;
+            if file.holds_content {
+                self.hardlinks.insert(key, on_disk.clone());
+            }
             self.count_file(&file);
             return Ok(());
         }

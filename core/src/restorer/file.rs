@@ -32,6 +32,10 @@ pub(super) struct RestoredFile {
     pub(super) verified: bool,
     /// Whether it was written, rather than left as it was.
     pub(super) written: bool,
+    /// Whether the path now holds the snapshot's content: written, or
+    /// left because it already did. Only such a file may be linked to as
+    /// the first name of a hard-linked inode.
+    pub(super) holds_content: bool,
 }
 
 /// Blobs of one file fetched and opened at once, in parallel.
@@ -93,6 +97,7 @@ impl FileRestorer<'_> {
             bytes: 0,
             verified: false,
             written: false,
+            holds_content: action == Action::Skip(Reason::Unchanged),
         };
         match action {
             Action::Skip(reason) => {
@@ -105,6 +110,7 @@ impl FileRestorer<'_> {
                 return Ok(RestoredFile {
                     bytes: *size,
                     written: true,
+                    holds_content: true,
                     ..skipped
                 })
             }
@@ -119,6 +125,7 @@ impl FileRestorer<'_> {
             bytes: *size,
             verified: self.verify,
             written: true,
+            holds_content: true,
         })
     }
 
