@@ -60,6 +60,12 @@ pub fn is_local() -> bool {
     test_backend() == TestBackend::Local
 }
 
+/// Whether the suite runs on the memory backend (whose image can crash a
+/// process at a chosen change: `CAIRN_MEMORY_CRASH_AFTER`).
+pub fn is_memory() -> bool {
+    test_backend() == TestBackend::Memory
+}
+
 /// For a test (or the part of one) about the local directory backend
 /// itself: true, after saying so on standard error, when the suite runs
 /// against another backend and the test must skip it.

@@ -158,6 +158,8 @@ fn a_write_only_key_is_refused_every_read_and_every_deletion() {
         vec!["repair", "snapshots"],
         vec!["key", "remove", "0000"],
         vec!["key", "add"],
+        vec!["key", "rotate"],
+        vec!["unlock", "--remove-all"],
     ];
     for args in refused {
         let out = env
@@ -191,18 +193,67 @@ fn the_record_of_a_write_only_key_is_safe_to_delete() {
     fs::write(src.join("f"), b"content").unwrap();
     add_write_only(&env);
     backup_as(&env, WRITE_ONLY, &src);
-    // A fresh cache: no parent, every file read again, nothing lost.
-    fs::remove_dir_all(env.path("cache")).ok();
-    let out = env
-        .cairn()
-        .env("CAIRN_PASSWORD", WRITE_ONLY)
-        .env("CAIRN_CACHE_DIR", env.path("fresh-cache"))
-        .args(["backup", "--json", src.to_str().unwrap()])
-        .output()
-        .unwrap();
+    assert_eq!(snapshot_ids(&env, WRITE_ONLY).len(), 1);
+    // The cache deleted: no parent, every file read again, nothing lost.
+    fs::remove_dir_all(&env.cache).unwrap();
+    let summary = backup_as(&env, WRITE_ONLY, &src);
+    assert_eq!(summary["files_new"], 1, "{summary}");
+    assert_eq!(snapshot_ids(&env, WRITE_ONLY).len(), 1);
+    assert_eq!(snapshot_ids(&env, "correct horse").len(), 2);
+    // From there it compares against what it recorded again.
+    let summary = backup_as(&env, WRITE_ONLY, &src);
+    assert_eq!(summary["files_unmodified"], 1, "{summary}");
+}
+
+#[test]
+fn a_write_only_key_made_after_a_rotation_deduplicates_and_names_its_parent() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), noise(1_000_000, 5)).unwrap();
+    env.backup(&[&src], &[]);
+    env.ok(&["key", "rotate", "--kdf-memory", "1", "--kdf-time", "1"]);
+    add_write_only(&env);
+    // The content stored before the rotation is found, not stored again,
+    // and no session looks missing.
+    let out = run_as(
+        &env,
+        WRITE_ONLY,
+        &["backup", "--json", src.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("missing"), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(
+        summary["bytes_added"].as_u64().unwrap() < 20_000,
+        "{summary}"
+    );
+    // --parent names one of its own snapshots.
+    let own = snapshot_ids(&env, WRITE_ONLY);
+    let out = run_as(
+        &env,
+        WRITE_ONLY,
+        &[
+            "backup",
+            "--json",
+            "--parent",
+            &own[0][..8],
+            src.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["files_new"], 1, "{summary}");
-    assert_eq!(snapshot_ids(&env, "correct horse").len(), 2);
+    assert_eq!(summary["files_unmodified"], 1, "{summary}");
+    // A snapshot it did not write cannot be its parent.
+    let all = snapshot_ids(&env, "correct horse");
+    let theirs = all.iter().find(|id| !own.contains(id)).unwrap();
+    let out = run_as(
+        &env,
+        WRITE_ONLY,
+        &["backup", "--parent", theirs, src.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
 }

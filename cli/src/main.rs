@@ -563,6 +563,11 @@ fn repair_index(cli: &Cli) -> Result<u8> {
 
 fn unlock(cli: &Cli, args: &UnlockArgs) -> Result<u8> {
     let repository = open_repository(cli)?;
+    if args.remove_all {
+        // Removing the locks of running processes lets a write-only host
+        // break into a forget, prune or rotation.
+        repository.require_full_key("remove the locks of running processes")?;
+    }
     let removed = repository.remove_locks(args.remove_all)?;
     report_notices(cli, &repository);
     output::line(cli, &format!("removed {removed} locks"))?;

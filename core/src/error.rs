@@ -38,11 +38,13 @@ pub enum Error {
     },
     /// A key rotation was started and not finished: nothing may be written.
     #[error(
-        "epochs/: a key rotation to epoch {epoch} was started and not finished; nothing is written until `cairn key rotate` is run again to completion"
+        "epochs/: a key rotation to epoch {epoch} was started and not finished ({reason}); nothing is written until `cairn key rotate` is run again to completion"
     )]
     RotationUnfinished {
         /// The epoch the rotation was going to.
         epoch: u32,
+        /// What shows it.
+        reason: String,
     },
     /// A write-only key was asked to read or delete.
     #[error("refused: the key in use is write-only, and cannot {action}; use a full key")]

@@ -480,7 +480,7 @@ mod tests {
             (
                 "symlink_then_directory",
                 Tree {
-                    nodes: vec![link(b"s", b"../../outside"), named(b"s", &sub)],
+                    nodes: vec![link(b"s", b"../outside"), named(b"s", &sub)],
                 }
                 .encode(),
             ),

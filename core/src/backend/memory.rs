@@ -95,9 +95,33 @@ impl MemoryBackend {
         refresh(image, &mut state)?;
         let result = op(&mut state.objects)?;
         state.loaded = Some(save(image, &state.objects)?);
+        crash_point();
         Ok(result)
     }
 }
+
+/// With `CAIRN_MEMORY_CRASH_AFTER=N`, ends the process abruptly right after
+/// its Nth change to an image is saved, as a crash would at that instant:
+/// no destructor runs, nothing is cleaned up. The crash tests step N over
+/// every change a command makes.
+fn crash_point() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CHANGES: AtomicU64 = AtomicU64::new(0);
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let limit = LIMIT.get_or_init(|| {
+        std::env::var("CAIRN_MEMORY_CRASH_AFTER")
+            .ok()
+            .and_then(|n| n.parse().ok())
+    });
+    if let Some(limit) = limit {
+        if CHANGES.fetch_add(1, Ordering::SeqCst) + 1 >= *limit {
+            std::process::exit(CRASH_EXIT_CODE);
+        }
+    }
+}
+
+/// The exit code of a process ended by `CAIRN_MEMORY_CRASH_AFTER`.
+pub const CRASH_EXIT_CODE: i32 = 86;
 
 /// The image's lock file, locked with `operation` until dropped.
 fn lock_image(image: &Path, operation: libc::c_int) -> io::Result<File> {

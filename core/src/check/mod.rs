@@ -188,6 +188,9 @@ pub fn check(repository: &Repository, options: &CheckOptions) -> Result<CheckRep
             format!("a temporary file left by a writer that stopped, {age} s old"),
         );
     }
+    for (object, message) in crate::keys::rotation_leftovers(repository)? {
+        warnings.add(object, message);
+    }
     if let Some(subset) = options.read_data {
         read_data(
             repository,

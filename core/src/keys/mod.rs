@@ -7,6 +7,7 @@
 
 mod rotate;
 
+pub(crate) use rotate::rotation_leftovers;
 pub use rotate::{rotate, Rotated};
 
 use crate::backend::{object_name, ObjectKind};

@@ -33,8 +33,9 @@ pub struct Rotated {
     /// The key files deleted: every one of an earlier epoch. Their
     /// passwords no longer open the repository.
     pub removed_keys: Vec<KeyInfo>,
-    /// Sessions that could not be opened (damaged), left as they were:
-    /// what they sealed was already unreadable.
+    /// Sessions that could not be opened (damaged, or sealed under another
+    /// repository's key), left as they were: what they sealed was already
+    /// unreadable.
     pub unreadable: Vec<Error>,
 }
 
@@ -72,13 +73,21 @@ pub fn rotate(
     candidates.dedup();
     let mut mapping = Vec::with_capacity(candidates.len());
     let mut unreadable = Vec::new();
+    let mut kept = HashSet::new();
     for id in candidates {
         let opened = match repository.open_session(id) {
             Ok(opened) => opened,
-            Err(e) => {
+            // Damaged, or not this repository's: already unreadable, and
+            // left exactly as it is, with whatever object holds it now.
+            Err(e @ (Error::Unauthenticated { .. } | Error::Corrupted { .. })) => {
+                kept.extend(repository.rewrapped_object(id));
+                kept.insert(id.0);
                 unreadable.push(e);
                 continue;
             }
+            // Anything else (storage failing) stops the rotation before it
+            // changes anything: nothing of it is referenced yet.
+            Err(e) => return Err(e),
         };
         let bytes = session::rewrap(id, epoch, &opened.data_key, &public);
         let object = Id::of_bytes(&bytes);
@@ -96,8 +105,29 @@ pub fn rotate(
         sessions: mapping,
     };
     let bytes = epoch::seal(epoch, &private, &record);
+    if bytes.len() as u64 > epoch::MAX_EPOCH_RECORD_LEN {
+        return Err(Error::OutOfRange {
+            setting: "sessions to re-wrap",
+            value: record.sessions.len().to_string(),
+            allowed: "at most about 1.3 million (an epoch record of 80 MiB)",
+        });
+    }
     let record_id = Id::of_bytes(&bytes);
     put(repository, ObjectKind::Epoch, &record_id.to_hex(), &bytes)?;
+    // A session started since the listing (if the lock was taken away)
+    // would be wrapped to the old key and missing from the record: stop
+    // here, where writers already refuse, so that a new run includes it.
+    lock.ensure_held()?;
+    let before: HashSet<Id> = listed.iter().map(|(id, _)| *id).collect();
+    if let Some((id, _)) = listed_sessions(repository)?
+        .into_iter()
+        .find(|(id, len)| *len == SESSION_LEN as u64 && !before.contains(id))
+    {
+        return Err(Error::RotationUnfinished {
+            epoch,
+            reason: format!("session {} was stored while it ran", id.to_hex()),
+        });
+    }
 
     // 3. A key file of the new epoch for this password.
     let keys_before = list(repository)?;
@@ -139,7 +169,7 @@ pub fn rotate(
     for (id, len) in &listed {
         let superseded = match *len {
             len if len == SESSION_LEN as u64 => mapped.contains(&SessionId(*id)),
-            len if len == REWRAPPED_LEN as u64 => !current.contains(id),
+            len if len == REWRAPPED_LEN as u64 => !current.contains(id) && !kept.contains(id),
             _ => false,
         };
         if superseded {
@@ -161,6 +191,59 @@ pub fn rotate(
         removed_keys,
         unreadable,
     })
+}
+
+/// What a rotation that did not finish left, by object, with why it
+/// matters: objects an old private key could still read, or a record that
+/// makes writers refuse. `check` warns about each; running `key rotate`
+/// again removes them.
+pub(crate) fn rotation_leftovers(repository: &Repository) -> Result<Vec<(String, String)>> {
+    let mut found = Vec::new();
+    let epoch = repository.key_header().epoch;
+    let again = "run `cairn key rotate` again to finish it";
+    for name in repository
+        .backend()
+        .list(ObjectKind::Epoch)
+        .map_err(|e| Error::storage(ObjectKind::Epoch, "", e))?
+    {
+        let object = object_name(ObjectKind::Epoch, &name);
+        let Ok(Ok(header)) = epoch::read_header_of(repository.backend(), &name) else {
+            continue;
+        };
+        if header.epoch > epoch {
+            found.push((object, format!("a key rotation to epoch {} was started and not finished: nothing is written until it is; {again}", header.epoch)));
+        } else if Some(name.as_str()) != repository.epoch_record().map(|r| r.to_hex()).as_deref() {
+            found.push((object, format!("an epoch record a rotation superseded: the old key pair can still read it; {again}")));
+        }
+    }
+    for key in list(repository)? {
+        if key.header.is_some_and(|h| h.epoch < epoch) {
+            found.push((
+                object_name(ObjectKind::Key, &key.id),
+                format!("a key file a rotation revoked: it holds the old key pair; {again}"),
+            ));
+        }
+    }
+    if epoch == 0 {
+        return Ok(found);
+    }
+    let current: HashSet<Id> = repository
+        .rewrapped_sessions()
+        .filter_map(|id| repository.rewrapped_object(id))
+        .collect();
+    let mapped: HashSet<SessionId> = repository.rewrapped_sessions().collect();
+    for (id, len) in listed_sessions(repository)? {
+        let object = object_name(ObjectKind::Session, &id.to_hex());
+        if len == SESSION_LEN as u64 && mapped.contains(&SessionId(id)) {
+            found.push((object, format!("the old wrapping of a re-wrapped session: the old key pair can still open it; {again}")));
+        } else if len == REWRAPPED_LEN as u64 && !current.contains(&id) {
+            found.push((
+                object,
+                format!("a re-wrapped session no epoch record of this key names; {again}"),
+            ));
+        }
+    }
+    Ok(found)
 }
 
 /// Every object in `sessions/` named like one, with its size.

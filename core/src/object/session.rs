@@ -222,6 +222,15 @@ pub fn rewrapped_header(bytes: &[u8]) -> Result<(SessionId, u32), SessionError> 
     if bytes.len() != REWRAPPED_LEN {
         return Err(SessionError::Malformed("wrong length"));
     }
+    rewrapped_header_prefix(bytes)
+}
+
+/// [`rewrapped_header`] from the object's first
+/// [`REWRAPPED_HEADER_LEN`] bytes or more, whatever its length.
+pub fn rewrapped_header_prefix(bytes: &[u8]) -> Result<(SessionId, u32), SessionError> {
+    if bytes.len() < REWRAPPED_HEADER_LEN {
+        return Err(SessionError::Malformed("too short"));
+    }
     if &bytes[..4] != SESSION_MAGIC {
         return Err(SessionError::Malformed("bad magic"));
     }

@@ -449,6 +449,28 @@ impl Repository {
                 stored.insert(*original);
             }
         }
+        // A write-only key cannot read the epoch record: after a rotation
+        // it learns which sessions the re-wrapped objects stand for from
+        // their clear headers (one small read each).
+        if self.keys.private.is_none() {
+            for object in &listed {
+                let header = self.backend.get_range(
+                    ObjectKind::Session,
+                    &object.to_hex(),
+                    0,
+                    crate::object::session::REWRAPPED_HEADER_LEN as u64,
+                );
+                if let Ok((original, _)) = header
+                    .as_deref()
+                    .map(crate::object::session::rewrapped_header_prefix)
+                    .unwrap_or(Err(crate::object::session::SessionError::Malformed(
+                        "unread",
+                    )))
+                {
+                    stored.insert(original);
+                }
+            }
+        }
         Ok(stored)
     }
 
@@ -468,6 +490,10 @@ impl Repository {
                 if header.epoch > self.key_header.epoch {
                     return Err(Error::RotationUnfinished {
                         epoch: header.epoch,
+                        reason: format!(
+                            "its record is stored, and this key is of epoch {}",
+                            self.key_header.epoch
+                        ),
                     });
                 }
             }
@@ -478,6 +504,12 @@ impl Repository {
     /// The sessions of earlier epochs the key's epoch record maps.
     pub(crate) fn rewrapped_sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
         self.epoch.sessions.keys().copied()
+    }
+
+    /// The re-wrapped object that holds session `id`'s data key, if the
+    /// key's epoch record maps it.
+    pub(crate) fn rewrapped_object(&self, id: SessionId) -> Option<Id> {
+        self.epoch.sessions.get(&id).copied()
     }
 
     /// The key's epoch record, if it has one (epoch 1 or more).

@@ -67,6 +67,20 @@ impl Repository {
 
     fn read_snapshot(&self, name: &str) -> Result<Snapshot> {
         let object = object_name(ObjectKind::Snapshot, name);
+        if self.keys.private.is_none() {
+            // A write-only key reads only what it recorded writing.
+            let own = match &self.written {
+                Some(written) => written.snapshots()?,
+                None => Vec::new(),
+            };
+            return own
+                .into_iter()
+                .find(|(id, _)| id.to_string() == name)
+                .map(|(_, snapshot)| snapshot)
+                .ok_or(Error::WriteOnly {
+                    action: "read snapshots it did not write from this host",
+                });
+        }
         let bytes = self.get_verified(ObjectKind::Snapshot, name, MAX_SNAPSHOT_LEN)?;
         let session = Snapshot::session_of(&bytes).map_err(|e| Error::corrupted(&object, e))?;
         // Named as the snapshot's failure, so that a listing says which

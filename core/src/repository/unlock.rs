@@ -82,11 +82,19 @@ impl Repository {
         // Clear headers first, so that the newest keys are tried first and
         // an older one is known to be superseded.
         let mut candidates = Vec::new();
+        let mut newest = None;
         for name in names {
             let object = object_name(ObjectKind::Key, &name);
             match read_key_file(backend, &name)? {
                 Some(Ok(bytes)) => match key_file::read_header(&bytes) {
-                    Ok(header) => candidates.push((header.epoch, name)),
+                    Ok(header) => {
+                        // Only an intact key file says which epoch is the
+                        // newest: one flipped bit must not revoke the rest.
+                        if Id::of_bytes(&bytes).to_hex() == name {
+                            newest = newest.max(Some(header.epoch));
+                        }
+                        candidates.push((header.epoch, name));
+                    }
                     Err(e) => {
                         damaged.get_or_insert_with(|| Error::corrupted(&object, e));
                     }
@@ -97,7 +105,6 @@ impl Repository {
                 None => {}
             }
         }
-        let newest = candidates.iter().map(|(epoch, _)| *epoch).max();
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         for (_, name) in candidates {
             let object = object_name(ObjectKind::Key, &name);
@@ -183,6 +190,9 @@ impl Repository {
             if intact == KEY_CHECK_SESSIONS {
                 return Ok(KeyCheck::Unknown);
             }
+            if backend.size(ObjectKind::Session, name).ok() != Some(SESSION_LEN as u64) {
+                continue;
+            }
             let Ok(bytes) = backend.get(ObjectKind::Session, name) else {
                 continue;
             };
@@ -214,10 +224,16 @@ impl Repository {
             .filter(|n| parse_name(n).is_some())
             .take(KEY_CHECK_SESSIONS)
         {
+            if backend
+                .size(ObjectKind::Index, name)
+                .map_or(true, |size| size > MAX_SEGMENT_LEN)
+            {
+                continue;
+            }
             let Ok(bytes) = backend.get(ObjectKind::Index, name) else {
                 continue;
             };
-            if bytes.len() as u64 > MAX_SEGMENT_LEN || Id::of_bytes(&bytes).to_hex() != *name {
+            if Id::of_bytes(&bytes).to_hex() != *name {
                 continue;
             }
             match sealed::open(SealedKind::IndexSegment, &sealer, &bytes) {

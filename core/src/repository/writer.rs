@@ -323,7 +323,11 @@ impl BlobWriter<'_> {
         };
         for (id, plaintext) in ids.iter().zip(blobs) {
             if let (BlobType::Tree, Some(written)) = (blob_type, &repository.written) {
-                written.stage_tree(*id, &plaintext)?;
+                if let Err(e) = written.stage_tree(*id, &plaintext) {
+                    repository.notices_lock().push(format!(
+                        "{e}: the backup goes on, but this key will not show it or compare against it"
+                    ));
+                }
             }
             if self.is_known(id)? {
                 continue;

@@ -36,6 +36,9 @@ pub(crate) struct Written {
     path: PathBuf,
     /// Trees of the backup in progress not yet in the file.
     staged: Mutex<Vec<(BlobId, Vec<u8>)>>,
+    /// Set when staging failed: the run's backup is then not recorded
+    /// (its parent would lack trees), and goes on without the record.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl Written {
@@ -57,6 +60,7 @@ impl Written {
             db,
             path: path.to_path_buf(),
             staged: Mutex::new(Vec::new()),
+            failed: std::sync::atomic::AtomicBool::new(false),
         };
         written.guarded(|db| {
             let txn = db.begin_write()?;
@@ -112,7 +116,25 @@ impl Written {
     }
 
     /// Records a tree the backup in progress stored (or found stored).
+    /// A failure is reported once, and the record then ignored for the
+    /// rest of the run.
     pub(crate) fn stage_tree(&self, id: BlobId, plaintext: &[u8]) -> Result<()> {
+        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let staged = self.stage(id, plaintext);
+        if staged.is_err() {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.staged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        staged
+    }
+
+    fn stage(&self, id: BlobId, plaintext: &[u8]) -> Result<()> {
         let full = {
             let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
             staged.push((id, plaintext.to_vec()));
@@ -148,15 +170,35 @@ impl Written {
 
     /// Records `snapshot`, just stored, as the latest of its host and
     /// paths, then deletes the trees no latest snapshot reaches.
+    /// A snapshot older (by its time) than the latest recorded for its
+    /// host and paths is recorded, and the latest kept: a backup takes the
+    /// newest as its parent, whose trees must be there.
     pub(crate) fn commit(&self, id: SnapshotId, snapshot: &Snapshot) -> Result<()> {
+        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::LocalCache {
+                path: self.path.clone(),
+                reason: "its trees could not be recorded during the backup".into(),
+            });
+        }
         self.flush_staged()?;
         let source_set = source_set(snapshot);
         let encoded = snapshot.encode();
         self.guarded(|db| {
             let txn = db.begin_write()?;
-            txn.open_table(SNAPSHOTS)?
-                .insert(id.0 .0, encoded.as_slice())?;
-            txn.open_table(LATEST)?.insert(source_set, id.0 .0)?;
+            {
+                let mut snapshots = txn.open_table(SNAPSHOTS)?;
+                let mut latest = txn.open_table(LATEST)?;
+                let current = match latest.get(source_set)? {
+                    Some(current) => snapshots
+                        .get(current.value())?
+                        .and_then(|bytes| Snapshot::decode(bytes.value()).ok()),
+                    None => None,
+                };
+                snapshots.insert(id.0 .0, encoded.as_slice())?;
+                if current.is_none_or(|current| current.time_ns <= snapshot.time_ns) {
+                    latest.insert(source_set, id.0 .0)?;
+                }
+            }
             txn.commit()?;
             Ok(())
         })?;
