@@ -414,13 +414,26 @@ fn a_remote_location_is_refused_clearly_and_local_prefix_works() {
     let env = Env::new();
     let out = env
         .cairn()
-        .env("CAIRN_REPO", "s3:https://example.invalid/bucket")
+        .env("CAIRN_REPO", "sftp:backup@example.invalid:/srv/repo")
         .arg("snapshots")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         one_line_error(&out).contains("not supported yet"),
+        "{}",
+        stderr(&out)
+    );
+    // An s3: location that names no bucket says what it should look like.
+    let out = env
+        .cairn()
+        .env("CAIRN_REPO", "s3:example.com/bucket")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        one_line_error(&out).contains("s3:https://HOST"),
         "{}",
         stderr(&out)
     );

@@ -46,6 +46,14 @@ pub enum Error {
         /// What shows it.
         reason: String,
     },
+    /// A location that does not say where a repository is.
+    #[error("{location}: not a repository location; expected {expected}")]
+    BadLocation {
+        /// The location given.
+        location: String,
+        /// What was expected.
+        expected: &'static str,
+    },
     /// A write-only key was asked to read or delete.
     #[error("refused: the key in use is write-only, and cannot {action}; use a full key")]
     WriteOnly {

@@ -9,9 +9,11 @@ use std::io::{self, Write};
 
 mod local;
 mod memory;
+mod s3;
 
 pub use local::{remove_temporary_files, LocalBackend};
 pub use memory::MemoryBackend;
+pub use s3::{S3Backend, S3Location};
 
 /// The folders of a repository and what they hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,15 +106,28 @@ impl crate::Error {
 }
 
 /// Schemes of remote stores that cairn users may expect (restic's names),
-/// none of which version 1 can reach yet.
-const REMOTE_SCHEMES: [&str; 7] = ["s3", "sftp", "rest", "b2", "azure", "gs", "rclone"];
+/// that cairn cannot reach yet.
+const REMOTE_SCHEMES: [&str; 6] = ["sftp", "rest", "b2", "azure", "gs", "rclone"];
 
 /// Opens the backend that `location` names: `local:PATH`, or a plain path,
-/// is a directory. A remote scheme (`s3:…`) is refused with
-/// [`crate::Error::UnsupportedLocation`]: no backend for it exists yet.
+/// is a directory; `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]` a bucket. Any
+/// other remote scheme is refused with
+/// [`crate::Error::UnsupportedLocation`].
 pub fn open(location: &str) -> crate::Result<Box<dyn Backend>> {
     if let Some(path) = location.strip_prefix("local:") {
         return Ok(Box::new(LocalBackend::new(path)));
+    }
+    if let Some(rest) = location.strip_prefix("s3:") {
+        let parsed = S3Location::parse(rest).ok_or_else(|| crate::Error::BadLocation {
+            location: location.to_string(),
+            expected: "s3:https://HOST[:PORT]/BUCKET[/PREFIX] (or s3:http://… for a store without TLS)",
+        })?;
+        return S3Backend::new(location, &parsed)
+            .map(|backend| Box::new(backend) as Box<dyn Backend>)
+            .map_err(|error| crate::Error::Storage {
+                object: location.to_string(),
+                error,
+            });
     }
     if let Some(image) = location.strip_prefix("memory:") {
         return open_memory_image(location, image);

@@ -1,0 +1,374 @@
+//! S3-compatible object storage (SPEC.md §1), through Apache OpenDAL.
+//!
+//! OpenDAL brings what a store needs and cairn should not write by hand:
+//! AWS SigV4 signing with the usual credential sources (environment,
+//! profiles and the shared credentials file), retries with backoff on
+//! transient errors, multipart uploads, paginated listings and range
+//! reads. Its blocking operator runs on a small runtime of cairn's own, so
+//! the rest of cairn stays synchronous; the packer's threads upload
+//! concurrently.
+//!
+//! Objects are laid out exactly as in a directory (`config`,
+//! `keys/<id>`, `data/<xx>/<id>`, …) under the location's prefix.
+
+use std::io::{self, Read, Seek, Write};
+use std::time::Duration;
+
+use opendal::blocking;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::options::{ListOptions, WriteOptions};
+use opendal::{services, ErrorKind, Operator};
+
+use super::{object_name, Backend, ObjectKind, ObjectWriter};
+
+/// Parts of an upload sent at once: a pack is sent in parts of this size
+/// from its spilled file, so memory per connection stays bounded.
+const PART_BYTES: usize = 8 << 20;
+
+/// Where an S3 repository lives: `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Location {
+    /// `http://host:port` or `https://host:port`.
+    pub endpoint: String,
+    /// The bucket.
+    pub bucket: String,
+    /// Folder inside the bucket, without leading or trailing `/`; may be
+    /// empty.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses what follows `s3:`. `None` if it is not a URL with a host and
+    /// a bucket.
+    pub fn parse(rest: &str) -> Option<S3Location> {
+        let (scheme, after) = rest.split_once("://")?;
+        if scheme != "http" && scheme != "https" {
+            return None;
+        }
+        let (host, path) = after.split_once('/')?;
+        if host.is_empty() {
+            return None;
+        }
+        let path = path.trim_matches('/');
+        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+        if bucket.is_empty() {
+            return None;
+        }
+        Some(S3Location {
+            endpoint: format!("{scheme}://{host}"),
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        })
+    }
+}
+
+/// A repository in an S3 bucket.
+pub struct S3Backend {
+    location: String,
+    operator: blocking::Operator,
+    /// Kept for the operator's lifetime: its calls run on it.
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl S3Backend {
+    /// Connects (lazily: nothing is sent yet) to the bucket `parsed` names.
+    /// Credentials and region come from the environment and the AWS
+    /// configuration files, as the AWS tools read them; the region
+    /// defaults to `us-east-1`, which most non-AWS stores ignore.
+    pub fn new(location: &str, parsed: &S3Location) -> io::Result<S3Backend> {
+        // The HTTP client OpenDAL sends requests with (reqwest, rustls);
+        // installing it twice keeps the first.
+        opendal::install_default();
+        let region = std::env::var("AWS_REGION")
+            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|_| "us-east-1".into());
+        let builder = services::S3::default()
+            .endpoint(&parsed.endpoint)
+            .bucket(&parsed.bucket)
+            .root(&format!("/{}", parsed.prefix))
+            .region(&region);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let operator = Operator::new(builder)
+            .map_err(to_io)?
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(5)
+                    .with_jitter()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(10)),
+            )
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(60))
+                    .with_io_timeout(Duration::from_secs(60)),
+            );
+        let operator = {
+            let _entered = runtime.enter();
+            blocking::Operator::new(operator).map_err(to_io)?
+        };
+        Ok(S3Backend {
+            location: location.to_string(),
+            operator,
+            _runtime: runtime,
+        })
+    }
+
+    /// The key of an object: its path in the layout of SPEC.md §1.
+    fn key(kind: ObjectKind, name: &str) -> String {
+        object_name(kind, name)
+    }
+}
+
+/// An OpenDAL error as an I/O error, keeping "not found" recognisable and
+/// saying plainly what refused credentials mean.
+fn to_io(error: opendal::Error) -> io::Error {
+    let kind = match error.kind() {
+        ErrorKind::NotFound => io::ErrorKind::NotFound,
+        ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+        ErrorKind::AlreadyExists | ErrorKind::ConditionNotMatch => io::ErrorKind::AlreadyExists,
+        _ => io::ErrorKind::Other,
+    };
+    let message = match error.kind() {
+        ErrorKind::PermissionDenied => format!(
+            "access denied by the store: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the region ({})",
+            error.message()
+        ),
+        _ => error.to_string(),
+    };
+    io::Error::new(kind, message)
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn get(&self, kind: ObjectKind, name: &str) -> io::Result<Vec<u8>> {
+        let bytes = self.operator.read(&S3Backend::key(kind, name)).map_err(to_io)?;
+        Ok(bytes.to_vec())
+    }
+
+    fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let end = offset.checked_add(len).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "range beyond any object")
+        })?;
+        let bytes = self
+            .operator
+            .read_options(
+                &S3Backend::key(kind, name),
+                opendal::options::ReadOptions {
+                    range: (offset..end).into(),
+                    ..Default::default()
+                },
+            )
+            .map_err(to_io)?;
+        if bytes.len() as u64 != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("range {offset}+{len} beyond the object's end"),
+            ));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    fn size(&self, kind: ObjectKind, name: &str) -> io::Result<u64> {
+        let meta = self.operator.stat(&S3Backend::key(kind, name)).map_err(to_io)?;
+        Ok(meta.content_length())
+    }
+
+    fn put(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let key = S3Backend::key(kind, name);
+        if kind == ObjectKind::Config {
+            // Never replace a repository's config: a conditional put where
+            // the store has one, otherwise a check first (which two inits
+            // at the same instant can both pass).
+            if self.operator.info().capability().write_with_if_not_exists {
+                let written = self.operator.write_options(
+                    &key,
+                    bytes.to_vec(),
+                    WriteOptions {
+                        if_not_exists: true,
+                        ..Default::default()
+                    },
+                );
+                return written.map(|_| ()).map_err(to_io);
+            }
+            if self.operator.exists(&key).map_err(to_io)? {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "config exists"));
+            }
+        }
+        // Other names are hashes of their bytes (or random, for locks):
+        // writing one again stores the same thing.
+        self.operator
+            .write(&key, bytes.to_vec())
+            .map(|_| ())
+            .map_err(to_io)
+    }
+
+    fn create_writer(&self, kind: ObjectKind) -> io::Result<Box<dyn ObjectWriter>> {
+        if kind == ObjectKind::Config {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "config is only ever put whole",
+            ));
+        }
+        Ok(Box::new(S3ObjectWriter {
+            spill: tempfile::tempfile()?,
+            operator: self.operator.clone(),
+            kind,
+        }))
+    }
+
+    fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>> {
+        let prefix = format!("{}/", kind.dir_name());
+        let entries = self
+            .operator
+            .list_options(
+                &prefix,
+                ListOptions {
+                    recursive: true,
+                    ..Default::default()
+                },
+            )
+            .map_err(to_io)?;
+        let mut names: Vec<String> = entries
+            .iter()
+            .filter(|entry| !entry.path().ends_with('/'))
+            .filter_map(|entry| entry.path().rsplit('/').next().map(str::to_string))
+            .filter(|name| !name.is_empty() && !name.starts_with('.'))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()> {
+        let key = S3Backend::key(kind, name);
+        // S3 deletes whatever is there without saying: ask first, so that
+        // deleting a missing object is NotFound, as on a disk.
+        if !self.operator.exists(&key).map_err(to_io)? {
+            return Err(io::Error::new(io::ErrorKind::NotFound, key));
+        }
+        self.operator.delete(&key).map_err(to_io)
+    }
+
+    fn create(&self) -> io::Result<()> {
+        if self.operator.exists("config").map_err(to_io)? {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "config exists"));
+        }
+        let entries = self
+            .operator
+            .list_options(
+                "",
+                ListOptions {
+                    recursive: true,
+                    limit: Some(64),
+                    ..Default::default()
+                },
+            )
+            .map_err(to_io)?;
+        let expected = |path: &str| {
+            ObjectKind::FOLDERS
+                .iter()
+                .any(|kind| path.starts_with(&format!("{}/", kind.dir_name())))
+                || path.is_empty()
+                || path == "/"
+        };
+        if entries.iter().any(|entry| !expected(entry.path())) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                super::StrayEntries,
+            ));
+        }
+        // A bucket has no folders to make: each object's key makes its own.
+        Ok(())
+    }
+}
+
+/// A pack being written: spilled to an unnamed temporary file, then sent
+/// in parts once its name is known.
+struct S3ObjectWriter {
+    spill: std::fs::File,
+    operator: blocking::Operator,
+    kind: ObjectKind,
+}
+
+impl Write for S3ObjectWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.spill.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.spill.flush()
+    }
+}
+
+impl ObjectWriter for S3ObjectWriter {
+    fn finish(mut self: Box<Self>, name: &str) -> io::Result<()> {
+        self.spill.flush()?;
+        self.spill.rewind()?;
+        let key = S3Backend::key(self.kind, name);
+        let mut writer = self
+            .operator
+            .writer_options(
+                &key,
+                WriteOptions {
+                    chunk: Some(PART_BYTES),
+                    ..Default::default()
+                },
+            )
+            .map_err(to_io)?;
+        let mut part = vec![0u8; PART_BYTES];
+        loop {
+            let read = read_full(&mut self.spill, &mut part)?;
+            if read == 0 {
+                break;
+            }
+            writer.write(part[..read].to_vec()).map_err(to_io)?;
+        }
+        // Stored only once the store confirmed the whole object.
+        writer.close().map(|_| ()).map_err(to_io)
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_name_an_endpoint_a_bucket_and_a_prefix() {
+        assert_eq!(
+            S3Location::parse("https://s3.example.com/bucket/some/prefix/"),
+            Some(S3Location {
+                endpoint: "https://s3.example.com".into(),
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into(),
+            })
+        );
+        assert_eq!(
+            S3Location::parse("http://127.0.0.1:3900/b"),
+            Some(S3Location {
+                endpoint: "http://127.0.0.1:3900".into(),
+                bucket: "b".into(),
+                prefix: String::new(),
+            })
+        );
+        for bad in ["s3.example.com/bucket", "ftp://h/b", "https://h", "https://h/", "https:///b"] {
+            assert_eq!(S3Location::parse(bad), None, "{bad}");
+        }
+    }
+}
