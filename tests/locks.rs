@@ -93,7 +93,7 @@ fn an_exclusive_lock_keeps_backups_and_restores_out() {
     env.init();
     one_snapshot(&env);
     let repository = Repository::open(
-        cairn_core::backend::open(&env.location()).unwrap(),
+        crate::util::open_store(&env.location()),
         b"correct horse",
         &env.path("other-cache"),
     )

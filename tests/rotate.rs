@@ -336,7 +336,7 @@ fn a_rotation_crashed_after_any_change_to_storage_loses_nothing() {
         if finished {
             // Every step was crashed at once: the sessions' old wrappings
             // are gone.
-            let store = cairn_core::backend::open(&location).unwrap();
+            let store = crate::util::open_store(&location);
             let left = store.list(ObjectKind::Session).unwrap();
             assert!(
                 old_sessions.iter().all(|s| !left.contains(s)),

@@ -20,7 +20,7 @@ fn node(name: &[u8], kind: NodeKind) -> Node {
 /// hostile or buggy writer could store.
 fn store_crafted_snapshot(env: &Env, build: impl FnOnce(&mut BlobWriter<'_>) -> Vec<Node>) {
     let repo = Repository::open(
-        cairn_core::backend::open(&env.location()).unwrap(),
+        crate::util::open_store(&env.location()),
         b"correct horse",
         &env.cache,
     )

@@ -2,6 +2,7 @@
 //! fresh temporary directory, with every `CAIRN_*` variable of the calling
 //! environment removed.
 
+mod garage;
 mod util;
 
 mod browse;

@@ -5,7 +5,8 @@
 //! through the public [`Backend`] trait: so the suite means the same on any
 //! backend. `CAIRN_TEST_BACKEND` chooses the backend: unset or `local`, a
 //! directory; `memory`, the in-memory backend kept in an image file between
-//! processes. The few tests about the local directory itself check
+//! processes; `garage`, a prefix of a bucket in a real Garage server the
+//! suite starts ([`crate::garage`]). The few tests about the local directory itself check
 //! [`is_local`] and skip themselves on other backends.
 
 use std::io;
@@ -27,6 +28,9 @@ pub enum TestBackend {
     Local,
     /// The in-memory backend with its image file, `memory:<scratch>/memory/repo.img`.
     Memory,
+    /// A prefix of a bucket in a Garage server the suite starts,
+    /// `s3:http://127.0.0.1:PORT/cairn/<scratch name>`.
+    Garage,
 }
 
 impl TestBackend {
@@ -35,6 +39,7 @@ impl TestBackend {
         match self {
             TestBackend::Local => "local",
             TestBackend::Memory => "memory",
+            TestBackend::Garage => "garage",
         }
     }
 }
@@ -46,12 +51,36 @@ pub fn test_backend() -> TestBackend {
         Err(std::env::VarError::NotPresent) => TestBackend::Local,
         Ok(value) if value == "local" => TestBackend::Local,
         Ok(value) if value == "memory" => TestBackend::Memory,
+        Ok(value) if value == "garage" => TestBackend::Garage,
         Ok(value) => panic!(
-            "{BACKEND_VARIABLE}={value:?} names no backend: use `local` (the default) or `memory`"
+            "{BACKEND_VARIABLE}={value:?} names no backend: use `local` (the default), `memory` or `garage`"
         ),
         Err(std::env::VarError::NotUnicode(value)) => {
             panic!("{BACKEND_VARIABLE}={value:?} is not UTF-8: use `local` or `memory`")
         }
+    }
+}
+
+/// Opens the store at `location` as a `cairn` process of the suite would:
+/// with the test server's credentials for an `s3:` location.
+pub fn open_store(location: &str) -> Box<dyn Backend> {
+    if let Some(rest) = location.strip_prefix("s3:") {
+        let parsed = cairn_core::backend::S3Location::parse(rest).expect("an s3 location");
+        let settings = crate::garage::shared().settings();
+        return Box::new(
+            cairn_core::backend::S3Backend::new(location, &parsed, &settings)
+                .unwrap_or_else(|e| panic!("open the store at {location}: {e}")),
+        );
+    }
+    open(location).unwrap_or_else(|e| panic!("open the store at {location}: {e}"))
+}
+
+/// What a `cairn` process needs in its environment to reach the suite's
+/// store: the Garage key, when the suite runs on Garage.
+pub fn store_environment() -> Vec<(&'static str, String)> {
+    match test_backend() {
+        TestBackend::Garage => crate::garage::shared().environment().to_vec(),
+        _ => Vec::new(),
     }
 }
 
@@ -103,6 +132,16 @@ impl Env {
                 std::fs::create_dir(&folder).expect("image folder");
                 format!("memory:{}", folder.join("repo.img").display())
             }
+            TestBackend::Garage => {
+                let garage = crate::garage::shared();
+                let prefix = dir.path().file_name().expect("a scratch name");
+                format!(
+                    "s3:{}/{}/{}",
+                    garage.endpoint,
+                    garage.bucket,
+                    prefix.to_string_lossy().trim_start_matches('.')
+                )
+            }
         };
         let cache = dir.path().join("cache");
         Env {
@@ -138,7 +177,8 @@ impl Env {
         let mut cmd = bare_cairn();
         cmd.env("CAIRN_REPO", &self.location)
             .env("CAIRN_PASSWORD", "correct horse")
-            .env("CAIRN_CACHE_DIR", &self.cache);
+            .env("CAIRN_CACHE_DIR", &self.cache)
+            .envs(store_environment());
         cmd
     }
 
@@ -149,7 +189,8 @@ impl Env {
         without_cairn_env(&mut cmd);
         cmd.env("CAIRN_REPO", self.location())
             .env("CAIRN_PASSWORD", "correct horse")
-            .env("CAIRN_CACHE_DIR", &self.cache);
+            .env("CAIRN_CACHE_DIR", &self.cache)
+            .envs(store_environment());
         cmd
     }
 
@@ -236,7 +277,7 @@ impl Env {
 
     /// The repository's store, opened afresh (as a new process would).
     pub fn store(&self) -> Box<dyn Backend> {
-        open(&self.location).unwrap_or_else(|e| panic!("open the store at {}: {e}", self.location))
+        open_store(&self.location)
     }
 
     /// Names of the repository's objects of `kind`, sorted: for `Config`,

@@ -13,7 +13,7 @@ mod s3;
 
 pub use local::{remove_temporary_files, LocalBackend};
 pub use memory::MemoryBackend;
-pub use s3::{S3Backend, S3Location};
+pub use s3::{S3Backend, S3Location, S3Settings};
 
 /// The folders of a repository and what they hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -120,9 +120,10 @@ pub fn open(location: &str) -> crate::Result<Box<dyn Backend>> {
     if let Some(rest) = location.strip_prefix("s3:") {
         let parsed = S3Location::parse(rest).ok_or_else(|| crate::Error::BadLocation {
             location: location.to_string(),
-            expected: "s3:https://HOST[:PORT]/BUCKET[/PREFIX] (or s3:http://… for a store without TLS)",
+            expected:
+                "s3:https://HOST[:PORT]/BUCKET[/PREFIX] (or s3:http://… for a store without TLS)",
         })?;
-        return S3Backend::new(location, &parsed)
+        return S3Backend::new(location, &parsed, &S3Settings::from_env())
             .map(|backend| Box::new(backend) as Box<dyn Backend>)
             .map_err(|error| crate::Error::Storage {
                 object: location.to_string(),

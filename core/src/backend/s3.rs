@@ -62,6 +62,36 @@ impl S3Location {
     }
 }
 
+/// How to reach a bucket: region and credentials. What is `None` is left
+/// to OpenDAL's loader, which reads `AWS_PROFILE` and the shared
+/// credentials and config files as the AWS tools do.
+#[derive(Clone, Default)]
+pub struct S3Settings {
+    /// The region requests are signed for.
+    pub region: Option<String>,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret access key.
+    pub secret_access_key: Option<String>,
+    /// A session token, with temporary credentials.
+    pub session_token: Option<String>,
+}
+
+impl S3Settings {
+    /// The settings the environment gives: `AWS_REGION` (or
+    /// `AWS_DEFAULT_REGION`), `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`.
+    pub fn from_env() -> S3Settings {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        S3Settings {
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+            access_key_id: var("AWS_ACCESS_KEY_ID"),
+            secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
+            session_token: var("AWS_SESSION_TOKEN"),
+        }
+    }
+}
+
 /// A repository in an S3 bucket.
 pub struct S3Backend {
     location: String,
@@ -75,18 +105,26 @@ impl S3Backend {
     /// Credentials and region come from the environment and the AWS
     /// configuration files, as the AWS tools read them; the region
     /// defaults to `us-east-1`, which most non-AWS stores ignore.
-    pub fn new(location: &str, parsed: &S3Location) -> io::Result<S3Backend> {
+    pub fn new(
+        location: &str,
+        parsed: &S3Location,
+        settings: &S3Settings,
+    ) -> io::Result<S3Backend> {
         // The HTTP client OpenDAL sends requests with (reqwest, rustls);
         // installing it twice keeps the first.
         opendal::install_default();
-        let region = std::env::var("AWS_REGION")
-            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|_| "us-east-1".into());
-        let builder = services::S3::default()
+        let region = settings.region.as_deref().unwrap_or("us-east-1");
+        let mut builder = services::S3::default()
             .endpoint(&parsed.endpoint)
             .bucket(&parsed.bucket)
             .root(&format!("/{}", parsed.prefix))
-            .region(&region);
+            .region(region);
+        if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+            builder = builder.access_key_id(id).secret_access_key(secret);
+            if let Some(token) = &settings.session_token {
+                builder = builder.session_token(token);
+            }
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -132,6 +170,9 @@ fn to_io(error: opendal::Error) -> io::Error {
         _ => io::ErrorKind::Other,
     };
     let message = match error.kind() {
+        _ if error.to_string().contains("failed to load signing credential") => {
+            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a shared credentials file".to_string()
+        }
         ErrorKind::PermissionDenied => format!(
             "access denied by the store: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the region ({})",
             error.message()
@@ -147,11 +188,20 @@ impl Backend for S3Backend {
     }
 
     fn get(&self, kind: ObjectKind, name: &str) -> io::Result<Vec<u8>> {
-        let bytes = self.operator.read(&S3Backend::key(kind, name)).map_err(to_io)?;
+        let bytes = self
+            .operator
+            .read(&S3Backend::key(kind, name))
+            .map_err(to_io)?;
         Ok(bytes.to_vec())
     }
 
-    fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    fn get_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<Vec<u8>> {
         let end = offset.checked_add(len).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "range beyond any object")
         })?;
@@ -175,7 +225,10 @@ impl Backend for S3Backend {
     }
 
     fn size(&self, kind: ObjectKind, name: &str) -> io::Result<u64> {
-        let meta = self.operator.stat(&S3Backend::key(kind, name)).map_err(to_io)?;
+        let meta = self
+            .operator
+            .stat(&S3Backend::key(kind, name))
+            .map_err(to_io)?;
         Ok(meta.content_length())
     }
 
@@ -197,7 +250,10 @@ impl Backend for S3Backend {
                 return written.map(|_| ()).map_err(to_io);
             }
             if self.operator.exists(&key).map_err(to_io)? {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "config exists"));
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "config exists",
+                ));
             }
         }
         // Other names are hashes of their bytes (or random, for locks):
@@ -256,7 +312,10 @@ impl Backend for S3Backend {
 
     fn create(&self) -> io::Result<()> {
         if self.operator.exists("config").map_err(to_io)? {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "config exists"));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "config exists",
+            ));
         }
         let entries = self
             .operator
@@ -367,7 +426,13 @@ mod tests {
                 prefix: String::new(),
             })
         );
-        for bad in ["s3.example.com/bucket", "ftp://h/b", "https://h", "https://h/", "https:///b"] {
+        for bad in [
+            "s3.example.com/bucket",
+            "ftp://h/b",
+            "https://h",
+            "https://h/",
+            "https:///b",
+        ] {
             assert_eq!(S3Location::parse(bad), None, "{bad}");
         }
     }
