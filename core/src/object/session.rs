@@ -148,25 +148,39 @@ pub fn open(bytes: &[u8], private: &StaticSecret) -> Result<Session, SessionErro
     if bytes[4] != SESSION_VERSION {
         return Err(SessionError::Malformed("unsupported version"));
     }
-    let mut ephemeral = [0u8; 32];
-    ephemeral.copy_from_slice(&bytes[5..SESSION_HEADER_LEN]);
-    let ephemeral = PublicKey::from(ephemeral);
-    let repository = PublicKey::from(private);
-    let shared = private.diffie_hellman(&ephemeral);
-    let wrap = wrapping_key(shared.as_bytes(), &ephemeral, &repository);
-    let data_key = Sealer::new(&wrap)
-        .open(&bytes[SESSION_HEADER_LEN..], &bytes[..SESSION_HEADER_LEN])
-        .map_err(|_| SessionError::Authentication)?;
-    let data_key: [u8; 32] = data_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| SessionError::Malformed("wrong data key length"))?;
-    let data_key = SecretKey(data_key);
+    let data_key = unwrap_data_key(WRAP_CONTEXT, bytes, 5, SESSION_HEADER_LEN, private)?;
     Ok(Session {
         id: SessionId(Id::of_bytes(bytes)),
         sealer: Sealer::new(&data_key),
         data_key,
     })
+}
+
+/// The data key sealed after the `header_len`-byte header of a session
+/// object (the header is the AAD), wrapped to `private`'s public key with
+/// the ephemeral public key at `ephemeral_at` and the wrapping key derived
+/// in `context`.
+fn unwrap_data_key(
+    context: &str,
+    bytes: &[u8],
+    ephemeral_at: usize,
+    header_len: usize,
+    private: &StaticSecret,
+) -> Result<SecretKey, SessionError> {
+    let mut ephemeral = [0u8; 32];
+    ephemeral.copy_from_slice(&bytes[ephemeral_at..ephemeral_at + 32]);
+    let ephemeral = PublicKey::from(ephemeral);
+    let repository = PublicKey::from(private);
+    let shared = private.diffie_hellman(&ephemeral);
+    let wrap = wrapping_key_in(context, shared.as_bytes(), &ephemeral, &repository);
+    let data_key = Sealer::new(&wrap)
+        .open(&bytes[header_len..], &bytes[..header_len])
+        .map_err(|_| SessionError::Authentication)?;
+    let data_key: [u8; 32] = data_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| SessionError::Malformed("wrong data key length"))?;
+    Ok(SecretKey(data_key))
 }
 
 /// Wraps the data key of session `original` again, to the public key of
@@ -247,23 +261,7 @@ pub fn rewrapped_header_prefix(bytes: &[u8]) -> Result<(SessionId, u32), Session
 /// The session is named by its original id.
 pub fn open_rewrapped(bytes: &[u8], private: &StaticSecret) -> Result<Session, SessionError> {
     let (original, _) = rewrapped_header(bytes)?;
-    let mut ephemeral = [0u8; 32];
-    ephemeral.copy_from_slice(&bytes[41..REWRAPPED_HEADER_LEN]);
-    let ephemeral = PublicKey::from(ephemeral);
-    let repository = PublicKey::from(private);
-    let shared = private.diffie_hellman(&ephemeral);
-    let wrap = wrapping_key_in(REWRAP_CONTEXT, shared.as_bytes(), &ephemeral, &repository);
-    let data_key = Sealer::new(&wrap)
-        .open(
-            &bytes[REWRAPPED_HEADER_LEN..],
-            &bytes[..REWRAPPED_HEADER_LEN],
-        )
-        .map_err(|_| SessionError::Authentication)?;
-    let data_key: [u8; 32] = data_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| SessionError::Malformed("wrong data key length"))?;
-    let data_key = SecretKey(data_key);
+    let data_key = unwrap_data_key(REWRAP_CONTEXT, bytes, 41, REWRAPPED_HEADER_LEN, private)?;
     Ok(Session {
         id: original,
         sealer: Sealer::new(&data_key),
