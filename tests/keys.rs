@@ -6,16 +6,8 @@ use serde_json::Value;
 
 use crate::util::{file_contents, stderr, Env};
 
-fn with_password(env: &Env, password: &str, args: &[&str]) -> std::process::Output {
-    env.cairn()
-        .env("CAIRN_PASSWORD", password)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn keys(env: &Env, password: &str) -> Vec<Value> {
-    let out = with_password(env, password, &["key", "list", "--json"]);
+    let out = env.run_as(password, &["key", "list", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice::<Value>(&out.stdout)
         .unwrap()
@@ -57,8 +49,7 @@ fn added_passwords_open_the_repository_and_removed_ones_do_not() {
 
     // Both open it; the snapshot restores with the new one.
     let target = env.path("t");
-    let out = with_password(
-        &env,
+    let out = env.run_as(
         "second password",
         &["restore", "latest", "--target", target.to_str().unwrap()],
     );
@@ -69,7 +60,7 @@ fn added_passwords_open_the_repository_and_removed_ones_do_not() {
     );
 
     // The key in use cannot be removed; another can, by a prefix.
-    let out = with_password(&env, "second password", &["key", "remove", &second[..10]]);
+    let out = env.run_as("second password", &["key", "remove", &second[..10]]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("the key this password opened"),
@@ -80,16 +71,16 @@ fn added_passwords_open_the_repository_and_removed_ones_do_not() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = with_password(&env, "second password", &["key", "remove", &first[..10]]);
+    let out = env.run_as("second password", &["key", "remove", &first[..10]]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = with_password(&env, "correct horse", &["snapshots"]);
+    let out = env.run_as("correct horse", &["snapshots"]);
     assert_eq!(
         out.status.code(),
         Some(12),
         "the removed password is refused"
     );
     // The last key file cannot go; a prefix that names nothing is an error.
-    let out = with_password(&env, "second password", &["key", "remove", "ffff"]);
+    let out = env.run_as("second password", &["key", "remove", "ffff"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(keys(&env, "second password").len(), 1);
     assert_eq!(
@@ -111,24 +102,17 @@ fn passwd_replaces_the_password_in_use() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
-        with_password(&env, "correct horse", &["snapshots"])
-            .status
-            .code(),
+        env.run_as("correct horse", &["snapshots"]).status.code(),
         Some(12)
     );
-    assert!(with_password(&env, "brand new", &["snapshots"])
-        .status
-        .success());
-    assert!(with_password(&env, "other", &["snapshots"])
-        .status
-        .success());
+    assert!(env.run_as("brand new", &["snapshots"]).status.success());
+    assert!(env.run_as("other", &["snapshots"]).status.success());
     assert_eq!(keys(&env, "brand new").len(), 2);
 
     // A new password from a file, with a cheaper derivation recorded.
     let file = env.path("pw");
     fs::write(&file, "from a file\n").unwrap();
-    let out = with_password(
-        &env,
+    let out = env.run_as(
         "brand new",
         &[
             "key",

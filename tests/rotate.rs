@@ -13,14 +13,6 @@ use serde_json::Value;
 
 use crate::util::{file_contents, noise, restored, stderr, Env};
 
-fn run_as(env: &Env, password: &str, args: &[&str]) -> std::process::Output {
-    env.cairn()
-        .env("CAIRN_PASSWORD", password)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn add_key(env: &Env, new: &str, extra: &[&str]) {
     let out = env
         .cairn()
@@ -110,19 +102,16 @@ fn after_a_rotation_old_key_files_no_longer_open_and_every_snapshot_restores() {
     assert_eq!(listed[0]["in_use"], true);
     // The other passwords no longer open it...
     for password in ["other password", "write only"] {
-        assert_eq!(
-            run_as(&env, password, &["snapshots"]).status.code(),
-            Some(12)
-        );
+        assert_eq!(env.run_as(password, &["snapshots"]).status.code(), Some(12));
     }
     // ...not even with their old key files copied back in.
     for (name, bytes) in &old_keys {
         env.put_object(ObjectKind::Key, name, bytes);
     }
-    let out = run_as(&env, "other password", &["snapshots"]);
+    let out = env.run_as("other password", &["snapshots"]);
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
     assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
-    let out = run_as(&env, "write only", &["backup", src.to_str().unwrap()]);
+    let out = env.run_as("write only", &["backup", src.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
 
     // This password still reads everything; no pack changed.
@@ -233,7 +222,7 @@ fn rotations_killed_at_many_points_lose_nothing() {
     for (name, bytes) in &other_key {
         env.put_object(ObjectKind::Key, name, bytes);
     }
-    let out = run_as(&env, "other password", &["snapshots"]);
+    let out = env.run_as("other password", &["snapshots"]);
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
 }
 

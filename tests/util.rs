@@ -206,6 +206,16 @@ impl Env {
         self.cairn().args(&args).output().expect("run cairn")
     }
 
+    /// Runs `cairn ARGS` with `password` in place of the test's own,
+    /// whatever the exit code.
+    pub fn run_as(&self, password: &str, args: &[&str]) -> Output {
+        self.cairn()
+            .env("CAIRN_PASSWORD", password)
+            .args(args)
+            .output()
+            .expect("run cairn")
+    }
+
     /// Runs `cairn ARGS`, insisting on success; returns standard output.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -10,18 +10,9 @@ use crate::util::{file_contents, noise, restored, stderr, Env};
 
 const WRITE_ONLY: &str = "write only password";
 
-/// Runs `cairn ARGS` with `password`.
-fn run_as(env: &Env, password: &str, args: &[&str]) -> std::process::Output {
-    env.cairn()
-        .env("CAIRN_PASSWORD", password)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// `backup --json` with `password`; the summary.
 fn backup_as(env: &Env, password: &str, path: &std::path::Path) -> Value {
-    let out = run_as(env, password, &["backup", "--json", path.to_str().unwrap()]);
+    let out = env.run_as(password, &["backup", "--json", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8(out.stdout).unwrap();
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
@@ -48,7 +39,7 @@ fn add_write_only(env: &Env) -> String {
 }
 
 fn snapshot_ids(env: &Env, password: &str) -> Vec<String> {
-    let out = run_as(env, password, &["snapshots", "--json"]);
+    let out = env.run_as(password, &["snapshots", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     listed
@@ -217,11 +208,7 @@ fn a_write_only_key_made_after_a_rotation_deduplicates_and_names_its_parent() {
     add_write_only(&env);
     // The content stored before the rotation is found, not stored again,
     // and no session looks missing.
-    let out = run_as(
-        &env,
-        WRITE_ONLY,
-        &["backup", "--json", src.to_str().unwrap()],
-    );
+    let out = env.run_as(WRITE_ONLY, &["backup", "--json", src.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("missing"), "{}", stderr(&out));
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -232,8 +219,7 @@ fn a_write_only_key_made_after_a_rotation_deduplicates_and_names_its_parent() {
     );
     // --parent names one of its own snapshots.
     let own = snapshot_ids(&env, WRITE_ONLY);
-    let out = run_as(
-        &env,
+    let out = env.run_as(
         WRITE_ONLY,
         &[
             "backup",
@@ -250,8 +236,7 @@ fn a_write_only_key_made_after_a_rotation_deduplicates_and_names_its_parent() {
     // A snapshot it did not write cannot be its parent.
     let all = snapshot_ids(&env, "correct horse");
     let theirs = all.iter().find(|id| !own.contains(id)).unwrap();
-    let out = run_as(
-        &env,
+    let out = env.run_as(
         WRITE_ONLY,
         &["backup", "--parent", theirs, src.to_str().unwrap()],
     );
