@@ -69,14 +69,20 @@ impl Terminal {
     /// Waits until the screen shows `text`; panics with the screen if it
     /// does not within ten seconds.
     fn wait_for(&self, text: &str) -> String {
+        self.wait_for_all(&[text])
+    }
+
+    /// Waits until the screen shows every one of `texts` at once: a frame
+    /// may be captured while it is still being drawn.
+    fn wait_for_all(&self, texts: &[&str]) -> String {
         let start = Instant::now();
         loop {
             let screen = self.screen();
-            if screen.contains(text) {
+            if texts.iter().all(|text| screen.contains(text)) {
                 return screen;
             }
             if start.elapsed() > Duration::from_secs(10) {
-                panic!("waited for {text:?}; the screen shows:\n{screen}");
+                panic!("waited for {texts:?}; the screen shows:\n{screen}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -121,7 +127,7 @@ fn the_browser_walks_snapshots_directories_versions_and_restores() {
     let (src, ids) = backups(&env);
     let term = Terminal::start(&env, &[]);
     // Snapshots, newest first.
-    let screen = term.wait_for("2 snapshots");
+    let screen = term.wait_for_all(&["2 snapshots", &ids[0], &ids[1]]);
     let (newest, oldest) = (screen.find(&ids[1]), screen.find(&ids[0]));
     assert!(newest.unwrap() < oldest.unwrap(), "{screen}");
     // Into the newest; the source is one entry per level down from /.
@@ -131,24 +137,17 @@ fn the_browser_walks_snapshots_directories_versions_and_restores() {
     for _ in 0..depth {
         term.keys(&["Enter"]);
     }
-    let screen = term.wait_for(&format!("{}:{} ", ids[1], src.display()));
-    assert!(screen.contains("dir/"), "{screen}");
-    assert!(screen.contains("notes.txt"), "{screen}");
+    term.wait_for_all(&[
+        &format!("{}:{} ", ids[1], src.display()),
+        "dir/",
+        "notes.txt",
+    ]);
     // Details and versions of notes.txt.
     term.keys(&["Down", "i"]);
-    let screen = term.wait_for("in 2 snapshots");
-    assert!(
-        screen.contains(&ids[0]) && screen.contains(&ids[1]),
-        "{screen}"
-    );
-    assert!(
-        screen.contains("12 B") && screen.contains("24 B"),
-        "{screen}"
-    );
+    term.wait_for_all(&["in 2 snapshots", &ids[0], &ids[1], "12 B", "24 B"]);
     // Its text.
     term.keys(&["v"]);
-    let screen = term.wait_for("second line");
-    assert!(screen.contains("version two"), "{screen}");
+    term.wait_for_all(&["second line", "version two"]);
     term.keys(&["q"]);
     term.wait_for("notes.txt");
     // Restore it into a directory typed in.
@@ -164,11 +163,7 @@ fn the_browser_walks_snapshots_directories_versions_and_restores() {
     );
     // Into dir/, back up, back to the snapshots, quit.
     term.keys(&["Up", "Enter"]);
-    let screen = term.wait_for("sub/");
-    assert!(
-        screen.contains(&format!("{}/dir ", src.display())),
-        "{screen}"
-    );
+    term.wait_for_all(&["sub/", &format!("{}/dir ", src.display())]);
     term.keys(&["Left"]);
     term.wait_for("notes.txt");
     term.keys(&["s"]);
@@ -183,12 +178,10 @@ fn the_browser_opens_a_snapshot_path_given_on_the_command_line() {
     let (src, ids) = backups(&env);
     let start = format!("{}:{}", ids[0], src.join("dir/sub").display());
     let term = Terminal::start(&env, &[&start]);
-    let screen = term.wait_for("deep.txt");
-    assert!(screen.contains(&format!(
-        "{}:{}",
-        ids[0],
-        Path::new(&src).join("dir/sub").display()
-    )));
+    term.wait_for_all(&[
+        "deep.txt",
+        &format!("{}:{}", ids[0], Path::new(&src).join("dir/sub").display()),
+    ]);
     term.keys(&["v"]);
     term.wait_for("deep");
     term.keys(&["Escape", "q"]);
