@@ -7,8 +7,9 @@
 #   ONLY="cairn restic" benches/compare.sh   # some tools only
 #   CORPORA=1 benches/compare.sh  # only corpus 1 (or 2)
 #
-# Corpus 1: the Rust toolchain directory (real files, ~1.3 GB). For each
-# tool: first backup (time, throughput, peak RSS), a second backup with
+# Corpus 1: the Rust toolchain directory (real files, ~1.3 GB). First the
+# bare pipeline (benches/bare.rs: cairn's content stages and nothing else,
+# the machine's limit), then for each tool: first backup (time, throughput, peak RSS), a second backup with
 # nothing changed, a full restore, and the repository size. Medians of
 # RUNS fresh repositories.
 # Corpus 2: twenty successive releases of pip's source (sdists from PyPI),
@@ -22,6 +23,7 @@
 # Prints a Markdown report on standard output; progress on standard error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 
 RUNS=${RUNS:-3}
 WORK=${WORK:-/tmp/cairn-bench}
@@ -29,7 +31,6 @@ CORPUS=${CORPUS:-$(rustc --print sysroot)}
 PIP_VERSIONS=(22.0 22.0.1 22.0.2 22.0.3 22.0.4 22.1 22.1.1 22.1.2 22.2 22.2.1
               22.2.2 22.3 22.3.1 23.0 23.0.1 23.1 23.1.1 23.1.2 23.2 23.2.1)
 
-log() { printf '%s\n' "$*" >&2; }
 
 need() {
     local missing=()
@@ -42,10 +43,12 @@ need() {
         apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     cargo build --release -q -p cairn-cli
+    cargo build --release -q -p cairn-benches --bin bare-pipeline
 }
 
 # CAIRN=path runs another build of cairn (say, the commit before a change).
 CAIRN=${CAIRN:-$PWD/target/release/cairn}
+BARE=$PWD/target/release/bare-pipeline
 if [ -n "${ONLY:-}" ]; then
     read -r -a TOOLS <<<"$ONLY"   # e.g. ONLY="cairn restic"
 else
@@ -88,35 +91,6 @@ tool_restore() {
     esac
 }
 
-# timed OUTVAR CMD... : runs CMD, sets OUTVAR to "seconds peak_kib"
-timed() {
-    local out=$1
-    shift
-    local stats
-    stats=$(mktemp)
-    /usr/bin/time -f '%e %M' -o "$stats" bash -c '"$@"' _ "$@"
-    printf -v "$out" '%s' "$(cat "$stats")"
-    rm -f "$stats"
-}
-
-# prepare PATH...: the same memory state before every timed step. The page
-# cache is dropped (when allowed), then PATHs are read back into it, so each
-# step starts warm on what it reads and with free memory to write into. On
-# a VM, writes into never-used memory cost far more than into memory the
-# guest has used before, and a growing page cache made later tools pay for
-# earlier ones' restores.
-prepare() {
-    sync
-    if [ -w /proc/sys/vm/drop_caches ]; then
-        echo 3 >/proc/sys/vm/drop_caches
-    fi
-    local path
-    for path in "$@"; do
-        find "$path" -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
-    done
-}
-
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 size_mb() { du -sb "$1" | awk '{printf "%.0f", $1/1e6}'; }
 
@@ -126,8 +100,19 @@ corpus_one() {
     log "corpus 1: $CORPUS ($corpus_mb MB), $RUNS runs"
     echo "### Corpus 1: $CORPUS ($(printf '%.0f' "$corpus_mb") MB, $(find "$CORPUS" -type f | wc -l) files)"
     echo
+    # The machine's limit: cairn's content stages alone over the same files
+    # (benches/bare.rs), in the same memory state as a first backup.
+    local bare=() shares=""
+    for run in $(seq "$RUNS"); do
+        prepare "$CORPUS"
+        bare+=("$("$BARE" "$CORPUS" | awk '{print $4}')")
+    done
+    local bare_s
+    bare_s=$(printf '%s\n' "${bare[@]}" | median)
+    log "  bare pipeline: ${bare[*]} s"
     echo "| tool | first backup s | MB/s | peak RSS MB | unchanged backup s | peak RSS MB | restore s | peak RSS MB | repo MB |"
     echo "|---|---|---|---|---|---|---|---|---|"
+    printf '| bare pipeline (the limit) | %s | %.0f | | | | | | |\n' "$bare_s" "$(echo "$corpus_mb / $bare_s" | bc -l)"
     for tool in "${TOOLS[@]}"; do
         local first=() first_rss=() again=() again_rss=() restore=() restore_rss=() size=0
         for run in $(seq "$RUNS"); do
@@ -158,7 +143,10 @@ corpus_one() {
             "$(printf '%s\n' "${first_rss[@]}" | median | awk '{print $1/1024}')" "$a" \
             "$(printf '%s\n' "${again_rss[@]}" | median | awk '{print $1/1024}')" "$r" \
             "$(printf '%s\n' "${restore_rss[@]}" | median | awk '{print $1/1024}')" "$size"
+        case $tool in cairn*) shares+=" $tool $(echo "100 * $bare_s / $f" | bc -l | xargs printf '%.0f')%," ;; esac
     done
+    echo
+    echo "First backup as a share of the bare pipeline's throughput in this run:${shares%,}."
     echo
     # The floor for any restore: the file system's own cost of creating
     # this tree, with no reading, decryption or decompression at all.

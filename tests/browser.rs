@@ -19,9 +19,8 @@ impl Terminal {
         let socket = env.path("tmux.sock");
         let cairn = assert_cmd::cargo::cargo_bin("cairn");
         let mut command = format!(
-            "env -u CAIRN_REPO CAIRN_REPO='{}' CAIRN_PASSWORD='correct horse' CAIRN_CACHE_DIR='{}' '{}' browse",
-            env.location(),
-            env.cache.display(),
+            "env -u CAIRN_REPO {} '{}' browse",
+            env.shell_variables(),
             cairn.display()
         );
         for arg in args {

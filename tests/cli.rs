@@ -199,7 +199,8 @@ fn password_from_file_and_command() {
     let base = || {
         let mut cmd = crate::util::bare_cairn();
         cmd.env("CAIRN_REPO", env.location())
-            .env("CAIRN_CACHE_DIR", &env.cache);
+            .env("CAIRN_CACHE_DIR", &env.cache)
+            .envs(env.store_environment());
         cmd
     };
     assert!(base()

@@ -222,11 +222,10 @@ fn one_file_system_records_the_mount_point_but_not_its_contents() {
     let cairn = assert_cmd::cargo::cargo_bin("cairn");
     let script = format!(
         "mount -t tmpfs tmpfs '{src}/mnt' && echo other > '{src}/mnt/other-fs' && \
-         CAIRN_REPO='{repo}' CAIRN_PASSWORD='correct horse' CAIRN_CACHE_DIR='{cache}' '{cairn}' backup -q -x '{src}' && \
-         CAIRN_REPO='{repo}' CAIRN_PASSWORD='correct horse' CAIRN_CACHE_DIR='{cache}' '{cairn}' backup -q '{src}'",
+         {variables} '{cairn}' backup -q -x '{src}' && \
+         {variables} '{cairn}' backup -q '{src}'",
         src = src.display(),
-        repo = env.location(),
-        cache = env.cache.display(),
+        variables = env.shell_variables(),
         cairn = cairn.display(),
     );
     let out = crate::util::without_cairn_env(&mut Command::new("unshare"))

@@ -291,9 +291,7 @@ fn run_with_umask(env: &Env, umask: &str, args: &str) {
         .arg("-c")
         .arg(format!("umask {umask} && exec \"$0\" {args}"))
         .arg(&cairn)
-        .env("CAIRN_REPO", env.location())
-        .env("CAIRN_PASSWORD", "correct horse")
-        .env("CAIRN_CACHE_DIR", &env.cache)
+        .envs(env.variables())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -402,9 +400,7 @@ fn issue_8_interrupted_backup_leaves_no_temporary_files() {
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("cairn"));
         without_cairn_env(&mut cmd);
         let mut child = cmd
-            .env("CAIRN_REPO", env.location())
-            .env("CAIRN_PASSWORD", "correct horse")
-            .env("CAIRN_CACHE_DIR", &env.cache)
+            .envs(env.variables())
             .args(["backup", "--stdin", "--stdin-filename", "dump"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -458,16 +454,16 @@ fn issue_8_full_cache_disk_does_not_block_restore() {
         "set -u
 mount -t tmpfs -o size=1m tmpfs '{mount}' || exit 99
 dd if=/dev/zero of='{mount}/filler' bs=4k 2>/dev/null
-export CAIRN_REPO='{repo}' CAIRN_PASSWORD='correct horse' CAIRN_CACHE_DIR='{mount}/cache'
+export CAIRN_CACHE_DIR='{mount}/cache'
 '{cairn}' snapshots >/dev/null || exit 98
 exec '{cairn}' restore latest --target '{target}'
 ",
         mount = mount.display(),
-        repo = env.location(),
         cairn = cairn.display(),
         target = target.display(),
     );
     let out = without_cairn_env(&mut Command::new("unshare"))
+        .envs(env.variables())
         .args(["-m", "sh", "-c", &script])
         .output()
         .unwrap();

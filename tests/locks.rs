@@ -132,7 +132,8 @@ fn a_killed_process_leaves_a_stale_lock_that_the_next_run_removes() {
     let mut backup = running_backup(&env, "a");
     backup.kill().unwrap(); // SIGKILL: no chance to release the lock
     backup.wait().unwrap();
-    assert_eq!(env.objects(cairn_core::backend::ObjectKind::Lock).len(), 1);
+    let stale = env.objects(cairn_core::backend::ObjectKind::Lock);
+    assert_eq!(stale.len(), 1);
     let out = env.run(&["forget", "--keep-last", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -145,9 +146,12 @@ fn a_killed_process_leaves_a_stale_lock_that_the_next_run_removes() {
         "{}",
         stderr(&out)
     );
-    assert!(env
-        .objects(cairn_core::backend::ObjectKind::Lock)
-        .is_empty());
+    let left = env.objects(cairn_core::backend::ObjectKind::Lock);
+    assert!(
+        left.is_empty(),
+        "locks left {left:?}, the stale one {stale:?}; forget said: {}",
+        stderr(&out)
+    );
 }
 
 #[test]

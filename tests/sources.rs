@@ -315,9 +315,16 @@ fn summary_counts_new_changed_and_unmodified_files_and_directories() {
     assert_eq!(first["files_new"], 2);
 
     let again = env.backup(&[&dir], &[]);
-    assert_eq!(again["dirs_unmodified"], dirs, "{again}");
+    // The temporary folder above the scratch directory may have changed:
+    // other tests make their folders in it meanwhile.
+    let changed = again["dirs_changed"].as_u64().unwrap();
+    assert!(changed <= 1, "{again}");
+    assert_eq!(
+        again["dirs_unmodified"].as_u64().unwrap() + changed,
+        dirs,
+        "{again}"
+    );
     assert_eq!(again["dirs_new"], 0);
-    assert_eq!(again["dirs_changed"], 0);
     assert_eq!(again["files_unmodified"], 2);
     assert_eq!(again["bytes_read"], 0);
 

@@ -64,24 +64,21 @@ pub fn test_backend() -> TestBackend {
 /// Opens the store at `location` as a `cairn` process of the suite would:
 /// with the test server's credentials for an `s3:` location.
 pub fn open_store(location: &str) -> Box<dyn Backend> {
-    if let Some(rest) = location.strip_prefix("s3:") {
+    let garage = location.starts_with("s3:").then(crate::garage::shared);
+    open_store_on(location, garage)
+}
+
+/// Opens the store at `location`, an `s3:` one in `garage`'s bucket.
+fn open_store_on(location: &str, garage: Option<&crate::garage::Garage>) -> Box<dyn Backend> {
+    if let (Some(rest), Some(garage)) = (location.strip_prefix("s3:"), garage) {
         let parsed = cairn_core::backend::S3Location::parse(rest).expect("an s3 location");
-        let settings = crate::garage::shared().settings();
+        let settings = garage.settings();
         return Box::new(
             cairn_core::backend::S3Backend::new(location, &parsed, &settings)
                 .unwrap_or_else(|e| panic!("open the store at {location}: {e}")),
         );
     }
     open(location).unwrap_or_else(|e| panic!("open the store at {location}: {e}"))
-}
-
-/// What a `cairn` process needs in its environment to reach the suite's
-/// store: the Garage key, when the suite runs on Garage.
-pub fn store_environment() -> Vec<(&'static str, String)> {
-    match test_backend() {
-        TestBackend::Garage => crate::garage::shared().environment().to_vec(),
-        _ => Vec::new(),
-    }
 }
 
 /// Whether the suite runs against the local directory backend.
@@ -117,6 +114,8 @@ pub struct Env {
     /// The repository directory, for the local backend.
     repo_dir: PathBuf,
     pub cache: PathBuf,
+    /// The Garage cluster the repository is in, if it is in one.
+    garage: Option<crate::garage::Garage>,
 }
 
 impl Env {
@@ -133,22 +132,35 @@ impl Env {
                 format!("memory:{}", folder.join("repo.img").display())
             }
             TestBackend::Garage => {
-                let garage = crate::garage::shared();
                 let prefix = dir.path().file_name().expect("a scratch name");
-                format!(
-                    "s3:{}/{}/{}",
-                    garage.endpoint,
-                    garage.bucket,
-                    prefix.to_string_lossy().trim_start_matches('.')
-                )
+                crate::garage::shared().location(prefix.to_string_lossy().trim_start_matches('.'))
             }
         };
         let cache = dir.path().join("cache");
+        let garage =
+            (test_backend() == TestBackend::Garage).then(|| crate::garage::shared().clone());
         Env {
             dir,
             location,
             repo_dir,
             cache,
+            garage,
+        }
+    }
+
+    /// A scratch directory with a repository location in `garage`'s
+    /// bucket, whatever backend the suite runs on: for tests of a cluster
+    /// of their own.
+    pub fn on_garage(garage: &crate::garage::Garage) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let prefix = dir.path().file_name().expect("a scratch name");
+        let location = garage.location(prefix.to_string_lossy().trim_start_matches('.'));
+        Env {
+            repo_dir: dir.path().join("repo"),
+            cache: dir.path().join("cache"),
+            dir,
+            location,
+            garage: Some(garage.clone()),
         }
     }
 
@@ -172,13 +184,41 @@ impl Env {
         self.dir.path().join(name)
     }
 
+    /// The environment that points a `cairn` process at this test's
+    /// repository: location, password, cache, and what the store needs.
+    pub fn variables(&self) -> Vec<(&'static str, String)> {
+        let mut variables = vec![
+            ("CAIRN_REPO", self.location.clone()),
+            ("CAIRN_PASSWORD", "correct horse".to_string()),
+            ("CAIRN_CACHE_DIR", self.cache.display().to_string()),
+        ];
+        variables.extend(self.store_environment());
+        variables
+    }
+
+    /// What a `cairn` process needs in its environment to reach the store:
+    /// the Garage key, for a repository in Garage.
+    pub fn store_environment(&self) -> Vec<(&'static str, String)> {
+        self.garage
+            .iter()
+            .flat_map(|garage| garage.environment())
+            .collect()
+    }
+
+    /// [`Env::variables`] as shell assignments (`NAME='value' …`), for a
+    /// script or a terminal to run `cairn` with.
+    pub fn shell_variables(&self) -> String {
+        self.variables()
+            .iter()
+            .map(|(name, value)| format!("{name}='{value}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// `cairn` with only this test's settings in its environment.
     pub fn cairn(&self) -> Command {
         let mut cmd = bare_cairn();
-        cmd.env("CAIRN_REPO", &self.location)
-            .env("CAIRN_PASSWORD", "correct horse")
-            .env("CAIRN_CACHE_DIR", &self.cache)
-            .envs(store_environment());
+        cmd.envs(self.variables());
         cmd
     }
 
@@ -187,10 +227,7 @@ impl Env {
     pub fn process(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"));
         without_cairn_env(&mut cmd);
-        cmd.env("CAIRN_REPO", self.location())
-            .env("CAIRN_PASSWORD", "correct horse")
-            .env("CAIRN_CACHE_DIR", &self.cache)
-            .envs(store_environment());
+        cmd.envs(self.variables());
         cmd
     }
 
@@ -287,7 +324,7 @@ impl Env {
 
     /// The repository's store, opened afresh (as a new process would).
     pub fn store(&self) -> Box<dyn Backend> {
-        open_store(&self.location)
+        open_store_on(&self.location, self.garage.as_ref())
     }
 
     /// Names of the repository's objects of `kind`, sorted: for `Config`,
@@ -496,4 +533,15 @@ pub fn file_contents(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>>
             (relative, std::fs::read(&p).unwrap())
         })
         .collect()
+}
+
+/// A process the test started, killed and reaped when dropped: when the
+/// test ends, however it ends.
+pub struct KilledOnDrop(pub std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

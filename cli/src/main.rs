@@ -2,6 +2,7 @@
 //! prints; nothing about formats or storage lives here.
 
 mod browse;
+mod copy;
 mod diff;
 mod dump;
 mod entry;
@@ -10,6 +11,7 @@ mod find;
 mod forget;
 mod key;
 mod ls;
+mod operate;
 mod output;
 mod password;
 mod repair;
@@ -38,12 +40,17 @@ mod exit {
     pub const WRONG_PASSWORD: u8 = 12;
     /// The key in use is write-only, and the command reads or deletes.
     pub const WRITE_ONLY: u8 = 13;
+    /// The repository's store could not be reached.
+    pub const UNREACHABLE: u8 = 14;
+    /// `run`: a backup went to the secondary repository.
+    pub const DEGRADED: u8 = 4;
 }
 
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "Deduplicating, encrypted backups")]
 struct Cli {
-    /// Repository location: a local directory (or `local:DIR`).
+    /// Repository location: a local directory (or `local:DIR`), or an S3
+    /// bucket, `s3:https://HOST[:PORT]/BUCKET[/PREFIX]`.
     #[arg(short = 'r', long, env = "CAIRN_REPO", global = true)]
     repo: Option<String>,
     /// Read the password from this file (first line).
@@ -52,7 +59,8 @@ struct Cli {
     /// Run this shell command and use its output as the password.
     #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
     password_command: Option<String>,
-    /// Where the local index cache lives.
+    /// Where the local caches live (the index, and for object storage the
+    /// trees).
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
     /// Print only errors and warnings.
@@ -66,6 +74,16 @@ struct Cli {
     /// only). Unsafe beside a forget.
     #[arg(long, global = true)]
     no_lock: bool,
+    /// How many packs a backup stores at once (default: 5 on object
+    /// storage, 2 on a local disk); a restore from object storage reads
+    /// with twice as many threads.
+    #[arg(long, value_name = "N", env = "CAIRN_CONNECTIONS", global = true,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    connections: Option<u16>,
+    /// The configuration file of `run` and `status` (default:
+    /// ~/.config/cairn/config.toml, or for root /etc/cairn/config.toml).
+    #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,6 +114,8 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Add, remove or set snapshots' tags.
     Tag(tag::TagArgs),
+    /// Copy snapshots, with the data they need, from another repository.
+    Copy(copy::CopyArgs),
     /// Remove snapshots by a retention policy, or by id.
     Forget(Box<forget::ForgetArgs>),
     /// Remove stale locks (of processes that are gone), or all locks.
@@ -110,6 +130,17 @@ enum Command {
     Repair(RepairCommand),
     /// Delete the packs no snapshot needs any more.
     Prune(PruneArgs),
+    /// Run profiles of the configuration file: hooks, backup, verify,
+    /// forget, check and copy, each reported in one line.
+    Run(operate::RunArgs),
+    /// Work with the configuration file.
+    #[command(subcommand)]
+    Config(operate::ConfigCommand),
+    /// Show each profile's last run, backup and check, and its next run.
+    Status(operate::StatusArgs),
+    /// Run profiles on a schedule, with systemd timers or cron.
+    #[command(subcommand)]
+    Schedule(operate::ScheduleCommand),
 }
 
 #[derive(Args)]
@@ -183,22 +214,9 @@ struct UnlockArgs {
     remove_all: bool,
 }
 
-/// Parses `30s`, `5m`, `1h` (or a plain number of seconds).
+/// Parses `30s`, `5m`, `1h`, `2d` (or a plain number of seconds).
 fn retry_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and s, m or h"))?;
-    let seconds = match unit {
-        "s" => number,
-        "m" => number.saturating_mul(60),
-        "h" => number.saturating_mul(3600),
-        _ => return Err(format!("{text:?}: expected a number and s, m or h")),
-    };
-    Ok(std::time::Duration::from_secs(seconds))
+    cairn_core::operate::parse_duration(text)
 }
 
 #[derive(Args)]
@@ -220,6 +238,13 @@ struct InitArgs {
     chunk_max: u32,
     #[command(flatten)]
     kdf: key::KdfArgs,
+    /// Cut and name blobs as the repository of --from-repo does (its
+    /// chunker parameters and keys for naming blobs), so that `copy` from
+    /// it moves blobs as they are, without reading every file again.
+    #[arg(long, requires = "from_repo")]
+    copy_chunker_params: bool,
+    #[command(flatten)]
+    source: copy::SourceArgs,
 }
 
 #[derive(Args)]
@@ -318,9 +343,14 @@ struct SnapshotsArgs {
 }
 
 fn main() -> ExitCode {
+    cairn_core::allocator::return_large_blocks_when_freed();
     let cli = Cli::parse();
     clean_up_on_signals();
-    match run(&cli) {
+    let outcome = run(&cli);
+    for lock in cairn_core::take_unremoved_locks() {
+        eprintln!("cairn: warning: could not remove the lock {lock}; it goes stale and a later run removes it, or `cairn unlock`");
+    }
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             if is_broken_pipe(&error) {
@@ -373,6 +403,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         .find_map(|e| e.downcast_ref::<cairn_core::Error>())
     {
         Some(cairn_core::Error::RepositoryNotFound { .. }) => exit::NO_REPOSITORY,
+        Some(cairn_core::Error::Unreachable { .. }) => exit::UNREACHABLE,
         Some(cairn_core::Error::WrongPassword) => exit::WRONG_PASSWORD,
         Some(cairn_core::Error::Locked { .. }) => exit::LOCKED,
         Some(cairn_core::Error::KeyRevoked { .. }) => exit::WRONG_PASSWORD,
@@ -395,6 +426,7 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Dump(args) => dump::dump(cli, args),
         Command::Stats(args) => stats::stats(cli, args),
         Command::Tag(args) => tag::tag(cli, args),
+        Command::Copy(args) => copy::copy(cli, args),
         Command::Forget(args) => forget(cli, args),
         Command::Unlock(args) => unlock(cli, args),
         Command::Key(command) => key::key(cli, command),
@@ -402,6 +434,10 @@ fn run(cli: &Cli) -> Result<u8> {
         Command::Repair(RepairCommand::Index) => repair_index(cli),
         Command::Repair(RepairCommand::Snapshots(args)) => repair::repair_snapshots(cli, args),
         Command::Prune(args) => prune(cli, args),
+        Command::Run(args) => operate::run(cli, args),
+        Command::Config(command) => operate::config(cli, command),
+        Command::Status(args) => operate::status(cli, args),
+        Command::Schedule(command) => operate::schedule(cli, command),
     }
 }
 
@@ -438,7 +474,10 @@ fn open_repository_with_password(cli: &Cli) -> Result<(Repository, zeroize::Zero
     let backend = cairn_core::backend::open(repo_location(cli)?)?;
     Repository::ensure_exists(backend.as_ref())?;
     let password = password::read(cli, false)?;
-    let repository = Repository::open(backend, password.as_bytes(), &cache_dir(cli)?)?;
+    let mut repository = Repository::open(backend, password.as_bytes(), &cache_dir(cli)?)?;
+    if let Some(connections) = cli.connections {
+        repository.set_connections(usize::from(connections));
+    }
     let reporter = output::Reporter::new(cli);
     report_notices(cli, &repository);
     for damaged in repository.damaged_segments() {
@@ -599,10 +638,24 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<u8> {
         kdf: args.kdf.params(),
         labels: key::default_labels(),
     };
+    let like = args
+        .copy_chunker_params
+        .then(|| args.source.open(cli))
+        .transpose()?;
     let backend = cairn_core::backend::open(location)?;
     Repository::ensure_absent(backend.as_ref())?;
     let password = password::read(cli, true)?;
-    let repository = Repository::init(backend, password.as_bytes(), &options, &cache_dir(cli)?)?;
+    let cache = cache_dir(cli)?;
+    let repository = match &like {
+        Some(like) => Repository::init_naming_blobs_like(
+            backend,
+            password.as_bytes(),
+            &options,
+            &cache,
+            like,
+        )?,
+        None => Repository::init(backend, password.as_bytes(), &options, &cache)?,
+    };
     output::line(
         cli,
         &format!(

@@ -527,6 +527,7 @@ pub fn check_json(report: &cairn_core::check::CheckReport) -> Result<()> {
         "warnings": report.warnings.iter().map(problem_json).collect::<Vec<_>>(),
         "snapshots": report.snapshots,
         "packs": report.packs,
+        "stored_bytes": report.stored_bytes,
         "trees": report.trees,
         "packs_read": report.packs_read,
         "blobs_read": report.blobs_read,

@@ -40,6 +40,21 @@ pub fn read_new(file: Option<&Path>, command: Option<&str>) -> Result<Zeroizing<
     )
 }
 
+/// Reads the password of the repository `copy` reads from: from `file`,
+/// from `command`, from `CAIRN_FROM_PASSWORD`, or asked on the terminal.
+pub fn read_source(file: Option<&Path>, command: Option<&str>) -> Result<Zeroizing<String>> {
+    read_from(
+        &Sources {
+            file,
+            command,
+            variable: "CAIRN_FROM_PASSWORD",
+            prompt: "enter the source repository's password: ",
+            hint: "set CAIRN_FROM_PASSWORD, or use --from-password-file or --from-password-command",
+        },
+        false,
+    )
+}
+
 /// Where one password may come from, in the order they are tried.
 struct Sources<'a> {
     file: Option<&'a Path>,

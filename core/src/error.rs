@@ -15,6 +15,15 @@ pub enum Error {
         /// Where one was expected.
         location: String,
     },
+    /// The store holding the repository could not be reached at all (no
+    /// connection), so whether a repository is there is not known.
+    #[error("cannot reach the repository at {location}: {error}")]
+    Unreachable {
+        /// Where it was looked for.
+        location: String,
+        /// The backend's error.
+        error: std::io::Error,
+    },
     /// `init` was asked to create a repository where one already exists.
     #[error("a repository already exists at {location}")]
     RepositoryExists {
@@ -220,8 +229,10 @@ pub enum Error {
     },
     /// A command whose output was being backed up did not succeed; no
     /// snapshot was saved.
-    #[error("command `{command}` failed: {status}; no snapshot was saved")]
+    #[error("command `{command}` (for /{name}) failed: {status}; no snapshot was saved")]
     CommandFailed {
+        /// The file its output was to become.
+        name: String,
         /// The command line.
         command: String,
         /// How it ended.

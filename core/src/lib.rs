@@ -58,12 +58,14 @@
 //! `vectors` checks the format's test vectors.
 #![deny(missing_docs)]
 
+pub mod allocator;
 pub(crate) mod archiver;
 pub mod backend;
 pub mod browse;
 pub mod check;
 pub(crate) mod chunker;
 pub(crate) mod codec;
+pub mod copy;
 pub(crate) mod crypto;
 pub(crate) mod error;
 pub mod forget;
@@ -73,6 +75,7 @@ pub(crate) mod id;
 pub(crate) mod index;
 pub mod keys;
 pub(crate) mod object;
+pub mod operate;
 mod pattern;
 pub mod progress;
 pub mod prune;
@@ -105,7 +108,9 @@ pub use object::config::{Config, DEFAULT_COMPRESSION_LEVEL};
 pub use object::key_file::{KdfParams, KeyFileHeader, KeyLabels, KeyRole};
 pub use object::snapshot::{Snapshot, Summary};
 pub use object::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
-pub use repository::lock::{release_held_locks, LockHost, LockKind, RepositoryLock};
+pub use repository::lock::{
+    release_held_locks, take_unremoved_locks, LockHost, LockKind, RepositoryLock,
+};
 pub use repository::{BlobWriter, InitOptions, Repository, SnapshotList};
 pub use restorer::overwrite::{Action as RestoreAction, Overwrite, Reason as RestoreReason};
 pub use restorer::{restore, RestoreOptions, RestoreSummary};

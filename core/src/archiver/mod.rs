@@ -23,6 +23,7 @@ mod tree;
 mod walk;
 
 pub use sources::{normalize_path, StreamSource};
+pub(crate) use store::store_chunks;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

@@ -18,7 +18,7 @@ pub(super) const CHUNKS_PER_BATCH: usize = 8;
 /// bulk, and calls `read` with the bytes of each batch read (the last one
 /// too, if reading fails). Returns the size and the blob ids. The outer
 /// error is the repository's (fatal); the inner one the source's.
-pub(super) fn store_chunks(
+pub(crate) fn store_chunks(
     writer: &Mutex<BlobWriter<'_>>,
     chunks: impl Iterator<Item = io::Result<Vec<u8>>>,
     mut read: impl FnMut(u64),

@@ -39,6 +39,7 @@ pub(super) fn archive_stream(
                 .collect::<Vec<_>>()
                 .join(" ");
             let failed = |status: String| Error::CommandFailed {
+                name: name.clone(),
                 command: shown.clone(),
                 status,
             };

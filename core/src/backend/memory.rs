@@ -228,6 +228,12 @@ impl Backend for MemoryBackend {
         }
     }
 
+    /// It stands in for object storage: so the suites that run on it
+    /// cover what cairn does only for remote stores (the tree cache).
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn get(&self, kind: ObjectKind, name: &str) -> io::Result<Vec<u8>> {
         self.read(|objects| objects.get(&(kind, name.to_string())).cloned())?
             .ok_or_else(|| Self::not_found(kind, name))

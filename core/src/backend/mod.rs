@@ -196,6 +196,19 @@ pub trait Backend: Send + Sync {
             format!("{name}: not a leftover of this store"),
         ))
     }
+    /// Whether every read is a round trip over a network: then tree blobs
+    /// are worth keeping on local disk (in the cache folder).
+    fn is_remote(&self) -> bool {
+        false
+    }
+    /// How many packs a writer stores at once unless told otherwise.
+    fn default_connections(&self) -> usize {
+        if self.is_remote() {
+            5
+        } else {
+            2
+        }
+    }
     /// Creates the empty layout. Errors with `AlreadyExists` if a config
     /// already exists, and with [`StrayEntries`] inside if the location
     /// holds anything a repository's layout does not.

@@ -23,7 +23,12 @@ use super::{object_name, Backend, ObjectKind, ObjectWriter};
 
 /// Parts of an upload sent at once: a pack is sent in parts of this size
 /// from its spilled file, so memory per connection stays bounded.
-const PART_BYTES: usize = 8 << 20;
+const PART_BYTES: usize = 5 << 20;
+
+/// A range read reserves room for at most this much before bytes arrive:
+/// its length comes from an index or a pack's size, which storage could
+/// have inflated; past it the buffer grows as the bytes come.
+const MAX_PREALLOCATED: u64 = 64 << 20;
 
 /// Where an S3 repository lives: `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +100,8 @@ impl S3Settings {
 /// A repository in an S3 bucket.
 pub struct S3Backend {
     location: String,
+    /// The bucket, for messages.
+    bucket: String,
     operator: blocking::Operator,
     /// Kept for the operator's lifetime: its calls run on it.
     _runtime: tokio::runtime::Runtime,
@@ -130,7 +137,7 @@ impl S3Backend {
             .enable_all()
             .build()?;
         let operator = Operator::new(builder)
-            .map_err(to_io)?
+            .map_err(|e| to_io(&parsed.bucket, e))?
             .layer(
                 RetryLayer::new()
                     .with_max_times(5)
@@ -145,10 +152,11 @@ impl S3Backend {
             );
         let operator = {
             let _entered = runtime.enter();
-            blocking::Operator::new(operator).map_err(to_io)?
+            blocking::Operator::new(operator).map_err(|e| to_io(&parsed.bucket, e))?
         };
         Ok(S3Backend {
             location: location.to_string(),
+            bucket: parsed.bucket.clone(),
             operator,
             _runtime: runtime,
         })
@@ -161,25 +169,55 @@ impl S3Backend {
 }
 
 /// An OpenDAL error as an I/O error, keeping "not found" recognisable and
-/// saying plainly what refused credentials mean.
-fn to_io(error: opendal::Error) -> io::Error {
+/// saying plainly what refused credentials or a missing bucket mean.
+fn to_io(bucket: &str, error: opendal::Error) -> io::Error {
+    let text = error.to_string();
+    if text.contains("NoSuchBucket") {
+        // Not NotFound: that would read as a missing object.
+        return io::Error::other(format!("the bucket {bucket:?} does not exist"));
+    }
+    let unanswered = error.kind() == ErrorKind::Unexpected && text.contains("send http request");
+    // What the connection itself said; OpenDAL's message stops at "error
+    // sending request".
+    let cause = unanswered.then(|| innermost_cause(&error));
+    if let Some(cause) = cause.as_ref().filter(|c| c.contains("certificate")) {
+        // The store answered, with a certificate this host does not
+        // trust: not a store that is away, and no retry will help.
+        return io::Error::other(format!(
+            "the store's TLS certificate is not trusted ({cause}); for a private CA, set SSL_CERT_FILE to a PEM bundle that includes it"
+        ));
+    }
     let kind = match error.kind() {
         ErrorKind::NotFound => io::ErrorKind::NotFound,
         ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
         ErrorKind::AlreadyExists | ErrorKind::ConditionNotMatch => io::ErrorKind::AlreadyExists,
+        // No answer at all: refused, reset, timed out or no such host.
+        ErrorKind::Unexpected if unanswered => io::ErrorKind::NotConnected,
         _ => io::ErrorKind::Other,
     };
     let message = match error.kind() {
-        _ if error.to_string().contains("failed to load signing credential") => {
+        _ if text.contains("failed to load signing credential") => {
             "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a shared credentials file".to_string()
         }
         ErrorKind::PermissionDenied => format!(
             "access denied by the store: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the region ({})",
             error.message()
         ),
-        _ => error.to_string(),
+        _ => match cause {
+            Some(cause) => format!("{text}: {cause}"),
+            None => text,
+        },
     };
     io::Error::new(kind, message)
+}
+
+/// The last error in `error`'s chain of sources.
+fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    innermost.to_string()
 }
 
 impl Backend for S3Backend {
@@ -187,11 +225,15 @@ impl Backend for S3Backend {
         self.location.clone()
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn get(&self, kind: ObjectKind, name: &str) -> io::Result<Vec<u8>> {
         let bytes = self
             .operator
             .read(&S3Backend::key(kind, name))
-            .map_err(to_io)?;
+            .map_err(|e| to_io(&self.bucket, e))?;
         Ok(bytes.to_vec())
     }
 
@@ -205,31 +247,64 @@ impl Backend for S3Backend {
         let end = offset.checked_add(len).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "range beyond any object")
         })?;
-        let bytes = self
-            .operator
-            .read_options(
-                &S3Backend::key(kind, name),
-                opendal::options::ReadOptions {
-                    range: (offset..end).into(),
-                    ..Default::default()
-                },
-            )
-            .map_err(to_io)?;
-        if bytes.len() as u64 != len {
-            return Err(io::Error::new(
+        let key = S3Backend::key(kind, name);
+        let beyond_end = || {
+            io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("range {offset}+{len} beyond the object's end"),
-            ));
+            )
+        };
+        // Streamed into one buffer of the final size: collecting the
+        // response's chunks first and copying them out would hold the
+        // range twice (a restore reads whole packs this way).
+        let mut bytes = Vec::with_capacity(len.min(MAX_PREALLOCATED) as usize);
+        let read = self
+            .operator
+            .reader(&key)
+            .and_then(|reader| reader.read_into(&mut bytes, offset..end));
+        match read {
+            Ok(_) => {}
+            // A range that starts past the end is refused (416); one that
+            // ends past it comes back short, which OpenDAL reports as an
+            // unexpected error: the object's length tells them apart from
+            // a failing store.
+            Err(e) if e.kind() == ErrorKind::RangeNotSatisfied => return Err(beyond_end()),
+            Err(e) => {
+                return match self.operator.stat(&key) {
+                    Ok(meta) if meta.content_length() < end => Err(beyond_end()),
+                    _ => Err(to_io(&self.bucket, e)),
+                }
+            }
+        };
+        if bytes.len() as u64 != len {
+            return Err(beyond_end());
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     fn size(&self, kind: ObjectKind, name: &str) -> io::Result<u64> {
-        let meta = self
-            .operator
-            .stat(&S3Backend::key(kind, name))
-            .map_err(to_io)?;
-        Ok(meta.content_length())
+        match self.operator.stat(&S3Backend::key(kind, name)) {
+            Ok(meta) => Ok(meta.content_length()),
+            // A HEAD request's 404 says nothing of why: for the config
+            // (asked first of a repository), a listing tells a missing
+            // bucket from a missing repository.
+            Err(e) if e.kind() == ErrorKind::NotFound && kind == ObjectKind::Config => {
+                let probe = ListOptions {
+                    limit: Some(1),
+                    ..Default::default()
+                };
+                // The first entry only: one request, however much is there.
+                let first = self
+                    .operator
+                    .lister_options("", probe)
+                    .and_then(|mut lister| lister.next().transpose());
+                match first {
+                    Err(listing) => Err(to_io(&self.bucket, listing)),
+                    Ok(_) => Err(to_io(&self.bucket, e)),
+                }
+            }
+            Err(e) => Err(to_io(&self.bucket, e)),
+        }
     }
 
     fn put(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> io::Result<()> {
@@ -247,9 +322,13 @@ impl Backend for S3Backend {
                         ..Default::default()
                     },
                 );
-                return written.map(|_| ()).map_err(to_io);
+                return written.map(|_| ()).map_err(|e| to_io(&self.bucket, e));
             }
-            if self.operator.exists(&key).map_err(to_io)? {
+            if self
+                .operator
+                .exists(&key)
+                .map_err(|e| to_io(&self.bucket, e))?
+            {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     "config exists",
@@ -261,7 +340,7 @@ impl Backend for S3Backend {
         self.operator
             .write(&key, bytes.to_vec())
             .map(|_| ())
-            .map_err(to_io)
+            .map_err(|e| to_io(&self.bucket, e))
     }
 
     fn create_writer(&self, kind: ObjectKind) -> io::Result<Box<dyn ObjectWriter>> {
@@ -273,6 +352,7 @@ impl Backend for S3Backend {
         }
         Ok(Box::new(S3ObjectWriter {
             spill: tempfile::tempfile()?,
+            bucket: self.bucket.clone(),
             operator: self.operator.clone(),
             kind,
         }))
@@ -289,7 +369,7 @@ impl Backend for S3Backend {
                     ..Default::default()
                 },
             )
-            .map_err(to_io)?;
+            .map_err(|e| to_io(&self.bucket, e))?;
         let mut names: Vec<String> = entries
             .iter()
             .filter(|entry| !entry.path().ends_with('/'))
@@ -304,14 +384,24 @@ impl Backend for S3Backend {
         let key = S3Backend::key(kind, name);
         // S3 deletes whatever is there without saying: ask first, so that
         // deleting a missing object is NotFound, as on a disk.
-        if !self.operator.exists(&key).map_err(to_io)? {
+        if !self
+            .operator
+            .exists(&key)
+            .map_err(|e| to_io(&self.bucket, e))?
+        {
             return Err(io::Error::new(io::ErrorKind::NotFound, key));
         }
-        self.operator.delete(&key).map_err(to_io)
+        self.operator
+            .delete(&key)
+            .map_err(|e| to_io(&self.bucket, e))
     }
 
     fn create(&self) -> io::Result<()> {
-        if self.operator.exists("config").map_err(to_io)? {
+        if self
+            .operator
+            .exists("config")
+            .map_err(|e| to_io(&self.bucket, e))?
+        {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "config exists",
@@ -327,7 +417,7 @@ impl Backend for S3Backend {
                     ..Default::default()
                 },
             )
-            .map_err(to_io)?;
+            .map_err(|e| to_io(&self.bucket, e))?;
         let expected = |path: &str| {
             ObjectKind::FOLDERS
                 .iter()
@@ -350,6 +440,7 @@ impl Backend for S3Backend {
 /// in parts once its name is known.
 struct S3ObjectWriter {
     spill: std::fs::File,
+    bucket: String,
     operator: blocking::Operator,
     kind: ObjectKind,
 }
@@ -378,17 +469,22 @@ impl ObjectWriter for S3ObjectWriter {
                     ..Default::default()
                 },
             )
-            .map_err(to_io)?;
-        let mut part = vec![0u8; PART_BYTES];
+            .map_err(|e| to_io(&self.bucket, e))?;
         loop {
+            // Each part's buffer is handed over, not copied.
+            let mut part = vec![0u8; PART_BYTES];
             let read = read_full(&mut self.spill, &mut part)?;
             if read == 0 {
                 break;
             }
-            writer.write(part[..read].to_vec()).map_err(to_io)?;
+            part.truncate(read);
+            writer.write(part).map_err(|e| to_io(&self.bucket, e))?;
         }
         // Stored only once the store confirmed the whole object.
-        writer.close().map(|_| ()).map_err(to_io)
+        writer
+            .close()
+            .map(|_| ())
+            .map_err(|e| to_io(&self.bucket, e))
     }
 }
 

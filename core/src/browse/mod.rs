@@ -15,6 +15,7 @@ use std::path::{Component, Path};
 
 pub use cat::cat;
 pub use diff::{diff, Change, DiffEntry, DiffSummary};
+pub(crate) use dump::FileContent;
 pub use dump::{dump, ArchiveFormat, DumpSummary};
 pub use find::{find, FindOptions, Version};
 pub use ls::list;

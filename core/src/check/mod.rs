@@ -103,6 +103,8 @@ pub struct CheckReport {
     pub snapshots: usize,
     /// Packs whose trailers were checked.
     pub packs: usize,
+    /// Bytes of the blobs those packs hold, as stored (sealed).
+    pub stored_bytes: u64,
     /// Packs read whole.
     pub packs_read: usize,
     /// Blobs authenticated by reading.
@@ -165,6 +167,7 @@ type BadBlobs = HashMap<BlobId, String>;
 /// Checks `repository`. Errors only if checking cannot go on (the store
 /// cannot be listed); damage is reported in the [`CheckReport`].
 pub fn check(repository: &Repository, options: &CheckOptions) -> Result<CheckReport> {
+    let _from_storage = repository.read_trees_from_storage();
     let mut report = CheckReport::default();
     let mut errors = Problems::default();
     let mut warnings = Problems::default();
@@ -256,6 +259,7 @@ fn check_packs(
         report.packs += 1;
         match repository.read_pack_trailer(&name) {
             Ok((_, entries)) => {
+                report.stored_bytes += entries.iter().map(|e| u64::from(e.stored_len)).sum::<u64>();
                 trailers.insert(PackId(id), entries_digest(&entries));
             }
             Err(e) => errors.add(object_name(ObjectKind::Pack, &name), e.to_string()),

@@ -30,8 +30,9 @@ pub struct Rotated {
     pub key: String,
     /// Sessions whose data keys were wrapped again.
     pub sessions: usize,
-    /// The key files deleted: every one of an earlier epoch. Their
-    /// passwords no longer open the repository.
+    /// The key files deleted: every one of an earlier epoch, and any of
+    /// the new epoch that an unfinished rotation left. Their passwords no
+    /// longer open the repository.
     pub removed_keys: Vec<KeyInfo>,
     /// Sessions that could not be opened (damaged, or sealed under another
     /// repository's key), left as they were: what they sealed was already
@@ -151,19 +152,33 @@ pub fn rotate(
     let key = Id::of_bytes(&key_bytes).to_hex();
     put(repository, ObjectKind::Key, &key, &key_bytes)?;
 
-    // 4. Every key file of an earlier epoch: they hold the old private key.
+    // 4. Every other key file up to the new epoch: those of earlier epochs
+    // hold the old private key, and one of the new epoch was stored by a
+    // rotation that did not finish (this one started from the epoch before)
+    // and holds a key pair nothing will be wrapped to.
     lock.ensure_held()?;
     let mut removed_keys = Vec::new();
     for old in keys_before {
-        if old.header.is_some_and(|h| h.epoch < epoch) {
+        if old.id != key && old.header.is_some_and(|h| h.epoch <= epoch) {
             delete(repository, ObjectKind::Key, &old.id)?;
             removed_keys.push(old);
         }
     }
 
-    // 5. What the old private key could still open: the version 1 objects
-    // of the sessions just re-wrapped, older re-wrapped objects, older
-    // records (and leftovers of rotations that did not finish).
+    // 5. What the old private key could still open: older records first, so
+    // that a key file of another pair this rotation did not see (a store
+    // may show a killed writer's last put late) finds no record and is
+    // passed over before the sessions its record names are gone; then the
+    // version 1 objects of the sessions just re-wrapped and older
+    // re-wrapped objects (and leftovers of rotations that did not finish).
+    let records = backend
+        .list(ObjectKind::Epoch)
+        .map_err(|e| Error::storage(ObjectKind::Epoch, "", e))?;
+    for name in records {
+        if name != record_id.to_hex() {
+            delete(repository, ObjectKind::Epoch, &name)?;
+        }
+    }
     let mapped: HashSet<SessionId> = record.sessions.iter().map(|r| r.original).collect();
     let current: HashSet<Id> = record.sessions.iter().map(|r| r.object).collect();
     for (id, len) in &listed {
@@ -174,14 +189,6 @@ pub fn rotate(
         };
         if superseded {
             delete(repository, ObjectKind::Session, &id.to_hex())?;
-        }
-    }
-    let records = backend
-        .list(ObjectKind::Epoch)
-        .map_err(|e| Error::storage(ObjectKind::Epoch, "", e))?;
-    for name in records {
-        if name != record_id.to_hex() {
-            delete(repository, ObjectKind::Epoch, &name)?;
         }
     }
     Ok(Rotated {

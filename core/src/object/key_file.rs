@@ -192,6 +192,16 @@ impl MasterKeys {
         }
     }
 
+    /// These keys with `other`'s id key and chunker seed: a repository
+    /// that names and cuts blobs as `other`'s does.
+    pub(crate) fn with_blob_naming_of(self, other: &MasterKeys) -> MasterKeys {
+        MasterKeys {
+            id_key: IdKey(other.id_key.0),
+            chunker_seed: other.chunker_seed,
+            ..self
+        }
+    }
+
     /// The same keys with a new X25519 pair: what a rotation leaves.
     pub(crate) fn with_new_pair(&self, private: StaticSecret) -> MasterKeys {
         MasterKeys {

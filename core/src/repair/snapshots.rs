@@ -102,6 +102,7 @@ pub fn repair_snapshots(
             reason: format!("{damaged}; run `cairn repair index` first"),
         });
     }
+    let _from_storage = repository.read_trees_from_storage();
     let mut repairer = Repairer::new(repository, options)?;
     if !options.dry_run {
         // Starting to write indexes the packs a stopped writer left, whose

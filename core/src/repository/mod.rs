@@ -7,16 +7,19 @@
 
 mod index_sync;
 pub(crate) mod lock;
+mod pack_cache;
 pub(crate) mod packer;
 mod read;
 pub(crate) mod segment_writer;
 mod snapshots;
 #[cfg(test)]
 mod tests;
+mod tree_cache;
 mod unlock;
 mod writer;
 mod written;
 
+pub(crate) use pack_cache::PackCache;
 pub use snapshots::SnapshotList;
 pub use writer::BlobWriter;
 
@@ -99,6 +102,14 @@ pub struct Repository {
     lock_host: Arc<dyn lock::LockHost>,
     /// The locks this process took on the repository, while they are held.
     held_locks: Mutex<Vec<std::sync::Weak<Mutex<lock::Held>>>>,
+    /// Tree blobs kept on this host, for a remote store (and a full key).
+    trees: Option<Arc<tree_cache::TreeCache>>,
+    /// Set while a check or repair runs: they judge what storage holds, so
+    /// they read every tree from there, through a cache of their own for
+    /// the run ([`TreeCache::temporary`]) if the store is remote.
+    trees_from_storage: Mutex<RunTrees>,
+    /// Packs stored at once by a writer.
+    connections: usize,
 }
 
 /// The error for a sealed object that did not open: unauthenticated if it
@@ -108,6 +119,27 @@ fn open_error(object: String, error: ObjectError) -> Error {
         ObjectError::Authentication => Error::Unauthenticated { object },
         ObjectError::Malformed(_) | ObjectError::Undecodable(_) => Error::corrupted(object, error),
     }
+}
+
+/// See [`Repository::read_trees_from_storage`].
+pub(crate) struct TreesFromStorage<'a>(&'a Repository);
+
+impl Drop for TreesFromStorage<'_> {
+    fn drop(&mut self) {
+        let mut run = self.0.run_trees();
+        run.guards -= 1;
+        if run.guards == 0 {
+            run.cache = None;
+        }
+    }
+}
+
+/// How trees are read while checks or repairs run: how many are running,
+/// and the cache of the run they share.
+#[derive(Default)]
+struct RunTrees {
+    guards: usize,
+    cache: Option<Arc<tree_cache::TreeCache>>,
 }
 
 /// Errors unless `level` is a compression level cairn writes with.
@@ -163,6 +195,31 @@ impl Repository {
             options,
             cache_dir,
             MasterKeys::generate(),
+        )
+    }
+
+    /// [`Repository::init`] for a repository that names and cuts blobs as
+    /// `like` does (its id key, chunker parameters and seed; every other
+    /// key fresh), so that `copy` between them moves blobs as they are.
+    /// The chunker parameters of `options` are replaced by `like`'s.
+    pub fn init_naming_blobs_like(
+        backend: Box<dyn Backend>,
+        password: &[u8],
+        options: &InitOptions,
+        cache_dir: &Path,
+        like: &Repository,
+    ) -> Result<Repository> {
+        like.require_full_key("share its chunker parameters")?;
+        let options = InitOptions {
+            chunker: like.config.chunker,
+            ..options.clone()
+        };
+        Repository::init_with_keys(
+            backend,
+            password,
+            &options,
+            cache_dir,
+            MasterKeys::generate().with_blob_naming_of(&like.keys),
         )
     }
 
@@ -258,6 +315,7 @@ impl Repository {
             keys,
             name: key_name,
             header,
+            epoch: unlock::EpochSessions::default(),
         };
         Repository::assemble(backend, config, unlocked, cache_dir)
     }
@@ -281,6 +339,10 @@ impl Repository {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::RepositoryNotFound {
                 location: backend.location(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Err(Error::Unreachable {
+                location: backend.location(),
+                error: e,
             }),
             Err(e) => Err(Error::storage(ObjectKind::Config, "", e)),
         }
@@ -330,14 +392,21 @@ impl Repository {
             keys,
             name: key_name,
             header: key_header,
+            epoch,
         } = unlocked;
         // Named by a keyed hash of the repository id: the config is not
         // authenticated, and a repository claiming another's id must not
         // share (and so trust) that repository's index cache.
         let cache_name = blake3::keyed_hash(&keys.id_key.0, &config.id.0).to_hex();
         let index_path = cache_dir.join(cache_name.as_str()).join("index.redb");
+        let trees = (backend.is_remote() && keys.private.is_some())
+            .then(|| {
+                tree_cache::TreeCache::open(&cache_dir.join(cache_name.as_str()).join("trees.redb"))
+            })
+            .flatten()
+            .map(Arc::new);
+        let connections = backend.default_connections();
         let opened = IndexCache::open(&index_path)?;
-        let epoch = unlock::EpochSessions::load(backend.as_ref(), &keys, &key_header)?;
         let mut notices: Vec<String> = opened.notice.into_iter().collect();
         let written = match keys.role() {
             KeyRole::Full => None,
@@ -372,6 +441,9 @@ impl Repository {
             notices: Mutex::new(notices),
             lock_host: Arc::new(lock::SystemHost),
             held_locks: Mutex::new(Vec::new()),
+            trees,
+            trees_from_storage: Mutex::new(RunTrees::default()),
+            connections,
         };
         let synced = repository.sync_index(&repository.index());
         repository.damaged_segments = match synced {
@@ -392,6 +464,63 @@ impl Repository {
     /// Where the repository is, for messages.
     pub fn location(&self) -> String {
         self.backend.location()
+    }
+
+    /// Whether this repository names and cuts blobs as `other` does (same
+    /// id key, chunker parameters and seed), so that blobs copied between
+    /// them keep their ids.
+    pub(crate) fn names_blobs_like(&self, other: &Repository) -> bool {
+        self.keys.id_key.0 == other.keys.id_key.0
+            && self.keys.chunker_seed == other.keys.chunker_seed
+            && self.config.chunker == other.config.chunker
+    }
+
+    /// Reads trees from storage rather than the tree cache while the guard
+    /// lives: for a check or repair, which judge what storage holds.
+    pub(crate) fn read_trees_from_storage(&self) -> TreesFromStorage<'_> {
+        let mut run = self.run_trees();
+        if run.guards == 0 && self.trees.is_some() {
+            run.cache = tree_cache::TreeCache::temporary(&self.scratch_dir()).map(Arc::new);
+        }
+        run.guards += 1;
+        TreesFromStorage(self)
+    }
+
+    fn run_trees(&self) -> std::sync::MutexGuard<'_, RunTrees> {
+        self.trees_from_storage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The tree cache reads go through now, if any.
+    pub(crate) fn tree_cache(&self) -> Option<Arc<tree_cache::TreeCache>> {
+        let cache = {
+            let run = self.run_trees();
+            if run.guards > 0 {
+                run.cache.clone()
+            } else {
+                self.trees.clone()
+            }
+        };
+        cache.filter(|cache| cache.is_usable())
+    }
+
+    /// How many threads should read blobs at once: one per core on a local
+    /// disk; on object storage, where a read mostly waits on the network,
+    /// two per connection.
+    pub(crate) fn reader_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        if self.backend.is_remote() {
+            cores.max(2 * self.connections)
+        } else {
+            cores
+        }
+    }
+
+    /// Sets how many packs a writer stores at once (at least one); the
+    /// default is the store's ([`Backend::default_connections`]).
+    pub fn set_connections(&mut self, connections: usize) {
+        self.connections = connections.max(1);
     }
 
     /// A folder for scratch files beside the index cache (prune's set of

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::segment_writer::{SegmentWriter, StoredSegment};
+use super::tree_cache::TreeCache;
 use crate::backend::{Backend, ObjectKind, ObjectWriter};
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
@@ -48,6 +49,11 @@ pub struct PackerConfig {
     pub compression_level: i32,
     /// Packs are closed at this many bytes.
     pub pack_target_bytes: u64,
+    /// Packs stored at once.
+    pub connections: usize,
+    /// Where tree blobs are kept on this host once their pack is stored,
+    /// if anywhere.
+    pub trees: Option<Arc<TreeCache>>,
 }
 
 /// What a finished pipeline leaves.
@@ -123,6 +129,8 @@ impl Packer {
             failure: Arc::clone(&failure),
             bytes_added: Arc::clone(&bytes_added),
             blobs_added: Arc::clone(&blobs_added),
+            trees: config.trees,
+            uploads: Uploads::start(config.connections),
         };
         threads.push(std::thread::spawn(move || pack_thread.run(sealed_queue)));
         Packer {
@@ -231,6 +239,9 @@ impl Drop for Packer {
 }
 
 struct PackThread {
+    /// Packs being stored, and what came back from those that were. First,
+    /// so that it is dropped first: its threads end before the store goes.
+    uploads: Uploads,
     backend: Arc<dyn Backend>,
     session: SessionId,
     sealer: Sealer,
@@ -241,47 +252,164 @@ struct PackThread {
     failure: Arc<Mutex<Option<Error>>>,
     bytes_added: Arc<AtomicU64>,
     blobs_added: Arc<AtomicU64>,
+    /// Where the stored bytes of tree blobs are kept on this host, if
+    /// anywhere.
+    trees: Option<Arc<TreeCache>>,
 }
 
-/// A pack being streamed to storage.
-type OpenPack = PackWriter<Box<dyn ObjectWriter>>;
+/// A pack being streamed to storage, and the trees it holds, for the
+/// tree cache.
+struct OpenPack {
+    writer: PackWriter<Box<dyn ObjectWriter>>,
+    trees: Vec<(BlobId, Vec<u8>)>,
+}
+
+/// A pack written whole, waiting to be stored under its name.
+struct Upload {
+    sink: Box<dyn ObjectWriter>,
+    indexed: IndexedPack,
+    trees: Vec<(BlobId, Vec<u8>)>,
+}
+
+/// What came back from storing one pack.
+type Uploaded = Result<(IndexedPack, Vec<(BlobId, Vec<u8>)>)>;
+
+/// Threads that store finished packs, as many at once as the store takes
+/// connections. A pack is handed over only when a thread is free, so at
+/// most that many wait on disk at a time.
+struct Uploads {
+    queue: Option<SyncSender<Upload>>,
+    done: Receiver<Uploaded>,
+    in_flight: usize,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Uploads {
+    fn start(connections: usize) -> Uploads {
+        let (queue, pending) = mpsc::sync_channel::<Upload>(0);
+        let pending = Arc::new(Mutex::new(pending));
+        let (done_tx, done) = mpsc::channel();
+        let threads = (0..connections.max(1))
+            .map(|_| {
+                let pending = Arc::clone(&pending);
+                let done = done_tx.clone();
+                std::thread::spawn(move || loop {
+                    let next = pending.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(upload) = next else { return };
+                    let name = upload.indexed.pack.to_string();
+                    // A panic in the store's code is a failed pack, reported
+                    // like any other: never a pack silently left out.
+                    let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        upload.sink.finish(&name)
+                    }))
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the upload thread panicked")));
+                    let stored = finished
+                        .map(|()| (upload.indexed, upload.trees))
+                        .map_err(|e| Error::storage(ObjectKind::Pack, &name, e));
+                    if done.send(stored).is_err() {
+                        return;
+                    }
+                })
+            })
+            .collect();
+        Uploads {
+            queue: Some(queue),
+            done,
+            in_flight: 0,
+            threads,
+        }
+    }
+
+    /// Hands a pack to the first free thread, waiting for one.
+    fn send(&mut self, upload: Upload) -> Result<()> {
+        let queue = self
+            .queue
+            .as_ref()
+            .expect("open until the pack thread ends");
+        queue.send(upload).map_err(|_| Error::PackerStopped)?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// The packs stored since the last call; with `wait`, after waiting
+    /// for every pack handed over.
+    fn take_done(&mut self, wait: bool) -> Vec<Uploaded> {
+        let mut done: Vec<Uploaded> = self.done.try_iter().collect();
+        while wait && self.in_flight > done.len() {
+            match self.done.recv() {
+                Ok(uploaded) => done.push(uploaded),
+                // Every thread ended with packs unaccounted for: they
+                // count as failed.
+                Err(_) => {
+                    let lost = self.in_flight - done.len();
+                    done.extend((0..lost).map(|_| Err(Error::PackerStopped)));
+                }
+            }
+        }
+        self.in_flight -= done.len();
+        done
+    }
+}
+
+impl Drop for Uploads {
+    /// Lets the threads store what they were given, then end.
+    fn drop(&mut self) {
+        self.queue = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
 
 impl PackThread {
     fn run(mut self, sealed: Receiver<Vec<SealedBlob>>) {
+        // The failure is recorded before the queue closes: a worker or
+        // caller that finds the queue closed then finds why.
+        if let Err(error) = self.pack_all(&sealed) {
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        }
+        drop(sealed);
+    }
+
+    /// Packs every sealed blob, stores the packs, and lists them in index
+    /// segments once storage confirmed them.
+    fn pack_all(&mut self, sealed: &Receiver<Vec<SealedBlob>>) -> Result<()> {
         let mut pack = None;
         for blob in sealed.iter().flatten() {
             self.bytes_added
                 .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
             self.blobs_added.fetch_add(1, Ordering::Relaxed);
-            if let Err(error) = self.add(&mut pack, &blob) {
-                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
-                return;
-            }
+            self.add(&mut pack, blob)?;
         }
-        let last = match pack {
-            Some(pack) => self.store(pack),
-            None => Ok(()),
-        };
-        let indexed = last
-            .and_then(|()| self.segment.finish(self.backend.as_ref()))
-            .map(|stored| self.hand_over(stored));
-        if let Err(error) = indexed {
-            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        if let Some(pack) = pack {
+            self.store(pack)?;
         }
+        let uploaded = self.uploads.take_done(true);
+        self.index(uploaded)?;
+        let last = self.segment.finish(self.backend.as_ref())?;
+        self.hand_over(last);
+        Ok(())
     }
 
     /// Appends a blob to the open pack, opening one if needed, and stores
     /// the pack once it is full.
-    fn add(&mut self, pack: &mut Option<OpenPack>, blob: &SealedBlob) -> Result<()> {
-        let writer = match pack {
-            Some(writer) => writer,
-            None => pack.insert(PackWriter::new(
-                self.backend
-                    .create_writer(ObjectKind::Pack)
-                    .map_err(|e| self.new_pack_error(e))?,
-            )),
+    fn add(&mut self, pack: &mut Option<OpenPack>, blob: SealedBlob) -> Result<()> {
+        let open = match pack {
+            Some(open) => open,
+            None => pack.insert(OpenPack {
+                writer: PackWriter::new(
+                    self.backend
+                        .create_writer(ObjectKind::Pack)
+                        .map_err(|e| self.new_pack_error(e))?,
+                ),
+                trees: Vec::new(),
+            }),
         };
-        writer.add(blob).map_err(|e| self.new_pack_error(e))?;
+        open.writer.add(&blob).map_err(|e| self.new_pack_error(e))?;
+        if blob.blob_type == BlobType::Tree && self.trees.is_some() {
+            open.trees.push((blob.id, blob.bytes));
+        }
+        let writer = &open.writer;
         if writer.len_bytes() >= self.target || writer.entry_count() >= MAX_PACK_ENTRIES {
             let full = pack.take().expect("a pack was just written to");
             self.store(full)?;
@@ -297,21 +425,43 @@ impl PackThread {
         }
     }
 
+    /// Finishes a pack and hands it to a thread that stores it; lists the
+    /// packs stored meanwhile.
     fn store(&mut self, pack: OpenPack) -> Result<()> {
-        let pack = pack
+        let finished = pack
+            .writer
             .finish(self.session, &self.sealer)
             .map_err(|e| self.new_pack_error(e))?;
-        let name = pack.id.to_string();
-        pack.sink
-            .finish(&name)
-            .map_err(|e| Error::storage(ObjectKind::Pack, &name, e))?;
-        let indexed = IndexedPack {
-            pack: pack.id,
-            session: self.session,
-            entries: pack.entries,
+        let upload = Upload {
+            sink: finished.sink,
+            indexed: IndexedPack {
+                pack: finished.id,
+                session: self.session,
+                entries: finished.entries,
+            },
+            trees: pack.trees,
         };
-        let stored = self.segment.add(self.backend.as_ref(), indexed)?;
-        self.hand_over(stored);
+        // A failed send means the threads ended: what they reported says why.
+        let sent = self.uploads.send(upload);
+        let uploaded = self.uploads.take_done(sent.is_err());
+        self.index(uploaded)?;
+        sent
+    }
+
+    /// Lists stored packs in the index segment being gathered (storing it
+    /// when full) and caches their trees; the first failed pack fails the
+    /// pipeline.
+    fn index(&mut self, uploaded: Vec<Uploaded>) -> Result<()> {
+        for stored in uploaded {
+            let (indexed, trees) = stored?;
+            if let Some(cache) = &self.trees {
+                let trees: Vec<(BlobId, &[u8])> =
+                    trees.iter().map(|(id, bytes)| (*id, &bytes[..])).collect();
+                cache.insert(&trees);
+            }
+            let segment = self.segment.add(self.backend.as_ref(), indexed)?;
+            self.hand_over(segment);
+        }
         Ok(())
     }
 
@@ -343,6 +493,8 @@ mod tests {
             index_sealer: Sealer::new(&SecretKey::random()),
             compression_level: 1,
             pack_target_bytes,
+            connections: 2,
+            trees: None,
         }
     }
 

@@ -219,3 +219,220 @@ fn snapshot_references_resolve() {
         Err(Error::OutOfRange { .. })
     ));
 }
+
+/// A memory store that counts the range reads of packs made through it.
+struct CountingReads {
+    inner: MemoryBackend,
+    pack_reads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingReads {
+    /// A store of `backend`'s objects whose pack reads add to `pack_reads`.
+    fn on(
+        backend: &MemoryBackend,
+        pack_reads: &Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Box<CountingReads> {
+        Box::new(CountingReads {
+            inner: backend.clone(),
+            pack_reads: Arc::clone(pack_reads),
+        })
+    }
+}
+
+impl Backend for CountingReads {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn get(&self, kind: ObjectKind, name: &str) -> io::Result<Vec<u8>> {
+        self.inner.get(kind, name)
+    }
+    fn get_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<Vec<u8>> {
+        if kind == ObjectKind::Pack {
+            self.pack_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.get_range(kind, name, offset, len)
+    }
+    fn size(&self, kind: ObjectKind, name: &str) -> io::Result<u64> {
+        self.inner.size(kind, name)
+    }
+    fn put(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.inner.put(kind, name, bytes)
+    }
+    fn create_writer(&self, kind: ObjectKind) -> io::Result<Box<dyn crate::backend::ObjectWriter>> {
+        self.inner.create_writer(kind)
+    }
+    fn list(&self, kind: ObjectKind) -> io::Result<Vec<String>> {
+        self.inner.list(kind)
+    }
+    fn delete(&self, kind: ObjectKind, name: &str) -> io::Result<()> {
+        self.inner.delete(kind, name)
+    }
+    fn create(&self) -> io::Result<()> {
+        self.inner.create()
+    }
+    fn is_remote(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn trees_are_read_from_the_tree_cache_and_fetched_a_pack_at_a_time() {
+    let backend = MemoryBackend::default();
+    let pack_reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = || CountingReads::on(&backend, &pack_reads);
+    let reads = || pack_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let writer_cache = tempfile::tempdir().unwrap();
+    let writer = Repository::init(counting(), b"pw", &fast_options(), writer_cache.path()).unwrap();
+    let trees: Vec<(BlobId, Vec<u8>)> = {
+        let mut blobs = writer.start_write(3).unwrap();
+        let mut trees = Vec::new();
+        for n in 0..200u32 {
+            blobs
+                .add_blob(
+                    BlobType::Data,
+                    crate::testing::pseudo_random(5000, u64::from(n) + 1),
+                )
+                .unwrap();
+            let tree = Tree::default().encode();
+            let mut tree = tree;
+            tree.extend_from_slice(&n.to_le_bytes());
+            let id = blobs.add_blob(BlobType::Tree, tree.clone()).unwrap();
+            trees.push((id, tree));
+        }
+        blobs.commit(&sample_snapshot(trees[0].0)).unwrap();
+        trees
+    };
+    // The writer kept the trees it stored: reading them costs no request.
+    let before = reads();
+    for (id, bytes) in &trees {
+        assert_eq!(&writer.read_blob(id, BlobType::Tree).unwrap(), bytes);
+    }
+    assert_eq!(reads(), before, "trees the writer stored are read locally");
+    drop(writer);
+
+    // Another host fetches each pack's trees once, in few reads.
+    let reader_cache = tempfile::tempdir().unwrap();
+    let reader = Repository::open(counting(), b"pw", reader_cache.path()).unwrap();
+    let packs = backend.list(ObjectKind::Pack).unwrap().len();
+    let before = reads();
+    for (id, bytes) in &trees {
+        assert_eq!(&reader.read_blob(id, BlobType::Tree).unwrap(), bytes);
+    }
+    let fetched = reads() - before;
+    assert!(fetched <= 3 * packs, "{fetched} reads for {packs} packs");
+    drop(reader);
+    let again = Repository::open(counting(), b"pw", reader_cache.path()).unwrap();
+    let before = reads();
+    for (id, bytes) in &trees {
+        assert_eq!(&again.read_blob(id, BlobType::Tree).unwrap(), bytes);
+    }
+    assert_eq!(reads(), before, "the cache outlives the process");
+    drop(again);
+
+    // A cache entry that does not open is dropped and the tree read from
+    // storage; a deleted cache is simply filled again.
+    let cache_file = std::fs::read_dir(reader_cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path().join("trees.redb"))
+        .find(|p| p.exists())
+        .unwrap();
+    {
+        let cache = tree_cache::TreeCache::open(&cache_file).unwrap();
+        let stored = cache.get(&trees[7].0).unwrap();
+        let mut flipped = stored.clone();
+        flipped[20] ^= 1;
+        cache.insert(&[(trees[7].0, &flipped)]);
+    }
+    let damaged = Repository::open(counting(), b"pw", reader_cache.path()).unwrap();
+    assert_eq!(
+        damaged.read_blob(&trees[7].0, BlobType::Tree).unwrap(),
+        trees[7].1
+    );
+    drop(damaged);
+    std::fs::remove_file(&cache_file).unwrap();
+    let fresh = Repository::open(counting(), b"pw", reader_cache.path()).unwrap();
+    assert_eq!(
+        fresh.read_blob(&trees[9].0, BlobType::Tree).unwrap(),
+        trees[9].1
+    );
+}
+
+#[test]
+fn check_reads_trees_from_storage_not_from_the_tree_cache() {
+    let backend = MemoryBackend::default();
+    let (_cache, repo) = memory_repository_on(&backend);
+    let tree = Tree::default().encode();
+    let root = {
+        let mut blobs = repo.start_write(3).unwrap();
+        let root = blobs.add_blob(BlobType::Tree, tree.clone()).unwrap();
+        blobs.commit(&sample_snapshot(root)).unwrap();
+        root
+    };
+    let location = repo.locate(&root).unwrap().unwrap();
+    let pack = location.pack.to_string();
+    let mut bytes = backend.get(ObjectKind::Pack, &pack).unwrap();
+    bytes[location.entry.offset as usize + 20] ^= 1;
+    backend.delete(ObjectKind::Pack, &pack).unwrap();
+    backend.put(ObjectKind::Pack, &pack, &bytes).unwrap();
+
+    // Reads are served by the cache the backup filled...
+    assert_eq!(repo.read_blob(&root, BlobType::Tree).unwrap(), tree);
+    // ...but a check judges what storage holds.
+    let report =
+        crate::check::check(&repo, &crate::check::CheckOptions { read_data: None }).unwrap();
+    assert!(!report.is_clean(), "the damaged tree went unnoticed");
+    assert_eq!(repo.read_blob(&root, BlobType::Tree).unwrap(), tree);
+}
+
+#[test]
+fn adjacent_data_blobs_are_read_together_and_a_damaged_one_alone_fails() {
+    let backend = MemoryBackend::default();
+    let pack_reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = || CountingReads::on(&backend, &pack_reads);
+    let cache = tempfile::tempdir().unwrap();
+    let repo = Repository::init(counting(), b"pw", &fast_options(), cache.path()).unwrap();
+    let contents: Vec<Vec<u8>> = (0..20)
+        .map(|n| crate::testing::pseudo_random(5000, n + 1))
+        .collect();
+    let ids = {
+        let mut writer = repo.start_write(3).unwrap();
+        let ids = writer.add_blobs(BlobType::Data, contents.clone()).unwrap();
+        let tree = writer
+            .add_blob(BlobType::Tree, Tree::default().encode())
+            .unwrap();
+        writer.commit(&sample_snapshot(tree)).unwrap();
+        ids
+    };
+    let reads = || pack_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let before = reads();
+    let read: Vec<Vec<u8>> = repo
+        .read_data_blobs(&ids, None)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(read, contents);
+    assert_eq!(reads() - before, 1, "twenty adjacent blobs, one range read");
+
+    // One blob damaged: it alone fails, the others still read.
+    let location = repo.locate(&ids[7]).unwrap().unwrap();
+    let pack = location.pack.to_string();
+    let mut bytes = backend.get(ObjectKind::Pack, &pack).unwrap();
+    bytes[location.entry.offset as usize + 30] ^= 1;
+    backend.delete(ObjectKind::Pack, &pack).unwrap();
+    backend.put(ObjectKind::Pack, &pack, &bytes).unwrap();
+    let results = repo.read_data_blobs(&ids, None);
+    for (i, result) in results.iter().enumerate() {
+        match result {
+            Ok(plaintext) => assert_eq!(plaintext, &contents[i], "blob {i}"),
+            Err(e) => assert_eq!(i, 7, "blob {i}: {e}"),
+        }
+    }
+    assert!(results[7].is_err());
+}

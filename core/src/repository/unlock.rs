@@ -57,11 +57,13 @@ enum KeyCheck {
     Refuted(String),
 }
 
-/// What a password opened: the keys, the key file's name and its header.
+/// What a password opened: the keys, the key file's name, its header and
+/// the epoch record of its key pair.
 pub(super) struct Unlocked {
     pub(super) keys: MasterKeys,
     pub(super) name: String,
     pub(super) header: KeyFileHeader,
+    pub(super) epoch: EpochSessions,
 }
 
 impl Repository {
@@ -71,13 +73,17 @@ impl Repository {
     /// open and whose bytes do not match its name counts as damaged (the
     /// AEAD alone cannot tell damage from another password). A key whose
     /// epoch is below another key file's was superseded by a rotation, and
-    /// is refused.
+    /// is refused. A key of epoch 1 or more without an epoch record is
+    /// passed over while another key file may open: a rotation that did not
+    /// finish can leave a key file of the epoch a later rotation reached,
+    /// for the same password, whose record that rotation deleted.
     pub(super) fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<Unlocked> {
         let names = backend
             .list(ObjectKind::Key)
             .map_err(|e| Error::storage(ObjectKind::Key, "", e))?;
         let mut damaged = None;
         let mut foreign = None;
+        let mut unrecorded = None;
         let mut well_formed = 0;
         // Clear headers first, so that the newest keys are tried first and
         // an older one is known to be superseded.
@@ -123,7 +129,20 @@ impl Repository {
                 }
                 Ok((keys, header)) => match Repository::check_key(backend, &keys, &header)? {
                     KeyCheck::Confirmed | KeyCheck::Unknown => {
-                        return Ok(Unlocked { keys, name, header });
+                        match EpochSessions::load(backend, &keys, &header) {
+                            Ok(epoch) => {
+                                return Ok(Unlocked {
+                                    keys,
+                                    name,
+                                    header,
+                                    epoch,
+                                })
+                            }
+                            Err(e @ Error::Corrupted { .. }) => {
+                                unrecorded.get_or_insert(e);
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                     // Another repository's key under the same password: try
                     // the other key files before saying so.
@@ -147,6 +166,9 @@ impl Repository {
                     damaged.get_or_insert_with(|| Error::corrupted(&object, e));
                 }
             }
+        }
+        if let Some(unrecorded) = unrecorded {
+            return Err(unrecorded);
         }
         if let Some(foreign) = foreign {
             return Err(foreign);

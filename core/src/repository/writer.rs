@@ -72,6 +72,8 @@ impl Repository {
             index_sealer: self.index_sealer.clone(),
             compression_level,
             pack_target_bytes: u64::from(self.config.pack_target_bytes),
+            connections: self.connections,
+            trees: self.trees.clone(),
         });
         Ok(BlobWriter {
             repository: self,

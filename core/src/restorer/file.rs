@@ -12,8 +12,6 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use super::create::create_or_replace;
 use super::open_dir::DirKey;
 use super::overwrite::{plan, Action, Overwrite, Plan, Reason};
@@ -23,7 +21,7 @@ use crate::id::BlobId;
 use crate::object::blob::BlobType;
 use crate::object::tree::{Node, NodeKind};
 use crate::progress::Progress;
-use crate::repository::Repository;
+use crate::repository::{PackCache, Repository};
 
 /// What became of a regular file.
 pub(super) struct RestoredFile {
@@ -70,6 +68,8 @@ pub(super) struct FileRestorer<'r> {
     pub(super) overwrite: Overwrite,
     /// Decide and report, write nothing.
     pub(super) dry_run: bool,
+    /// Packs fetched whole, for a remote store.
+    pub(super) packs: Option<PackCache>,
 }
 
 impl FileRestorer<'_> {
@@ -161,17 +161,10 @@ impl FileRestorer<'_> {
         let mut file = create_or_replace(path, open).map_err(|e| Error::io(path, e))?;
         let mut written = 0u64;
         let mut ends_in_hole = false;
-        // Blobs are fetched and opened a batch at a time in parallel, and
-        // written in order.
+        // Blobs are fetched (adjacent ones together) and opened a batch at
+        // a time in parallel, and written in order.
         for batch in content.chunks(BLOBS_PER_BATCH) {
-            let blobs: Vec<Result<Vec<u8>>> = if batch.len() == 1 {
-                vec![self.repository.read_blob(&batch[0], BlobType::Data)]
-            } else {
-                batch
-                    .par_iter()
-                    .map(|id| self.repository.read_blob(id, BlobType::Data))
-                    .collect()
-            };
+            let blobs = self.repository.read_data_blobs(batch, self.packs.as_ref());
             for data in blobs {
                 let data = data?;
                 ends_in_hole = self.write_blob(&mut file, path, &data, size, written, sparse)?;
@@ -357,6 +350,7 @@ mod tests {
             is_root: false,
             overwrite: Overwrite::default(),
             dry_run: false,
+            packs: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");

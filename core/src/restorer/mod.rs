@@ -185,6 +185,7 @@ fn restore_to_depth(
         is_root: nix::unistd::geteuid().is_root(),
         overwrite: options.overwrite,
         dry_run: options.dry_run,
+        packs: repository.whole_packs(),
     };
     // Deleting is confined to the snapshot's source paths: restoring a
     // backup of /home/alice into / must not touch /etc.
@@ -200,7 +201,7 @@ fn restore_to_depth(
     let workers = if options.dry_run {
         0
     } else {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
+        repository.reader_threads()
     };
     // Everything that connects the walk and the writers lives inside the
     // scope: if either side panics, its end of a channel is dropped while

@@ -198,7 +198,9 @@ pub(crate) struct FileContent<'r> {
 }
 
 impl<'r> FileContent<'r> {
-    fn new(
+    /// A reader of the file of `size` bytes whose content is `blobs`;
+    /// `name` is for errors.
+    pub(crate) fn new(
         repository: &'r Repository,
         blobs: &[BlobId],
         size: u64,

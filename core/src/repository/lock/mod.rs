@@ -135,6 +135,21 @@ pub fn release_held_locks() {
     }
 }
 
+/// Locks this process released but could not remove, each named with
+/// the error: a lock is released when dropped, where no error can be
+/// returned, so the caller asks here before it ends.
+static UNREMOVED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Takes the descriptions of released locks that stayed in storage (see
+/// [`UNREMOVED`]); each goes stale and is removed by a later process.
+pub fn take_unremoved_locks() -> Vec<String> {
+    std::mem::take(&mut *UNREMOVED.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Attempts at removing a released lock before giving up: a store that
+/// failed once (busy, or a moment away) is asked again.
+const RELEASE_ATTEMPTS: u32 = 3;
+
 /// A lock this process holds; released when dropped.
 pub struct RepositoryLock {
     /// Tells the refresher to stop.
@@ -181,6 +196,22 @@ impl Held {
             Err(e) => Err(Error::storage(ObjectKind::Lock, &self.name, e)),
         }
     }
+
+    /// Removes the lock object of a released lock, trying again on a
+    /// failure other than its being gone already.
+    fn remove(&self) -> std::io::Result<()> {
+        let mut attempt = 1;
+        loop {
+            match self.backend.delete(ObjectKind::Lock, &self.name) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(_) if attempt < RELEASE_ATTEMPTS => {
+                    self.host.sleep(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
 }
 
 impl RepositoryLock {
@@ -218,7 +249,15 @@ impl Drop for RepositoryLock {
         }
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         held().retain(|e| e.0 != state.registry_key);
-        let _ = state.backend.delete(ObjectKind::Lock, &state.name);
+        if let Err(e) = state.remove() {
+            UNREMOVED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!(
+                    "{}: {e}",
+                    object_name(ObjectKind::Lock, &state.name)
+                ));
+        }
     }
 }
 

@@ -222,3 +222,92 @@ fn a_lock_that_does_not_open_is_reported_and_not_honoured() {
     assert!(b.take_notices().iter().any(|n| n.contains(&name)));
     assert_eq!(lock_count(&a), 2, "left for unlock --remove-all");
 }
+
+/// A store whose lock deletions fail the first `failures` times.
+struct FailingLockDeletes {
+    inner: MemoryBackend,
+    failures: AtomicI64,
+}
+
+impl Backend for FailingLockDeletes {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn get(&self, kind: ObjectKind, name: &str) -> std::io::Result<Vec<u8>> {
+        self.inner.get(kind, name)
+    }
+    fn get_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> std::io::Result<Vec<u8>> {
+        self.inner.get_range(kind, name, offset, len)
+    }
+    fn size(&self, kind: ObjectKind, name: &str) -> std::io::Result<u64> {
+        self.inner.size(kind, name)
+    }
+    fn put(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.inner.put(kind, name, bytes)
+    }
+    fn create_writer(
+        &self,
+        kind: ObjectKind,
+    ) -> std::io::Result<Box<dyn crate::backend::ObjectWriter>> {
+        self.inner.create_writer(kind)
+    }
+    fn list(&self, kind: ObjectKind) -> std::io::Result<Vec<String>> {
+        self.inner.list(kind)
+    }
+    fn delete(&self, kind: ObjectKind, name: &str) -> std::io::Result<()> {
+        if kind == ObjectKind::Lock && self.failures.fetch_sub(1, Ordering::SeqCst) > 0 {
+            return Err(std::io::Error::other("store busy"));
+        }
+        self.inner.delete(kind, name)
+    }
+    fn create(&self) -> std::io::Result<()> {
+        self.inner.create()
+    }
+}
+
+/// A repository on a store whose lock deletions fail `failures` times.
+fn with_failing_lock_deletes(failures: i64) -> (tempfile::TempDir, Repository, MemoryBackend) {
+    let backend = MemoryBackend::default();
+    let (cache, _) = memory_repository_on(&backend);
+    let failing = FailingLockDeletes {
+        inner: backend.clone(),
+        failures: AtomicI64::new(failures),
+    };
+    let mut repository = Repository::open(Box::new(failing), b"pw", cache.path()).unwrap();
+    repository.set_lock_host(FakeHost::new(1));
+    (cache, repository, backend)
+}
+
+#[test]
+fn a_release_that_fails_once_is_tried_again() {
+    let (_cache, repository, backend) = with_failing_lock_deletes(1);
+    let held = repository
+        .lock(LockKind::Shared, "backup", Duration::ZERO)
+        .unwrap();
+    drop(held);
+    assert!(backend.list(ObjectKind::Lock).unwrap().is_empty());
+}
+
+#[test]
+fn a_lock_that_cannot_be_removed_is_named_for_the_caller() {
+    let (_cache, repository, backend) = with_failing_lock_deletes(i64::MAX);
+    let held = repository
+        .lock(LockKind::Shared, "backup", Duration::ZERO)
+        .unwrap();
+    let object = held.object();
+    drop(held);
+    assert_eq!(backend.list(ObjectKind::Lock).unwrap().len(), 1);
+    let unremoved = take_unremoved_locks();
+    assert!(
+        unremoved
+            .iter()
+            .any(|l| l.starts_with(&object) && l.contains("store busy")),
+        "{unremoved:?}"
+    );
+}
