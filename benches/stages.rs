@@ -106,7 +106,7 @@ fn stages(c: &mut Criterion) {
                         .collect::<Vec<_>>()
                         .chunks(8)
                     {
-                        let batch: Vec<Vec<u8>> = batch
+                        let batch = batch
                             .iter()
                             .map(|c| c.as_ref().expect("in memory").clone())
                             .collect();

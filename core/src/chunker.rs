@@ -6,6 +6,8 @@
 
 use std::io::{self, Read};
 
+use bytes::Bytes;
+
 use fastcdc::v2020::{self, Normalization};
 
 /// Chunk size bounds, stored in the repository config.
@@ -100,81 +102,79 @@ impl Chunker {
         out
     }
 
-    /// Chunks a stream, holding at most two maximum-size chunks in memory.
-    pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
-        self.stream_with_buffer(reader, Vec::new())
+    /// Splits a whole in-memory buffer into chunks that share it.
+    pub fn split(&self, data: Bytes) -> Vec<Bytes> {
+        let mut offset = 0;
+        self.cut_all(&data)
+            .into_iter()
+            .map(|len| {
+                offset += len;
+                data.slice(offset - len..offset)
+            })
+            .collect()
     }
 
-    /// [`Chunker::stream`] into a buffer left by an earlier stream (see
-    /// [`ChunkStream::into_buffer`]): a backup of many small files would
-    /// otherwise spend more time clearing fresh buffers than chunking.
-    pub fn stream_with_buffer<R: Read>(
-        &self,
-        reader: R,
-        mut buffer: Vec<u8>,
-    ) -> ChunkStream<'_, R> {
-        buffer.resize(2 * self.params.max_bytes as usize, 0);
+    /// Chunks a stream, holding at most [`WINDOW_CHUNKS`] maximum-size
+    /// chunks in memory.
+    pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
         ChunkStream {
             chunker: self,
             reader,
-            buffer,
-            start: 0,
-            end: 0,
+            window: Bytes::new(),
             eof: false,
         }
     }
 }
 
+/// A stream is read in windows of this many maximum-size chunks. The chunks
+/// cut from a window share its buffer; only the uncut tail is copied into
+/// the next window, so most bytes are never copied after the read.
+pub const WINDOW_CHUNKS: usize = 3;
+
 /// Iterator over the chunks of a stream; see [`Chunker::stream`].
 pub struct ChunkStream<'a, R> {
     chunker: &'a Chunker,
     reader: R,
-    buffer: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// Read but not yet cut.
+    window: Bytes,
     eof: bool,
 }
 
 impl<R: Read> ChunkStream<'_, R> {
-    /// The buffer, for the next [`Chunker::stream_with_buffer`].
-    pub fn into_buffer(self) -> Vec<u8> {
-        self.buffer
-    }
-
+    /// Makes sure the window holds a maximum-size chunk, or the rest of the
+    /// stream: a cut is only final then.
     fn fill(&mut self) -> io::Result<()> {
         let max = self.chunker.params.max_bytes as usize;
-        if self.start > 0 && self.end - self.start < max {
-            self.buffer.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+        if self.eof || self.window.len() >= max {
+            return Ok(());
         }
-        while !self.eof && self.end - self.start < max {
-            match self.reader.read(&mut self.buffer[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        let capacity = WINDOW_CHUNKS * max;
+        let mut buffer = Vec::with_capacity(capacity);
+        buffer.extend_from_slice(&self.window);
+        // `take` + `read_to_end` fill the spare capacity without zeroing it
+        // first, and retry on EINTR.
+        let wanted = (capacity - buffer.len()) as u64;
+        let read = self.reader.by_ref().take(wanted).read_to_end(&mut buffer)?;
+        if (read as u64) < wanted {
+            self.eof = true;
         }
+        self.window = Bytes::from(buffer);
         Ok(())
     }
 }
 
 impl<R: Read> Iterator for ChunkStream<'_, R> {
-    type Item = io::Result<Vec<u8>>;
+    type Item = io::Result<Bytes>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Err(e) = self.fill() {
             return Some(Err(e));
         }
-        if self.start == self.end {
+        if self.window.is_empty() {
             return None;
         }
-        let window = &self.buffer[self.start..self.end];
-        let len = self.chunker.cut(window);
-        let chunk = window[..len].to_vec();
-        self.start += len;
-        Some(Ok(chunk))
+        let len = self.chunker.cut(&self.window);
+        Some(Ok(self.window.split_to(len)))
     }
 }
 
@@ -209,6 +209,12 @@ mod tests {
             .map(|c| c.unwrap().len())
             .collect();
         assert_eq!(whole, streamed);
+        let split: Vec<usize> = chunker
+            .split(Bytes::from(data.clone()))
+            .iter()
+            .map(Bytes::len)
+            .collect();
+        assert_eq!(whole, split);
         assert_eq!(whole.iter().sum::<usize>(), data.len());
         for len in &whole[..whole.len() - 1] {
             assert!((1024..=16384).contains(len));

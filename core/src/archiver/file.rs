@@ -8,37 +8,40 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::node::timestamp;
+use super::read_ahead::ReadAhead;
 use super::store::{lock, store_chunks};
 use super::Archiver;
 use crate::error::Result;
 use crate::id::BlobId;
+use crate::object::blob::BlobType;
 use crate::object::tree::{Node, NodeKind};
 
 impl Archiver<'_, '_> {
     /// Archives a regular file's content, reusing the parent's when the file
     /// is unchanged. `None` when it could not be read.
+    ///
+    /// `read_ahead` is the content if it was read ahead of the walk (see
+    /// [`super::read_ahead`]).
     pub(super) fn archive_file(
         &mut self,
         path: &Path,
         meta: &Metadata,
         parent: Option<&Node>,
+        read_ahead: Option<io::Result<ReadAhead>>,
     ) -> Result<Option<NodeKind>> {
         let sparse = meta.blocks().saturating_mul(512) < meta.len();
         if let Some(Node {
             kind: NodeKind::File { size, content, .. },
-            mtime,
-            ctime,
-            inode,
             ..
         }) = parent
         {
-            let unchanged = *size == meta.len()
-                && *mtime == timestamp(meta.mtime(), meta.mtime_nsec())
-                && *ctime == timestamp(meta.ctime(), meta.ctime_nsec())
-                && *inode == meta.ino();
             // Reuse the parent's content only if it is all still indexed: a
             // snapshot must never name a blob the repository cannot find.
-            if unchanged && !self.force && lock(self.writer).contains_all(content)? {
+            if read_ahead.is_none()
+                && !self.force
+                && looks_unchanged(parent, meta)
+                && lock(self.writer).contains_all(content)?
+            {
                 self.summary.files_unmodified += 1;
                 self.progress.bytes_processed(*size);
                 self.progress.file_finished(path);
@@ -54,15 +57,18 @@ impl Archiver<'_, '_> {
         let known_link = (meta.nlink() > 1)
             .then(|| self.hardlinks.get(&link_key))
             .flatten();
-        let (size, content) = match known_link {
-            Some((size, content)) => (*size, content.clone()),
-            None => match self.read_content(path, meta)? {
-                Ok(read) => read,
-                Err(e) => {
-                    self.mark_unreadable(path, &e);
-                    return Ok(None);
-                }
-            },
+        let read = match (known_link, read_ahead) {
+            (Some((size, content)), _) => Ok((*size, content.clone())),
+            (None, Some(Ok(read))) => Ok(self.store_read_ahead(path, meta, read)?),
+            (None, Some(Err(e))) => Err(e),
+            (None, None) => self.read_content(path, meta)?,
+        };
+        let (size, content) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                self.mark_unreadable(path, &e);
+                return Ok(None);
+            }
         };
         if meta.nlink() > 1 {
             self.hardlinks.insert(link_key, (size, content.clone()));
@@ -94,17 +100,13 @@ impl Archiver<'_, '_> {
             Ok(file) => file,
             Err(e) => return Ok(Err(e)),
         };
-        let repository = self.repository;
-        let buffer = std::mem::take(&mut self.chunk_buffer);
-        let mut chunks = repository.chunker().stream_with_buffer(&file, buffer);
+        let chunks = self.repository.chunker().stream(&file);
         let progress = self.progress;
         let bytes_read = &mut self.summary.bytes_read;
-        let stored = store_chunks(self.writer, chunks.by_ref(), |bytes| {
+        let stored = store_chunks(self.writer, chunks, |bytes| {
             *bytes_read += bytes;
             progress.bytes_processed(bytes);
         });
-        // The buffer comes back even when storing failed, for the next file.
-        self.chunk_buffer = chunks.into_buffer();
         let (size, content) = match stored? {
             Ok(stored) => stored,
             Err(e) => return Ok(Err(e)),
@@ -113,6 +115,30 @@ impl Archiver<'_, '_> {
             Ok(after) => after,
             Err(e) => return Ok(Err(e)),
         };
+        self.warn_if_changed(path, meta, size, &after);
+        Ok(Ok((size, content)))
+    }
+
+    /// Queues the blobs of a file read ahead of the walk; errors are the
+    /// repository's.
+    fn store_read_ahead(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        read: ReadAhead,
+    ) -> Result<(u64, Vec<BlobId>)> {
+        let size = read.size();
+        lock(self.writer).add_identified(BlobType::Data, &read.ids, read.chunks)?;
+        self.summary.bytes_read += size;
+        self.progress.bytes_processed(size);
+        self.warn_if_changed(path, meta, size, &read.after);
+        Ok((size, read.ids))
+    }
+
+    /// Reports a file whose size or mtime after the read (`after`) differs
+    /// from what the walk saw (`meta`): it was written to meanwhile, and
+    /// what was read is stored.
+    fn warn_if_changed(&self, path: &Path, meta: &Metadata, size: u64, after: &Metadata) {
         let unchanged = size == meta.len()
             && after.len() == meta.len()
             && (after.mtime(), after.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec());
@@ -128,7 +154,27 @@ impl Archiver<'_, '_> {
                 ),
             );
         }
-        Ok(Ok((size, content)))
+    }
+}
+
+/// Whether a file's metadata equals its entry in the parent snapshot
+/// (type, size, mtime, ctime, inode): its content is then taken to be the
+/// parent's.
+pub(super) fn looks_unchanged(parent: Option<&Node>, meta: &Metadata) -> bool {
+    match parent {
+        Some(Node {
+            kind: NodeKind::File { size, .. },
+            mtime,
+            ctime,
+            inode,
+            ..
+        }) => {
+            *size == meta.len()
+                && *mtime == timestamp(meta.mtime(), meta.mtime_nsec())
+                && *ctime == timestamp(meta.ctime(), meta.ctime_nsec())
+                && *inode == meta.ino()
+        }
+        _ => false,
     }
 }
 

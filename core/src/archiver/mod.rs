@@ -14,6 +14,7 @@
 pub(crate) mod exclude;
 mod file;
 mod node;
+mod read_ahead;
 mod sources;
 mod store;
 mod stream;
@@ -178,7 +179,6 @@ pub fn backup(
         unreadable,
         names: NameCache::default(),
         hardlinks: HashMap::new(),
-        chunk_buffer: Vec::new(),
     };
     let layout = SourceLayout::new(&present);
     let root_dir = Path::new("/");
@@ -338,6 +338,4 @@ struct Archiver<'a, 'r> {
     /// Content of files with several links, by (device, inode), so a hard
     /// link is read once.
     hardlinks: HashMap<(u64, u64), (u64, Vec<BlobId>)>,
-    /// The chunker's buffer, kept from one file to the next.
-    chunk_buffer: Vec<u8>,
 }

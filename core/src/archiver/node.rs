@@ -70,12 +70,26 @@ pub(super) fn read_xattrs(path: &Path) -> Vec<Xattr> {
 }
 
 impl Archiver<'_, '_> {
+    /// The entry of `path`, named `name`, holding `kind`.
     pub(super) fn node(
         &mut self,
         name: &[u8],
         path: &Path,
         meta: &Metadata,
         kind: NodeKind,
+    ) -> Node {
+        self.node_with_xattrs(name, path, meta, kind, None)
+    }
+
+    /// [`Archiver::node`] with the extended attributes, if they were read
+    /// already.
+    pub(super) fn node_with_xattrs(
+        &mut self,
+        name: &[u8],
+        path: &Path,
+        meta: &Metadata,
+        kind: NodeKind,
+        xattrs: Option<Vec<Xattr>>,
     ) -> Node {
         Node {
             name: name.to_vec(),
@@ -91,7 +105,7 @@ impl Archiver<'_, '_> {
             device: meta.dev(),
             inode: meta.ino(),
             links: meta.nlink(),
-            xattrs: read_xattrs(path),
+            xattrs: xattrs.unwrap_or_else(|| read_xattrs(path)),
         }
     }
 

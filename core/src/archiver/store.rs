@@ -4,6 +4,8 @@
 use std::io;
 use std::sync::Mutex;
 
+use bytes::Bytes;
+
 use crate::error::Result;
 use crate::id::BlobId;
 use crate::object::blob::BlobType;
@@ -20,7 +22,7 @@ pub(super) const CHUNKS_PER_BATCH: usize = 8;
 /// error is the repository's (fatal); the inner one the source's.
 pub(crate) fn store_chunks(
     writer: &Mutex<BlobWriter<'_>>,
-    chunks: impl Iterator<Item = io::Result<Vec<u8>>>,
+    chunks: impl Iterator<Item = io::Result<Bytes>>,
     mut read: impl FnMut(u64),
 ) -> Result<io::Result<(u64, Vec<BlobId>)>> {
     let mut size = 0u64;

@@ -10,11 +10,12 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::exclude::Excluder;
+use super::read_ahead::{Examined, Examiner, ReadAhead, NAMES_PER_GROUP};
 use super::sources::SourceLayout;
 use super::Archiver;
 use crate::error::Result;
 use crate::id::BlobId;
-use crate::object::tree::{Node, NodeKind, Tree};
+use crate::object::tree::{Node, NodeKind, Tree, Xattr};
 use crate::pattern::MatchState;
 use crate::progress::Progress;
 
@@ -54,7 +55,7 @@ impl Archiver<'_, '_> {
             let node = if child.is_source {
                 self.source_device = meta.dev();
                 let state = self.excluder.state_of(&path);
-                self.archive_entry(name, &path, &meta, parent, &state)?
+                self.archive_entry(name, &path, &meta, parent, &state, Ahead::default())?
             } else {
                 let parent_subtree = self.parent_subtree(&path, parent);
                 let children = self.layout_children(&path, child, parent_subtree.as_ref())?;
@@ -72,6 +73,7 @@ impl Archiver<'_, '_> {
     }
 
     /// Archives one entry of any type; `None` for what is skipped (sockets).
+    /// `ahead` holds what was read of it ahead of the walk.
     pub(super) fn archive_entry(
         &mut self,
         name: &[u8],
@@ -79,13 +81,14 @@ impl Archiver<'_, '_> {
         meta: &Metadata,
         parent: Option<&Node>,
         state: &MatchState,
+        ahead: Ahead,
     ) -> Result<Option<Node>> {
         let file_type = meta.file_type();
         let kind = if file_type.is_dir() {
             let subtree = self.archive_dir(path, parent, state)?;
             NodeKind::Directory { subtree }
         } else if file_type.is_file() {
-            match self.archive_file(path, meta, parent)? {
+            match self.archive_file(path, meta, parent, ahead.content)? {
                 Some(kind) => kind,
                 None => return Ok(None),
             }
@@ -121,11 +124,18 @@ impl Archiver<'_, '_> {
             self.progress.warning(path, "socket skipped");
             return Ok(None);
         };
-        Ok(Some(self.node(name, path, meta, kind)))
+        Ok(Some(self.node_with_xattrs(
+            name,
+            path,
+            meta,
+            kind,
+            ahead.xattrs,
+        )))
     }
 
     /// Archives a directory whose exclude state is `state`, and returns
-    /// its tree's id.
+    /// its tree's id. Its names are examined in groups, and its small
+    /// files read in waves, ahead of the walk (see [`super::read_ahead`]).
     pub(super) fn archive_dir(
         &mut self,
         path: &Path,
@@ -134,49 +144,76 @@ impl Archiver<'_, '_> {
     ) -> Result<BlobId> {
         let parent_tree = self.parent_subtree(path, parent);
         let mut tree = Tree::default();
-        let entries = match list_dir(path) {
-            Ok(entries) => entries,
+        let mut names = match list_dir(path) {
+            Ok(names) => names,
             Err(e) => {
                 self.mark_unreadable(path, &e);
                 Vec::new()
             }
         };
-        for name in entries {
-            let child_path = path.join(&name);
-            let meta = match fs::symlink_metadata(&child_path) {
-                Ok(meta) => meta,
-                Err(e) => {
-                    self.mark_unreadable(&child_path, &e);
-                    continue;
+        let examiner = Examiner {
+            repository: self.repository,
+            excluder: self.excluder,
+            parent_tree: parent_tree.as_ref(),
+            force: self.force,
+        };
+        while !names.is_empty() {
+            let rest = names.split_off(names.len().min(NAMES_PER_GROUP));
+            let entries = examiner.examine(path, state, std::mem::replace(&mut names, rest));
+            let mut start = 0;
+            while start < entries.len() {
+                let (end, content) = examiner.read_wave(&entries, start);
+                for (entry, content) in entries[start..end].iter().zip(content) {
+                    let node = self.archive_examined(entry, parent_tree.as_ref(), content)?;
+                    tree.nodes.extend(node);
                 }
-            };
-            let child_state = self.excluder.child(state, name.as_bytes());
-            if self.excluder.excludes(&child_state, &child_path, &meta) {
-                continue;
+                start = end;
             }
-            let child_parent = parent_tree.as_ref().and_then(|t| t.find(name.as_bytes()));
-            let node = if self.excluder.stops_at(&meta, self.source_device) {
-                // A mount point: recorded, but not descended into.
-                let subtree = self.store_tree(&child_path, Tree::default(), child_parent, None)?;
-                Some(self.node(
-                    name.as_bytes(),
-                    &child_path,
-                    &meta,
-                    NodeKind::Directory { subtree },
-                ))
-            } else {
-                self.archive_entry(
-                    name.as_bytes(),
-                    &child_path,
-                    &meta,
-                    child_parent,
-                    &child_state,
-                )?
-            };
-            tree.nodes.extend(node);
         }
         self.store_tree(path, tree, parent, parent_tree.as_ref())
     }
+
+    /// Archives one examined entry of a directory whose parent tree is
+    /// `parent_tree`, with its content if it was read ahead.
+    fn archive_examined(
+        &mut self,
+        entry: &Examined,
+        parent_tree: Option<&Tree>,
+        content: Option<io::Result<ReadAhead>>,
+    ) -> Result<Option<Node>> {
+        let meta = match &entry.meta {
+            Ok(meta) => meta,
+            Err(e) => {
+                self.mark_unreadable(&entry.path, e);
+                return Ok(None);
+            }
+        };
+        if entry.excluded {
+            return Ok(None);
+        }
+        let name = entry.name.as_bytes();
+        let child_parent = parent_tree.and_then(|t| t.find(name));
+        if self.excluder.stops_at(meta, self.source_device) {
+            // A mount point: recorded, but not descended into.
+            let subtree = self.store_tree(&entry.path, Tree::default(), child_parent, None)?;
+            let kind = NodeKind::Directory { subtree };
+            return Ok(Some(self.node(name, &entry.path, meta, kind)));
+        }
+        let ahead = Ahead {
+            xattrs: entry.xattrs.clone(),
+            content,
+        };
+        self.archive_entry(name, &entry.path, meta, child_parent, &entry.state, ahead)
+    }
+}
+
+/// What was read of an entry ahead of the walk.
+#[derive(Default)]
+pub(super) struct Ahead {
+    /// Its extended attributes.
+    xattrs: Option<Vec<Xattr>>,
+    /// Its content, for a small regular file.
+    content: Option<io::Result<ReadAhead>>,
 }
 
 /// Counts the regular files and bytes below `sources` that a backup will

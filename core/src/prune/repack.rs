@@ -105,7 +105,7 @@ fn copy_pack(
             let plaintext = repository
                 .open_blob(entry, blob_type, stored.to_vec(), &sealer)
                 .map_err(|e| unreadable(e.to_string()))?;
-            writer.copy_blob(entry.id, blob_type, plaintext)?;
+            writer.copy_blob(entry.id, blob_type, plaintext.into())?;
         }
     }
     Ok(())

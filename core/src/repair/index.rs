@@ -211,7 +211,7 @@ fn salvage(
         };
         let blob_type = entry.blob_type().unwrap_or(BlobType::Data);
         if let Ok(plaintext) = repository.open_blob(entry, blob_type, stored, sealer) {
-            writer.copy_blob(entry.id, blob_type, plaintext)?;
+            writer.copy_blob(entry.id, blob_type, plaintext.into())?;
             kept += 1;
         }
     }

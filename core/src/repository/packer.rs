@@ -32,7 +32,7 @@ pub struct Job {
     /// Data or tree.
     pub blob_type: BlobType,
     /// The plaintext.
-    pub plaintext: Vec<u8>,
+    pub plaintext: bytes::Bytes,
 }
 
 /// Settings of one pipeline.
@@ -502,7 +502,7 @@ mod tests {
         Job {
             id: BlobId(Id::of_bytes(&n.to_le_bytes())),
             blob_type: BlobType::Data,
-            plaintext: pseudo_random(10_000, n + 1),
+            plaintext: pseudo_random(10_000, n + 1).into(),
         }
     }
 

@@ -10,6 +10,7 @@ use crate::object::segment::IndexSegment;
 use crate::object::snapshot::Snapshot;
 use crate::object::tree::Tree;
 use crate::testing::{fast_options, memory_repository, memory_repository_on};
+use bytes::Bytes;
 
 fn sample_snapshot(tree: BlobId) -> Snapshot {
     Snapshot {
@@ -69,7 +70,11 @@ fn duplicate_content_is_stored_once() {
     let ids = writer
         .add_blobs(
             BlobType::Data,
-            vec![b"same".to_vec(), b"same".to_vec(), b"other".to_vec()],
+            vec![
+                Bytes::from_static(b"same"),
+                Bytes::from_static(b"same"),
+                Bytes::from_static(b"other"),
+            ],
         )
         .unwrap();
     assert_eq!(ids[0], ids[1]);
@@ -403,7 +408,8 @@ fn adjacent_data_blobs_are_read_together_and_a_damaged_one_alone_fails() {
         .collect();
     let ids = {
         let mut writer = repo.start_write(3).unwrap();
-        let ids = writer.add_blobs(BlobType::Data, contents.clone()).unwrap();
+        let blobs = contents.iter().cloned().map(Bytes::from).collect();
+        let ids = writer.add_blobs(BlobType::Data, blobs).unwrap();
         let tree = writer
             .add_blob(BlobType::Tree, Tree::default().encode())
             .unwrap();

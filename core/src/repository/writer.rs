@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use rayon::prelude::*;
 
 use super::packer::{Job, Packer, PackerConfig};
@@ -298,19 +299,10 @@ impl BlobWriter<'_> {
     /// Queues the blobs not stored yet and returns every blob's id, in
     /// order. Ids are computed here (in parallel); compression, encryption
     /// and storage happen in the background. Errors if a blob is larger
-    /// than `MAX_BLOB_LEN` (128 MiB), which readers would refuse, if the writer was
-    /// flushed, or if the background pipeline failed.
-    pub fn add_blobs(&mut self, blob_type: BlobType, blobs: Vec<Vec<u8>>) -> Result<Vec<BlobId>> {
-        if let Some(big) = blobs.iter().find(|b| b.len() > MAX_BLOB_LEN as usize) {
-            return Err(Error::BlobTooLarge {
-                blob_type: match blob_type {
-                    BlobType::Data => "data",
-                    BlobType::Tree => "tree",
-                },
-                len_bytes: big.len(),
-                limit_bytes: MAX_BLOB_LEN,
-            });
-        }
+    /// than `MAX_BLOB_LEN` (128 MiB), which readers would refuse, if the
+    /// writer was flushed, or if the background pipeline failed.
+    pub fn add_blobs(&mut self, blob_type: BlobType, blobs: Vec<Bytes>) -> Result<Vec<BlobId>> {
+        check_blob_lens(blob_type, &blobs)?;
         let repository = self.repository;
         let ids: Vec<BlobId> = if blobs.len() > 1 {
             blobs
@@ -323,6 +315,27 @@ impl BlobWriter<'_> {
                 .map(|b| repository.blob_id(blob_type, b))
                 .collect()
         };
+        self.queue(blob_type, &ids, blobs)?;
+        Ok(ids)
+    }
+
+    /// [`BlobWriter::add_blobs`] for blobs whose ids the caller already
+    /// computed with [`Repository::blob_id`] (the archiver hashes small
+    /// files on the threads that read them).
+    pub(crate) fn add_identified(
+        &mut self,
+        blob_type: BlobType,
+        ids: &[BlobId],
+        blobs: Vec<Bytes>,
+    ) -> Result<()> {
+        debug_assert_eq!(ids.len(), blobs.len());
+        check_blob_lens(blob_type, &blobs)?;
+        self.queue(blob_type, ids, blobs)
+    }
+
+    /// Hands the blobs not known yet to the packer.
+    fn queue(&mut self, blob_type: BlobType, ids: &[BlobId], blobs: Vec<Bytes>) -> Result<()> {
+        let repository = self.repository;
         for (id, plaintext) in ids.iter().zip(blobs) {
             if let (BlobType::Tree, Some(written)) = (blob_type, &repository.written) {
                 if let Err(e) = written.stage_tree(*id, &plaintext) {
@@ -347,8 +360,7 @@ impl BlobWriter<'_> {
             .as_ref()
             .map(Packer::take_stored)
             .unwrap_or_default();
-        self.absorb(stored)?;
-        Ok(ids)
+        self.absorb(stored)
     }
 
     /// Queues a blob that prune read back, verified, from a pack it is
@@ -358,7 +370,7 @@ impl BlobWriter<'_> {
         &mut self,
         id: BlobId,
         blob_type: BlobType,
-        plaintext: Vec<u8>,
+        plaintext: Bytes,
     ) -> Result<()> {
         if !self.written.insert(id) {
             return Ok(());
@@ -374,8 +386,8 @@ impl BlobWriter<'_> {
     }
 
     /// Stores one blob (if new) and returns its id.
-    pub fn add_blob(&mut self, blob_type: BlobType, plaintext: Vec<u8>) -> Result<BlobId> {
-        Ok(self.add_blobs(blob_type, vec![plaintext])?[0])
+    pub fn add_blob(&mut self, blob_type: BlobType, plaintext: impl Into<Bytes>) -> Result<BlobId> {
+        Ok(self.add_blobs(blob_type, vec![plaintext.into()])?[0])
     }
 
     /// Sealed bytes added to the repository: those sealed so far, or all
@@ -531,5 +543,20 @@ impl SegmentSink<'_> {
             }
         }
         Ok(self.stored)
+    }
+}
+
+/// Refuses a blob larger than readers accept.
+fn check_blob_lens(blob_type: BlobType, blobs: &[Bytes]) -> Result<()> {
+    match blobs.iter().find(|b| b.len() > MAX_BLOB_LEN as usize) {
+        Some(big) => Err(Error::BlobTooLarge {
+            blob_type: match blob_type {
+                BlobType::Data => "data",
+                BlobType::Tree => "tree",
+            },
+            len_bytes: big.len(),
+            limit_bytes: MAX_BLOB_LEN,
+        }),
+        None => Ok(()),
     }
 }

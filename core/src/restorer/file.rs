@@ -340,7 +340,10 @@ mod tests {
         let more = b" and chunk two".to_vec();
         let mut writer = repository.start_write(3).unwrap();
         let ids = writer
-            .add_blobs(BlobType::Data, vec![content.clone(), more.clone()])
+            .add_blobs(
+                BlobType::Data,
+                vec![content.clone().into(), more.clone().into()],
+            )
             .unwrap();
         writer.flush().unwrap();
         let files = FileRestorer {
