@@ -7,6 +7,8 @@
 #
 #   OLD=/tmp/cairn-old NEW=target/release/cairn benches/interleave.sh
 #   ROUNDS=5 STEPS=first benches/interleave.sh   # first backups only
+#   COLD=1 benches/interleave.sh   # inputs not read back: from the disk,
+#                                  # as a nightly backup meets them
 #
 # Prints one line per round and build: seconds and peak RSS in KB.
 set -euo pipefail
@@ -21,6 +23,7 @@ export CAIRN_PASSWORD=bench
 prepare() {
     sync
     echo 3 >/proc/sys/vm/drop_caches
+    [ -n "${COLD:-}" ] && return
     find "$@" -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
 }
 timed() { /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -1; }
