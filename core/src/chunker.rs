@@ -157,6 +157,10 @@ impl<R: Read> ChunkStream<'_, R> {
         let read = self.reader.by_ref().take(wanted).read_to_end(&mut buffer)?;
         if (read as u64) < wanted {
             self.eof = true;
+            // Every chunk cut from the window keeps its whole allocation
+            // alive until sealed: a short last window (or a small stream)
+            // gives the unused room back, so it does not pin 3 maxima.
+            buffer.shrink_to_fit();
         }
         self.window = Bytes::from(buffer);
         Ok(())

@@ -22,21 +22,39 @@ use rayon::prelude::*;
 use super::exclude::Excluder;
 use super::file::{looks_unchanged, open_source};
 use super::node::read_xattrs;
+use super::walk::Listed;
 use crate::id::BlobId;
 use crate::object::blob::BlobType;
 use crate::object::tree::{Tree, Xattr};
 use crate::pattern::MatchState;
 use crate::repository::Repository;
 
-/// Names of one directory examined at once: bounds the memory a huge
-/// directory takes while keeping both cores busy.
+/// Names of one directory examined at once at most: bounds the memory a
+/// huge directory takes while keeping both cores busy. A group also ends
+/// after the first name that may be a directory (see [`group_end`]).
 pub(super) const NAMES_PER_GROUP: usize = 1024;
+
+/// Fewer names (or files to read) than this are handled on the walk's
+/// thread: handing them to the pool costs more than it saves.
+const PARALLEL_FROM: usize = 4;
 
 /// Content bytes one wave reads ahead at most.
 pub(super) const WAVE_BYTES: u64 = 8 << 20;
 
 /// Files one wave reads ahead at most.
 pub(super) const WAVE_FILES: usize = 256;
+
+/// Where the group of names that starts `names` ends: after
+/// [`NAMES_PER_GROUP`] names, or after the first that may be a directory.
+/// What is examined after a directory would otherwise wait for the walk of
+/// its whole subtree, and be stale by the time the walk reaches it.
+pub(super) fn group_end(names: &[Listed]) -> usize {
+    let limit = names.len().min(NAMES_PER_GROUP);
+    names[..limit]
+        .iter()
+        .position(|n| n.may_be_dir)
+        .map_or(limit, |at| at + 1)
+}
 
 /// One directory entry as the examination found it.
 pub(super) struct Examined {
@@ -92,32 +110,34 @@ impl Examiner<'_> {
         &self,
         dir: &Path,
         state: &MatchState,
-        names: Vec<OsString>,
+        names: Vec<Listed>,
     ) -> Vec<Examined> {
-        names
-            .into_par_iter()
-            .map(|name| {
-                let path = dir.join(&name);
-                let meta = std::fs::symlink_metadata(&path);
-                let state = self.excluder.child(state, name.as_bytes());
-                let excluded = match &meta {
-                    Ok(meta) => self.excluder.excludes(&state, &path, meta),
-                    Err(_) => false,
-                };
-                let xattrs = match &meta {
-                    Ok(meta) if meta.is_file() && !excluded => Some(read_xattrs(&path)),
-                    _ => None,
-                };
-                Examined {
-                    name,
-                    path,
-                    meta,
-                    state,
-                    excluded,
-                    xattrs,
-                }
-            })
-            .collect()
+        let examine_one = |Listed { name, .. }| {
+            let path = dir.join(&name);
+            let meta = std::fs::symlink_metadata(&path);
+            let state = self.excluder.child(state, name.as_bytes());
+            let excluded = match &meta {
+                Ok(meta) => self.excluder.excludes(&state, &path, meta),
+                Err(_) => false,
+            };
+            let xattrs = match &meta {
+                Ok(meta) if meta.is_file() && !excluded => Some(read_xattrs(&path)),
+                _ => None,
+            };
+            Examined {
+                name,
+                path,
+                meta,
+                state,
+                excluded,
+                xattrs,
+            }
+        };
+        if names.len() < PARALLEL_FROM {
+            names.into_iter().map(examine_one).collect()
+        } else {
+            names.into_par_iter().map(examine_one).collect()
+        }
     }
 
     /// Reads ahead the small files of `entries[start..end]` and returns
@@ -150,15 +170,17 @@ impl Examiner<'_> {
             wanted.push(read);
             end += 1;
         }
-        let content = entries[start..end]
-            .par_iter()
-            .zip(wanted)
-            .map(|(entry, read)| {
-                let meta = entry.meta.as_ref().ok()?;
-                read.then(|| read_small(self.repository, &entry.path, meta))
-                    .and_then(Result::transpose)
-            })
-            .collect();
+        let read_one = |(entry, read): (&Examined, bool)| {
+            let meta = entry.meta.as_ref().ok()?;
+            read.then(|| read_small(self.repository, &entry.path, meta))
+                .and_then(Result::transpose)
+        };
+        let entries = &entries[start..end];
+        let content = if files < PARALLEL_FROM {
+            entries.iter().zip(wanted).map(read_one).collect()
+        } else {
+            entries.par_iter().zip(wanted).map(read_one).collect()
+        };
         (end, content)
     }
 
@@ -181,19 +203,19 @@ impl Examiner<'_> {
     }
 }
 
-/// Reads, cuts and hashes a file of at most one maximum-size chunk.
-/// `None` if it has grown past that since it was listed: the walk then
-/// streams it like any large file.
+/// Reads, cuts and hashes a small file. `None` if it has grown since it
+/// was listed: the walk then streams it like any large file, and a wave
+/// never holds more than the listed sizes.
 fn read_small(
     repository: &Repository,
     path: &Path,
     meta: &Metadata,
 ) -> io::Result<Option<ReadAhead>> {
-    let max = u64::from(repository.chunker().params().max_bytes);
     let file = open_source(path)?;
-    let mut buffer = Vec::with_capacity(meta.len().min(max) as usize + 1);
-    (&file).take(max + 1).read_to_end(&mut buffer)?;
-    if buffer.len() as u64 > max {
+    let listed = meta.len();
+    let mut buffer = Vec::with_capacity(listed as usize + 1);
+    (&file).take(listed + 1).read_to_end(&mut buffer)?;
+    if buffer.len() as u64 > listed {
         return Ok(None);
     }
     let after = file.metadata()?;

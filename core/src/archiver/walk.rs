@@ -2,7 +2,7 @@
 //! name order. A directory's tree is stored once all its entries are, so a
 //! tree only ever names blobs that exist.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::exclude::Excluder;
-use super::read_ahead::{Examined, Examiner, ReadAhead, NAMES_PER_GROUP};
+use super::read_ahead::{group_end, Examined, Examiner, ReadAhead};
 use super::sources::SourceLayout;
 use super::Archiver;
 use crate::error::Result;
@@ -158,7 +158,7 @@ impl Archiver<'_, '_> {
             force: self.force,
         };
         while !names.is_empty() {
-            let rest = names.split_off(names.len().min(NAMES_PER_GROUP));
+            let rest = names.split_off(group_end(&names));
             let entries = examiner.examine(path, state, std::mem::replace(&mut names, rest));
             let mut start = 0;
             while start < entries.len() {
@@ -234,7 +234,7 @@ pub(super) fn scan(sources: &[PathBuf], excluder: &Excluder, progress: &dyn Prog
         }
     }
     while let Some((dir, device, state)) = stack.pop() {
-        for name in list_dir(&dir).unwrap_or_default() {
+        for Listed { name, .. } in list_dir(&dir).unwrap_or_default() {
             let child_state = excluder.child(&state, name.as_bytes());
             let path = dir.join(name);
             let Ok(meta) = fs::symlink_metadata(&path) else {
@@ -254,10 +254,17 @@ pub(super) fn scan(sources: &[PathBuf], excluder: &Excluder, progress: &dyn Prog
     progress.scan_finished(files, bytes);
 }
 
+/// A name in a directory, as listed.
+pub(super) struct Listed {
+    pub(super) name: OsString,
+    /// Whether the listing says it is a directory, or does not say.
+    pub(super) may_be_dir: bool,
+}
+
 /// The names in a directory, sorted by bytes. The directory is opened with
 /// `O_NOATIME` where allowed, so a backup does not change the access time it
 /// records, which would make the next backup's tree differ.
-pub(super) fn list_dir(path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+pub(super) fn list_dir(path: &Path) -> io::Result<Vec<Listed>> {
     use nix::fcntl::OFlag;
     let open = |extra: OFlag| {
         nix::dir::Dir::open(
@@ -273,15 +280,15 @@ pub(super) fn list_dir(path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
     .map_err(io::Error::from)?;
     let mut names = Vec::new();
     for entry in dir.iter() {
-        let name = entry
-            .map_err(io::Error::from)?
-            .file_name()
-            .to_bytes()
-            .to_vec();
+        let entry = entry.map_err(io::Error::from)?;
+        let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
-            names.push(std::ffi::OsString::from_vec(name));
+            names.push(Listed {
+                name: OsString::from_vec(name.to_vec()),
+                may_be_dir: matches!(entry.file_type(), Some(nix::dir::Type::Directory) | None),
+            });
         }
     }
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    names.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(names)
 }
