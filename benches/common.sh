@@ -32,3 +32,23 @@ prepare() {
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# list_median "V1 V2 ...": the median of a space-separated list.
+list_median() {
+    local values
+    read -r -a values <<<"$1"
+    printf '%s\n' "${values[@]}" | median
+}
+
+# stored_bytes DIR: the bytes a repository stores, as the sum of its files'
+# sizes: what an object store holds and bills. `du -sb` would add the size
+# of each directory entry (4 KiB on ext4 for each of cairn's `data/xx`
+# fan-out directories), which is file system bookkeeping, not stored data.
+stored_bytes() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d", s}'; }
+
+# list_range "V1 V2 ...": "min–max" of a space-separated list.
+list_range() {
+    local values
+    read -r -a values <<<"$1"
+    printf '%s\n' "${values[@]}" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%s–%s", lo, hi}'
+}
