@@ -2,9 +2,8 @@
 //! (FastCDC, keyed BLAKE3, zstd, AES-256-GCM-SIV) over every regular file
 //! of a tree, files and the chunks of each file spread over all cores with
 //! rayon, and nothing else: no index lookups, no packs, no trees, no
-//! writes. `compare.sh` runs it on
-//! its corpus before the tools, so that cairn's first backup can be stated
-//! as a share of it.
+//! writes. `compare.sh` runs it on its corpus beside the tools, so that
+//! cairn's first backup can be stated as a share of it.
 //!
 //! `cargo run --release -p cairn-benches --bin bare-pipeline -- DIR [LEVEL]`
 //!
@@ -41,9 +40,8 @@ thread_local! {
 }
 
 /// Reads and cuts one file, then hashes, compresses and seals its chunks
-/// on all cores (so that one large file does not leave the other cores
-/// idle at the end of the run, as cairn's own pipeline does not); returns
-/// the file's length.
+/// on all cores, so that one large file does not leave the other cores
+/// idle at the end of the run; returns the file's length.
 fn process(path: &Path, chunker: &Chunker, id_key: &IdKey, sealer: &Sealer, level: i32) -> u64 {
     let Ok(data) = fs::read(path) else {
         return 0;

@@ -96,8 +96,6 @@ tool_restore() {
     esac
 }
 
-
-
 corpus_one() {
     local corpus_mb
     corpus_mb=$(du -sb "$CORPUS" | awk '{print $1/1e6}')
