@@ -17,7 +17,7 @@ use std::time::Duration;
 use opendal::blocking;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::options::{ListOptions, WriteOptions};
-use opendal::{services, ErrorKind, Operator};
+use opendal::{services, Buffer, ErrorKind, HttpBody, HttpTransport, HttpTransporter, Operator};
 
 use super::{object_name, Backend, ObjectKind, ObjectWriter};
 
@@ -136,8 +136,11 @@ impl S3Backend {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let operator = Operator::new(builder)
-            .map_err(|e| to_io(&parsed.bucket, e))?
+        let operator = Operator::new(builder).map_err(|e| to_io(&parsed.bucket, e))?;
+        let context = operator.context().clone();
+        let transport = CertificateRefusalIsFinal(context.http_transport().clone());
+        let operator = operator
+            .with_context(context.with_http_transport(HttpTransporter::new(transport)))
             .layer(
                 RetryLayer::new()
                     .with_max_times(5)
@@ -165,6 +168,27 @@ impl S3Backend {
     /// The key of an object: its path in the layout of SPEC.md §1.
     fn key(kind: ObjectKind, name: &str) -> String {
         object_name(kind, name)
+    }
+}
+
+/// The HTTP transport, except that a TLS certificate this host does not
+/// trust fails at once: OpenDAL counts every failure to send a request as
+/// temporary, so without this its retry layer would spend five attempts
+/// and several seconds of backoff on a refusal no retry can change.
+struct CertificateRefusalIsFinal(HttpTransporter);
+
+impl HttpTransport for CertificateRefusalIsFinal {
+    async fn fetch(
+        &self,
+        request: http::Request<Buffer>,
+    ) -> opendal::Result<http::Response<HttpBody>> {
+        self.0.fetch(request).await.map_err(|error| {
+            if innermost_cause(&error).contains("certificate") {
+                error.set_permanent()
+            } else {
+                error
+            }
+        })
     }
 }
 
