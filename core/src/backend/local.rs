@@ -12,6 +12,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::direct_write::DirectWriter;
 use super::{Backend, ObjectKind, ObjectWriter, StrayEntries};
 
 /// A repository in a local directory.
@@ -243,13 +244,11 @@ pub fn remove_temporary_files() {
     }
 }
 
-/// Bytes gathered before each write to a file being streamed.
-const WRITE_BUFFER: usize = 256 << 10;
-
-/// An object streamed into a temporary file in its kind's folder, then
-/// synced and moved to its name.
+/// An object streamed into a temporary file in its kind's folder (around
+/// the page cache where the file system allows), then synced and moved to
+/// its name.
 struct LocalObjectWriter {
-    file: io::BufWriter<File>,
+    file: DirectWriter,
     tmp: PathBuf,
     root: PathBuf,
     kind: ObjectKind,
@@ -278,8 +277,7 @@ impl ObjectWriter for LocalObjectWriter {
             // the writer removes the temporary file.
             return Ok(());
         }
-        self.file.flush()?;
-        self.file.get_ref().sync_all()?;
+        self.file.write_rest()?.sync_all()?;
         ensure_shard(self.kind, &path)?;
         fs::rename(&self.tmp, &path)?;
         self.finished = true;
@@ -392,7 +390,7 @@ impl Backend for LocalBackend {
         let file = create_private_file(&tmp)?;
         track_temporary(&tmp)?;
         Ok(Box::new(LocalObjectWriter {
-            file: io::BufWriter::with_capacity(WRITE_BUFFER, file),
+            file: DirectWriter::new(file),
             tmp,
             root: self.root.clone(),
             kind,

@@ -7,6 +7,7 @@
 
 use std::io::{self, Write};
 
+mod direct_write;
 mod local;
 mod memory;
 mod s3;
