@@ -1,18 +1,18 @@
-//! The background half of writing blobs (SPEC.md §11, §12, §16): sealing
-//! workers compress and encrypt, one packer thread fills packs, stores
+//! The background half of writing blobs (SPEC.md §11, §12, §16): tasks on
+//! rayon's pool compress and encrypt, one packer thread fills packs, stores
 //! them, and stores the index segments that list them, while the caller
 //! goes on reading and chunking.
 //!
 //! Blobs travel in batches of about a megabyte, so that a tree of small
-//! files costs one hand-over per batch rather than one per file. Queues
-//! are bounded, so memory stays flat however much is written: a caller
-//! that produces faster than the workers seal waits. A storage failure
+//! files costs one hand-over per batch rather than one per file. Batches in
+//! flight are bounded, so memory stays flat however much is written: a
+//! caller that produces faster than the pool seals waits. A storage failure
 //! stops the pipeline; the next submission or [`Packer::finish`] returns
 //! it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use super::segment_writer::{SegmentWriter, StoredSegment};
@@ -66,7 +66,7 @@ pub struct Finished {
     pub blobs_added: u64,
 }
 
-/// A batch is handed to the workers once it holds this many plaintext
+/// A batch is handed to the pool once it holds this many plaintext
 /// bytes...
 const BATCH_BYTES: usize = 1 << 20;
 /// ...or this many blobs.
@@ -74,51 +74,41 @@ const BATCH_BLOBS: usize = 512;
 
 /// The running pipeline.
 pub struct Packer {
-    jobs: Option<SyncSender<Vec<Job>>>,
+    /// Where sealed batches go; `None` once finishing.
+    sealed: Option<Sender<Vec<SealedBlob>>>,
+    sealing: Arc<Sealing>,
+    in_flight: Arc<InFlight>,
     /// Blobs waiting to fill a batch.
     batch: Vec<Job>,
     batch_bytes: usize,
-    threads: Vec<JoinHandle<()>>,
+    pack_thread: Option<JoinHandle<()>>,
     stored: Receiver<StoredSegment>,
     failure: Arc<Mutex<Option<Error>>>,
     bytes_added: Arc<AtomicU64>,
     blobs_added: Arc<AtomicU64>,
 }
 
+/// Batches sealed or being sealed at once, at most, per core: bounds the
+/// memory they hold while keeping every core supplied.
+const IN_FLIGHT_PER_CORE: usize = 2;
+
 impl Packer {
-    /// Starts one sealing worker per core and the packer thread.
+    /// Starts the packer thread. Batches are sealed as tasks on rayon's
+    /// pool, the same threads that read ahead and hash: one pool for all
+    /// the content work, so that no core idles while another has work.
     pub fn start(config: PackerConfig) -> Packer {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let (jobs, job_queue) = mpsc::sync_channel::<Vec<Job>>(workers);
-        let job_queue = Arc::new(Mutex::new(job_queue));
-        let (sealed, sealed_queue) = mpsc::sync_channel::<Vec<SealedBlob>>(workers);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (sealed, sealed_queue) = mpsc::channel::<Vec<SealedBlob>>();
         let (stored_tx, stored) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
         let bytes_added = Arc::new(AtomicU64::new(0));
         let blobs_added = Arc::new(AtomicU64::new(0));
-        let mut threads = Vec::with_capacity(workers + 1);
-        for _ in 0..workers {
-            let job_queue = Arc::clone(&job_queue);
-            let sealed = sealed.clone();
-            let sealer = config.sealer.clone();
-            let level = config.compression_level;
-            threads.push(std::thread::spawn(move || {
-                let mut encoder = Encoder::new(level);
-                loop {
-                    let batch = job_queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok(batch) = batch else { return };
-                    let blobs = batch
-                        .iter()
-                        .map(|job| encoder.seal(job.id, job.blob_type, &job.plaintext, &sealer))
-                        .collect();
-                    drop(batch);
-                    if sealed.send(blobs).is_err() {
-                        return;
-                    }
-                }
-            }));
-        }
-        drop(sealed);
+        let in_flight = Arc::new(InFlight::new(cores * IN_FLIGHT_PER_CORE));
+        let sealing = Arc::new(Sealing {
+            sealer: config.sealer.clone(),
+            level: config.compression_level,
+            encoders: Mutex::new(Vec::new()),
+        });
         let pack_thread = PackThread {
             backend: config.backend,
             session: config.session,
@@ -129,15 +119,18 @@ impl Packer {
             failure: Arc::clone(&failure),
             bytes_added: Arc::clone(&bytes_added),
             blobs_added: Arc::clone(&blobs_added),
+            in_flight: Arc::clone(&in_flight),
             trees: config.trees,
             uploads: Uploads::start(config.connections),
         };
-        threads.push(std::thread::spawn(move || pack_thread.run(sealed_queue)));
+        let pack_thread = std::thread::spawn(move || pack_thread.run(sealed_queue));
         Packer {
-            jobs: Some(jobs),
+            sealed: Some(sealed),
+            sealing,
+            in_flight,
             batch: Vec::new(),
             batch_bytes: 0,
-            threads,
+            pack_thread: Some(pack_thread),
             stored,
             failure,
             bytes_added,
@@ -154,9 +147,12 @@ impl Packer {
     }
 
     /// Adds a blob to the batch being gathered. A full batch is handed to
-    /// the workers, waiting while their queue is full; that hand-over errors
-    /// if the pipeline stopped on a storage failure (so a failure shows at
-    /// the next full batch, or at [`Packer::finish`]).
+    /// the pool, waiting while too many are in flight; that hand-over
+    /// errors if the pipeline stopped on a storage failure (so a failure
+    /// shows at the next full batch, or at [`Packer::finish`]).
+    ///
+    /// Not to be called on one of rayon's threads: the wait could then
+    /// hold up the very tasks it waits for.
     pub fn submit(&mut self, job: Job) -> Result<()> {
         self.batch_bytes += job.plaintext.len();
         self.batch.push(job);
@@ -170,10 +166,23 @@ impl Packer {
         if self.batch.is_empty() {
             return Ok(());
         }
+        debug_assert!(
+            rayon::current_thread_index().is_none(),
+            "blobs are submitted from outside rayon's pool"
+        );
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        let jobs = self.jobs.as_ref().expect("jobs are open until finish");
-        jobs.send(batch).map_err(|_| self.take_failure())
+        if !self.in_flight.enter() {
+            return Err(self.take_failure());
+        }
+        let sealed = self.sealed.clone().expect("open until finish");
+        let sealing = Arc::clone(&self.sealing);
+        // A send fails only once the packer thread stopped on a failure,
+        // which the next hand-over reports.
+        rayon::spawn(move || {
+            let _ = sealed.send(sealing.seal(&batch));
+        });
+        Ok(())
     }
 
     /// Index segments stored since the last call.
@@ -192,8 +201,8 @@ impl Packer {
     }
 
     /// Seals what is queued, stores the last pack and the last segment,
-    /// stops the threads, and returns the segments stored since the last
-    /// [`Packer::take_stored`] with the final counters.
+    /// stops the packer thread, and returns the segments stored since the
+    /// last [`Packer::take_stored`] with the final counters.
     pub fn finish(mut self) -> Result<Finished> {
         let sent = self.send_batch();
         self.stop();
@@ -213,13 +222,92 @@ impl Packer {
         })
     }
 
+    /// Closes the queue and waits for the packer thread, which ends once
+    /// every task in flight has handed over its batch.
     fn stop(&mut self) {
-        self.jobs = None;
-        for thread in self.threads.drain(..) {
+        self.sealed = None;
+        if let Some(thread) = self.pack_thread.take() {
             if let Err(panic) = thread.join() {
                 std::panic::resume_unwind(panic);
             }
         }
+    }
+}
+
+/// What the sealing tasks share.
+struct Sealing {
+    /// The session's data key.
+    sealer: Sealer,
+    /// zstd level.
+    level: i32,
+    /// Encoders not in use: a task takes one and gives it back, so that
+    /// zstd's contexts are made once per core rather than once per batch.
+    encoders: Mutex<Vec<Encoder>>,
+}
+
+impl Sealing {
+    fn seal(&self, batch: &[Job]) -> Vec<SealedBlob> {
+        let spare = self
+            .encoders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let mut encoder = spare.unwrap_or_else(|| Encoder::new(self.level));
+        let sealed = batch
+            .iter()
+            .map(|job| encoder.seal(job.id, job.blob_type, &job.plaintext, &self.sealer))
+            .collect();
+        self.encoders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(encoder);
+        sealed
+    }
+}
+
+/// Batches handed to the pool and not yet packed.
+struct InFlight {
+    /// How many, and whether the packer thread has stopped.
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+    limit: usize,
+}
+
+impl InFlight {
+    fn new(limit: usize) -> InFlight {
+        InFlight {
+            state: Mutex::new((0, false)),
+            changed: Condvar::new(),
+            limit,
+        }
+    }
+
+    /// Counts one more batch, waiting while `limit` are in flight; false
+    /// if the packer thread has stopped.
+    fn enter(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self
+            .changed
+            .wait_while(state, |(count, stopped)| *count >= self.limit && !*stopped)
+            .unwrap_or_else(|p| p.into_inner());
+        if state.1 {
+            return false;
+        }
+        state.0 += 1;
+        true
+    }
+
+    /// A batch was packed.
+    fn leave(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 = state.0.saturating_sub(1);
+        self.changed.notify_one();
+    }
+
+    /// The packer thread stopped: nothing more will be packed.
+    fn stop(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.changed.notify_all();
     }
 }
 
@@ -230,8 +318,8 @@ impl Drop for Packer {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             let _ = self.send_batch();
-            self.jobs = None;
-            for thread in self.threads.drain(..) {
+            self.sealed = None;
+            if let Some(thread) = self.pack_thread.take() {
                 let _ = thread.join();
             }
         }
@@ -252,6 +340,8 @@ struct PackThread {
     failure: Arc<Mutex<Option<Error>>>,
     bytes_added: Arc<AtomicU64>,
     blobs_added: Arc<AtomicU64>,
+    /// Counts the batches packed, for the caller to wait on.
+    in_flight: Arc<InFlight>,
     /// Where the stored bytes of tree blobs are kept on this host, if
     /// anywhere.
     trees: Option<Arc<TreeCache>>,
@@ -363,11 +453,12 @@ impl Drop for Uploads {
 
 impl PackThread {
     fn run(mut self, sealed: Receiver<Vec<SealedBlob>>) {
-        // The failure is recorded before the queue closes: a worker or
-        // caller that finds the queue closed then finds why.
+        // The failure is recorded before the caller is told: a caller
+        // that finds the pipeline stopped then finds why.
         if let Err(error) = self.pack_all(&sealed) {
             *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
         }
+        self.in_flight.stop();
         drop(sealed);
     }
 
@@ -375,11 +466,14 @@ impl PackThread {
     /// segments once storage confirmed them.
     fn pack_all(&mut self, sealed: &Receiver<Vec<SealedBlob>>) -> Result<()> {
         let mut pack = None;
-        for blob in sealed.iter().flatten() {
-            self.bytes_added
-                .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
-            self.blobs_added.fetch_add(1, Ordering::Relaxed);
-            self.add(&mut pack, blob)?;
+        for batch in sealed {
+            for blob in batch {
+                self.bytes_added
+                    .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
+                self.blobs_added.fetch_add(1, Ordering::Relaxed);
+                self.add(&mut pack, blob)?;
+            }
+            self.in_flight.leave();
         }
         if let Some(pack) = pack {
             self.store(pack)?;
