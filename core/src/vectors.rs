@@ -333,6 +333,16 @@ fn compute() -> BTreeMap<String, (String, String)> {
         );
     }
 
+    let lanes = KdfParams {
+        parallelism: 4,
+        ..fast
+    };
+    put(
+        "key_file_lanes",
+        "version 2, role Full, epoch 0: as key_file_v2, with Argon2id m=64 KiB t=1 p=4 (four lanes, as every new key file has)",
+        &key_file::seal_key_file_with(&master, b"correct horse", lanes, &KeyFileSpec { role: KeyRole::Full, epoch: 0, labels: labels.clone() }, [0x77; 32], [nonce(0x5b), nonce(0x5d)]).unwrap(),
+    );
+
     let config = Config {
         version: 1,
         id: Id([0x88; 32]),
@@ -403,6 +413,10 @@ fn recorded_vectors_open() {
         serde_json::from_str(&std::fs::read_to_string(VECTORS_PATH).unwrap()).unwrap();
     let bytes = |name: &str| hex::decode(recorded[name]["hex"].as_str().unwrap()).unwrap();
     let (opened, _) = key_file::open_key_file(&bytes("key_file"), b"correct horse").unwrap();
+    assert_eq!(opened.public().as_bytes(), master.public().as_bytes());
+    let (opened, header) =
+        key_file::open_key_file(&bytes("key_file_lanes"), b"correct horse").unwrap();
+    assert_eq!(header.kdf.parallelism, 4);
     assert_eq!(opened.public().as_bytes(), master.public().as_bytes());
     let (opened, header) =
         key_file::open_key_file(&bytes("key_file_write_only"), b"correct horse").unwrap();
