@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cairn_core::backend::ObjectKind;
 
-use crate::util::{file_contents, noise, restored, stderr, Env};
+use crate::util::{file_contents, kill_rounds, noise, restored, stderr, Env};
 
 /// Changes a few files of the source, differently each round.
 fn mutate(src: &Path, round: u64) {
@@ -49,9 +49,9 @@ fn backups_killed_at_many_points_lose_nothing() {
         .to_string();
     expected.insert(second, file_contents(&src));
 
-    const KILLS: u64 = 40;
+    let kills = u64::from(kill_rounds(40));
     let mut killed_midway = 0;
-    for round in 0..KILLS {
+    for round in 0..kills {
         mutate(&src, round + 3);
         let before: Vec<String> = env
             .snapshots()
@@ -66,7 +66,7 @@ fn backups_killed_at_many_points_lose_nothing() {
             .spawn()
             .unwrap();
         // From the start to a little past the end of a typical run.
-        std::thread::sleep(full.mul_f64(round as f64 / KILLS as f64 * 1.2));
+        std::thread::sleep(full.mul_f64(round as f64 / kills as f64 * 1.2));
         let _ = child.kill();
         let status = child.wait().unwrap();
         if !status.success() {
@@ -87,7 +87,7 @@ fn backups_killed_at_many_points_lose_nothing() {
         );
     }
     assert!(
-        killed_midway >= KILLS / 2,
+        killed_midway >= kills / 2,
         "only {killed_midway} kills landed mid-run"
     );
 

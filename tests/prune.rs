@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cairn_core::backend::ObjectKind;
 use serde_json::Value;
 
-use crate::util::{file_contents, noise, restored, skip_unless_local, stderr, Env};
+use crate::util::{file_contents, kill_rounds, noise, restored, skip_unless_local, stderr, Env};
 
 /// Six snapshots; each rewrites `big.bin` (new packs of its own) and keeps
 /// `same.txt`. Returns what each snapshot must restore to, by id.
@@ -317,10 +317,10 @@ fn prunes_killed_at_many_points_lose_nothing() {
     let mut expected = history(&env);
     env.ok(&["forget", "--keep-last", "3"]);
     let full = timed(&env, &["prune", "--max-unused", "0%"]);
-    const KILLS: u32 = 30;
+    let kills = kill_rounds(30);
     let mut killed_midway = 0;
     let mut rounds_repacking = 0;
-    for round in 0..KILLS {
+    for round in 0..kills {
         // Each round has work to do: a new version, and an old one gone.
         new_version(&env, u64::from(round) + 10, &mut expected);
         env.ok(&["forget", "--keep-last", "3"]);
@@ -328,7 +328,7 @@ fn prunes_killed_at_many_points_lose_nothing() {
         if dry["packs_repacked"].as_u64().unwrap() > 0 {
             rounds_repacking += 1;
         }
-        let delay = full.mul_f64(f64::from(round) / f64::from(KILLS) * 1.2);
+        let delay = full.mul_f64(f64::from(round) / f64::from(kills) * 1.2);
         if !run_killed(&env, &["prune", "--quiet", "--max-unused", "0%"], delay) {
             killed_midway += 1;
         }
@@ -336,11 +336,11 @@ fn prunes_killed_at_many_points_lose_nothing() {
         intact_after_kill(&env, &expected, round);
     }
     assert!(
-        killed_midway >= KILLS / 2,
+        killed_midway >= kills / 2,
         "only {killed_midway} kills landed mid-run"
     );
     assert!(
-        rounds_repacking >= KILLS / 3,
+        rounds_repacking >= kills / 3,
         "only {rounds_repacking} rounds had packs to repack"
     );
     env.ok(&["prune", "--max-unused", "0%"]);
@@ -355,16 +355,16 @@ fn forget_with_prune_killed_at_many_points_loses_nothing() {
     let env = Env::new();
     let mut expected = history(&env);
     let full = timed(&env, &["forget", "--keep-last", "4", "--prune"]);
-    const KILLS: u32 = 30;
+    let kills = kill_rounds(30);
     let mut killed_midway = 0;
-    for round in 0..KILLS {
+    for round in 0..kills {
         new_version(&env, u64::from(round) + 100, &mut expected);
         let before: Vec<String> = env
             .snapshots()
             .iter()
             .map(|s| s["id"].as_str().unwrap().to_string())
             .collect();
-        let delay = full.mul_f64(f64::from(round) / f64::from(KILLS) * 1.2);
+        let delay = full.mul_f64(f64::from(round) / f64::from(kills) * 1.2);
         let args = ["forget", "--quiet", "--keep-last", "4", "--prune"];
         if !run_killed(&env, &args, delay) {
             killed_midway += 1;
@@ -382,7 +382,7 @@ fn forget_with_prune_killed_at_many_points_loses_nothing() {
         intact_after_kill(&env, &expected, round);
     }
     assert!(
-        killed_midway >= KILLS / 2,
+        killed_midway >= kills / 2,
         "only {killed_midway} kills landed mid-run"
     );
     env.ok(&["forget", "--keep-last", "4", "--prune"]);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cairn_core::backend::ObjectKind;
 use serde_json::Value;
 
-use crate::util::{file_contents, noise, restored, stderr, Env};
+use crate::util::{file_contents, kill_rounds, noise, restored, stderr, Env};
 
 fn add_key(env: &Env, new: &str, extra: &[&str]) {
     let out = env
@@ -269,9 +269,9 @@ fn rotations_killed_at_many_points_lose_nothing() {
     env.ok(&rotate);
     let full = started.elapsed().max(Duration::from_millis(20));
 
-    const KILLS: u64 = 30;
+    let kills = u64::from(kill_rounds(30));
     let mut killed_midway = 0;
-    for round in 0..KILLS {
+    for round in 0..kills {
         let mut child = env
             .process()
             .args(rotate)
@@ -279,7 +279,7 @@ fn rotations_killed_at_many_points_lose_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(full.mul_f64(round as f64 / KILLS as f64 * 1.2));
+        std::thread::sleep(full.mul_f64(round as f64 / kills as f64 * 1.2));
         let _ = child.kill();
         if !child.wait().unwrap().success() {
             killed_midway += 1;
@@ -291,7 +291,7 @@ fn rotations_killed_at_many_points_lose_nothing() {
         assert!(out.status.success(), "round {round}: {}", stderr(&out));
     }
     assert!(
-        killed_midway >= KILLS / 3,
+        killed_midway >= kills / 3,
         "only {killed_midway} kills landed mid-run"
     );
 

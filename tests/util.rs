@@ -92,6 +92,18 @@ pub fn is_memory() -> bool {
     test_backend() == TestBackend::Memory
 }
 
+/// How many times a kill test stops a command, spread over one whole run:
+/// `local` on the local and memory backends, a third as many on Garage,
+/// where each round costs several times as much. The local suite covers
+/// the fine spacing; on Garage the same span is sampled more coarsely.
+pub fn kill_rounds(local: u32) -> u32 {
+    if test_backend() == TestBackend::Garage {
+        (local / 3).max(8)
+    } else {
+        local
+    }
+}
+
 /// For a test (or the part of one) about the local directory backend
 /// itself: true, after saying so on standard error, when the suite runs
 /// against another backend and the test must skip it.
