@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rayon::prelude::*;
 
 use super::packer::{Job, Packer, PackerConfig};
 use super::segment_writer::{SegmentWriter, StoredSegment};
@@ -297,24 +296,20 @@ impl BlobWriter<'_> {
     }
 
     /// Queues the blobs not stored yet and returns every blob's id, in
-    /// order. Ids are computed here (in parallel); compression, encryption
-    /// and storage happen in the background. Errors if a blob is larger
-    /// than `MAX_BLOB_LEN` (128 MiB), which readers would refuse, if the
-    /// writer was flushed, or if the background pipeline failed.
+    /// order. Ids are computed here, on the caller's thread; compression,
+    /// encryption and storage happen in the background. Errors if a blob
+    /// is larger than `MAX_BLOB_LEN` (128 MiB), which readers would refuse,
+    /// if the writer was flushed, or if the background pipeline failed.
     pub fn add_blobs(&mut self, blob_type: BlobType, blobs: Vec<Bytes>) -> Result<Vec<BlobId>> {
         check_blob_lens(blob_type, &blobs)?;
         let repository = self.repository;
-        let ids: Vec<BlobId> = if blobs.len() > 1 {
-            blobs
-                .par_iter()
-                .map(|b| repository.blob_id(blob_type, b))
-                .collect()
-        } else {
-            blobs
-                .iter()
-                .map(|b| repository.blob_id(blob_type, b))
-                .collect()
-        };
+        // Not on rayon's pool: there a hashing job waits behind the sealing
+        // tasks in flight, so the caller stalled until the pool drained, and
+        // the pool then idled while the caller read the next chunks.
+        let ids: Vec<BlobId> = blobs
+            .iter()
+            .map(|b| repository.blob_id(blob_type, b))
+            .collect();
         self.queue(blob_type, &ids, blobs)?;
         Ok(ids)
     }
