@@ -216,18 +216,24 @@ fn a_key_file_of_a_rotation_another_rotation_never_saw_is_passed_over_and_remove
             .unwrap()
     };
     env.ok(&rotate);
-    let unseen = new_key(&env);
-    let unseen_bytes = env.read_object(ObjectKind::Key, &unseen);
+    let mut unseen = new_key(&env);
+    let mut unseen_bytes = env.read_object(ObjectKind::Key, &unseen);
     // The rotation that never saw it: again from epoch 0, until its key
     // file sorts after the unseen one, which opening then tries first.
-    let mut tries = 0;
+    // Each try that sorts first becomes the unseen one instead, so trying
+    // fails only if 30 random names come in falling order (odds 1 in 30!),
+    // not, as with one fixed name late in the order, in 1 try in 7.
+    let mut tries = 1;
     loop {
         restore_rotation_objects(&env, &before);
         env.ok(&rotate);
         tries += 1;
-        if new_key(&env) > unseen || tries == 30 {
+        let key = new_key(&env);
+        if key > unseen || tries == 30 {
             break;
         }
+        unseen_bytes = env.read_object(ObjectKind::Key, &key);
+        unseen = key;
     }
     assert!(new_key(&env) > unseen, "no key file sorted after {unseen}");
     env.put_object(ObjectKind::Key, &unseen, &unseen_bytes);
