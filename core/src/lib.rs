@@ -42,8 +42,8 @@
 //! - `repository/`: an open repository. `unlock` (key files, the key
 //!   check, session keys), `index_sync` (the cache kept in step), `read`
 //!   (verified reads), `snapshots` (listing, resolving `latest`), `writer`
-//!   (session start, blob writer, commit) and `packer` (the background
-//!   sealing workers and the pack thread, which also stores index segments).
+//!   (session start, blob writer, commit) and `packer` (sealing as tasks on
+//!   rayon's pool, and the pack thread, which also stores index segments).
 //! - `pattern`: the one pattern dialect, matched component by component.
 //! - `archiver/`: backup, as walk → chunk → store → tree → snapshot:
 //!   `sources`, `stream`, `walk`, `file`, `store`, `tree`, `node`, `exclude`.

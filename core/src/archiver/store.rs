@@ -16,7 +16,7 @@ use crate::repository::BlobWriter;
 pub(super) const CHUNKS_PER_BATCH: usize = 8;
 
 /// Stores the chunks of one file or stream, handing them to the writer in
-/// batches of [`CHUNKS_PER_BATCH`] so that the sealing workers get work in
+/// batches of [`CHUNKS_PER_BATCH`] so that the pool gets sealing work in
 /// bulk, and calls `read` with the bytes of each batch read (the last one
 /// too, if reading fails). Returns the size and the blob ids. The outer
 /// error is the repository's (fatal); the inner one the source's.

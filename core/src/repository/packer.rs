@@ -97,7 +97,9 @@ impl Packer {
     /// pool, the same threads that read ahead and hash: one pool for all
     /// the content work, so that no core idles while another has work.
     pub fn start(config: PackerConfig) -> Packer {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // The threads that seal, which `RAYON_NUM_THREADS` may set apart
+        // from the machine's cores.
+        let cores = rayon::current_num_threads();
         let (sealed, sealed_queue) = mpsc::channel::<Vec<SealedBlob>>();
         let (stored_tx, stored) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
